@@ -1,0 +1,1 @@
+"""Prefect flows (the deployments' entrypoints) and the `illume` command line."""

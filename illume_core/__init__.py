@@ -1,0 +1,1 @@
+"""ILLUME's model and science: ShapesWorld, the judge, the model, training (no prefect, no ray)."""

@@ -1,0 +1,121 @@
+"""Model configuration: one typed config and a registry of named presets.
+
+The CLI, the flows and the tests all read `PRESETS`; `get_preset(name)` is the single entry
+point and names the valid choices when given a wrong one.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class IllumeConfig(BaseModel):
+    """Shapes of every part of the model. Defaults are the `tiny` preset."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "tiny"
+    # images
+    image_size: int = Field(64, ge=32, le=1024)  # square input/output canvas in pixels
+    patch_size: int = Field(8, ge=1)  # pixels per side of one grid cell (one image token)
+    # understanding encoder (continuous features) + adapter
+    vision_width: int = Field(128, ge=8)  # encoder feature dimension per grid cell
+    vision_layers: int = Field(2, ge=0)  # transformer blocks on top of the conv stem
+    vision_heads: int = Field(4, ge=1)
+    # semantic vision tokenizer (discrete output)
+    codebook_size: int = Field(512, ge=2)  # number of image codes (image tokens in the LLM vocab)
+    code_dim: int = Field(32, ge=2)  # dimension of a codebook entry (low-dim codes use codebooks well)
+    decoder_width: int = Field(64, ge=8)  # channels of the pixel decoder
+    # language model (transformers Llama from config)
+    llm_arch: str = "llama"
+    hidden_size: int = Field(192, ge=8)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    num_kv_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(512, ge=8)
+    text_vocab_size: int = Field(1024, ge=64)  # trained BPE vocab incl. special tokens
+    max_seq_len: int = Field(256, ge=16)
+    rope_theta: float = 10000.0
+    # where real weights live for a from_pretrained load (None: build from config)
+    pretrained_path: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> IllumeConfig:
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}; "
+                "choose sizes whose ratio is the grid side"
+            )
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ValueError("hidden_size must divide by num_heads, and num_heads by num_kv_heads")
+        if self.vision_width % self.vision_heads:
+            raise ValueError("vision_width must divide by vision_heads")
+        if self.max_seq_len < self.image_tokens + 32:
+            raise ValueError(
+                f"max_seq_len {self.max_seq_len} leaves no room around {self.image_tokens} image tokens"
+            )
+        return self
+
+    @property
+    def grid(self) -> int:
+        """Side of the image-token grid."""
+        return self.image_size // self.patch_size
+
+    @property
+    def image_tokens(self) -> int:
+        """Image tokens per image (grid x grid)."""
+        return self.grid * self.grid
+
+
+PRESETS: dict[str, IllumeConfig] = {
+    # trains on 2 CPU cores in minutes
+    "tiny": IllumeConfig(),
+    # one GPU: 128 px, 256 tokens, codebook 4096, LLM about 100M parameters
+    "small": IllumeConfig(
+        name="small",
+        image_size=128,
+        patch_size=8,
+        vision_width=384,
+        vision_layers=4,
+        vision_heads=6,
+        codebook_size=4096,
+        code_dim=32,
+        decoder_width=128,
+        hidden_size=768,
+        num_layers=12,
+        num_heads=12,
+        num_kv_heads=12,
+        intermediate_size=2048,
+        text_vocab_size=8192,
+        max_seq_len=640,
+    ),
+    # ILLUME's shapes: codebook 16384, 256 tokens per image, a 7B Llama-class (Vicuna-7B) LLM
+    "illume-7b": IllumeConfig(
+        name="illume-7b",
+        image_size=256,
+        patch_size=16,
+        vision_width=1024,
+        vision_layers=24,
+        vision_heads=16,
+        codebook_size=16384,
+        code_dim=32,
+        decoder_width=256,
+        hidden_size=4096,
+        num_layers=32,
+        num_heads=32,
+        num_kv_heads=32,
+        intermediate_size=11008,
+        text_vocab_size=32000,
+        max_seq_len=4096,
+    ),
+}
+
+
+def get_preset(name: str, **overrides) -> IllumeConfig:
+    """The named preset, optionally with some fields replaced (validated again)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    base = PRESETS[name]
+    if not overrides:
+        return base
+    return IllumeConfig(**{**base.model_dump(), **overrides})

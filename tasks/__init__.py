@@ -1,0 +1,1 @@
+"""Thin Prefect tasks and the Ray actors they drive."""

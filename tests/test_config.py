@@ -1,0 +1,32 @@
+import pytest
+
+from illume_core.config import PRESETS, IllumeConfig, get_preset
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_are_consistent(name):
+    c = get_preset(name)
+    assert c.name == name
+    assert c.grid * c.patch_size == c.image_size
+    assert c.max_seq_len >= c.image_tokens + 32
+
+
+def test_shapes_of_named_presets():
+    assert get_preset("illume-7b").codebook_size == 16384
+    assert get_preset("illume-7b").image_tokens == 256
+    assert get_preset("small").image_tokens == 256
+    assert get_preset("tiny").image_tokens == 64
+
+
+def test_unknown_preset_names_choices():
+    with pytest.raises(ValueError, match="choose one of: tiny, small, illume-7b"):
+        get_preset("huge")
+
+
+def test_bad_sizes_are_refused():
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        IllumeConfig(image_size=60, patch_size=8)
+    with pytest.raises(ValueError):
+        IllumeConfig(image_size=-64)
+    with pytest.raises(ValueError):
+        get_preset("tiny", codebook_size=0)
