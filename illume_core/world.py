@@ -180,6 +180,30 @@ def place(
     raise RuntimeError(f"could not place {len(specs)} objects on a {size}px canvas; use fewer objects")
 
 
+def place_more(
+    rng: random.Random, scene: Scene, specs: Sequence[tuple[str, str]], max_tries: int = 200
+) -> Scene:
+    """Add objects (shape, colour) to an existing scene, at random, under the same rules as `place`.
+
+    The objects already there do not move, so a layout built with `relation_to_first` keeps its
+    relation. Raises RuntimeError if an object finds no free spot in `max_tries` attempts.
+    """
+    size = scene.size
+    lo, hi = max(4, round(MIN_FRAC * size)), round(0.22 * size)
+    gap = min_gap(size)
+    objs = list(scene.objects)
+    for shape, color in specs:
+        for _ in range(max_tries):
+            s = rng.randint(lo, hi)
+            o = Obj(shape, color, rng.randint(0, size - s), rng.randint(0, size - s), s)
+            if all(_separated(o, p, gap) for p in objs):
+                objs.append(o)
+                break
+        else:
+            raise RuntimeError(f"no free spot for a {shape} on this {size}px scene; add fewer objects")
+    return Scene(size, tuple(objs))
+
+
 def sample_scene(rng: random.Random, size: int = DEFAULT_SIZE, n_min: int = 1, n_max: int = 4) -> Scene:
     """A random scene of n_min..n_max objects with random shapes and colours."""
     n = rng.randint(n_min, n_max)

@@ -1,0 +1,172 @@
+import random
+from pathlib import Path
+
+import pytest
+
+from illume_core.geneval import TAGS, iter_metadata, parse_line, read_metadata
+from illume_core.prompts import (
+    KIND_DIMENSION,
+    Holdout,
+    all_prompts,
+    article,
+    generate_prompts,
+    kinds_for,
+    scene_for,
+    violate,
+)
+from illume_core.rules import evaluate
+from illume_core.world import SHAPES, relation
+
+GENEVAL_FILE = Path("/work/shared/geneval/evaluation_metadata.jsonl")
+
+
+def by_prompt(tag):
+    return {m.prompt: m for m in all_prompts(tag)}
+
+
+def test_grammar_matches_geneval_layout():
+    assert by_prompt("single_object")["a photo of a circle"].dump() == {
+        "tag": "single_object",
+        "include": [{"class": "circle", "count": 1}],
+        "prompt": "a photo of a circle",
+    }
+    assert by_prompt("two_object")["a photo of a circle and a square"].dump()["include"] == [
+        {"class": "circle", "count": 1},
+        {"class": "square", "count": 1},
+    ]
+    c = by_prompt("counting")["a photo of three squares"].dump()
+    assert c["include"] == [{"class": "square", "count": 3}] and c["exclude"] == [
+        {"class": "square", "count": 4}
+    ]
+    assert "a photo of four crosses" in by_prompt("counting")
+    assert by_prompt("colors")["a photo of an orange circle"].dump()["include"] == [
+        {"class": "circle", "count": 1, "color": "orange"}
+    ]
+    pos = by_prompt("position")["a photo of a blue diamond left of a yellow cross"]
+    assert pos.dumps() == (
+        '{"tag": "position", "include": [{"class": "cross", "count": 1, "color": "yellow"}, '
+        '{"class": "diamond", "count": 1, "color": "blue", "position": ["left of", 0]}], '
+        '"prompt": "a photo of a blue diamond left of a yellow cross"}'
+    )
+    ca = by_prompt("color_attr")["a photo of a red circle and a blue square"].dump()
+    assert ca["include"] == [
+        {"class": "circle", "count": 1, "color": "red"},
+        {"class": "square", "count": 1, "color": "blue"},
+    ]
+    assert article("orange circle") == "an" and article("red circle") == "a"
+
+
+@pytest.mark.parametrize("tag", TAGS)
+def test_space_round_trips_and_pairs_differ(tag):
+    space = all_prompts(tag)
+    assert len({m.prompt for m in space}) == len(space)
+    for m in space[:: max(1, len(space) // 200)]:
+        assert parse_line(m.dumps()) == m
+        classes = [c.cls for c in m.include]
+        assert len(set(classes)) == len(classes)
+        assert not m.out_of_vocabulary()
+
+
+def test_generate_is_deterministic_unique_and_covers_tags():
+    a, b = generate_prompts(3, 12), generate_prompts(3, 12)
+    assert [m.dumps() for m in a] == [m.dumps() for m in b]
+    assert [m.dumps() for m in a] != [m.dumps() for m in generate_prompts(4, 12)]
+    for tag in TAGS:
+        ps = [m.prompt for m in a if m.tag == tag]
+        assert len(ps) == 12
+        # single_object has only five prompts: it repeats, the others must not
+        assert len(set(ps)) == min(12, len(all_prompts(tag)))
+
+
+def test_holdout_split_is_disjoint_and_complete():
+    h = Holdout.default()
+    train = generate_prompts(0, 3000, h, "train")
+    held = generate_prompts(0, 3000, h, "heldout")
+    assert held and not any(h.is_heldout(m) for m in train)
+    assert all(h.is_heldout(m) for m in held)
+    assert not {m.prompt for m in train} & {m.prompt for m in held}
+    assert {m.tag for m in held} == {"two_object", "colors", "position", "color_attr"}
+    colors = [m for m in held if m.tag == "colors"]
+    assert {m.prompt for m in colors} == {
+        "a photo of a red circle",
+        "a photo of a blue square",
+        "a photo of a green triangle",
+        "a photo of a yellow diamond",
+    }
+
+
+def test_holdout_parse():
+    h = Holdout.parse(["color_shape:red/circle", "shape_pair:square/circle", "relation:left of"])
+    assert h.color_shapes == {("red", "circle")} and h.shape_pairs == {("circle", "square")}
+    assert Holdout.parse(h.specs()) == h
+    t = Holdout.parse(["relation:diamond/left of/cross"])
+    pos = by_prompt("position")
+    assert t.is_heldout(pos["a photo of a blue diamond left of a yellow cross"])
+    assert not t.is_heldout(pos["a photo of a blue cross left of a yellow diamond"])
+    assert h.is_heldout(pos["a photo of a blue diamond left of a yellow cross"])
+    for bad in [
+        "colour:red/circle",
+        "color_shape:red",
+        "color_shape:teal/circle",
+        "relation:near",
+        "nothing",
+    ]:
+        with pytest.raises(ValueError, match="bad holdout"):
+            Holdout.parse([bad])
+
+
+def test_real_geneval_file_parses_and_reports_out_of_vocabulary():
+    items = list(iter_metadata(GENEVAL_FILE))
+    assert len(items) == 553
+    metas = read_metadata(GENEVAL_FILE)
+    assert len(metas) == 553
+    oov = [m for m in metas if m.out_of_vocabulary()]
+    assert len(oov) == 553  # GenEval names COCO classes, none of which is a ShapesWorld shape
+    bench = next(m for m in metas if m.prompt == "a photo of a bench")
+    assert bench.out_of_vocabulary() == ["class 'bench'"]
+    with pytest.raises(ValueError, match="cannot draw"):
+        scene_for(bench, random.Random(0))
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_scene_for_is_correct(size):
+    rng = random.Random(size)
+    metas = generate_prompts(1, 25)
+    n_distracted = 0
+    for m in metas:
+        for _ in range(4):
+            s = scene_for(m, rng, size)
+            assert evaluate(m, s.objects).correct, (m.prompt, s)
+            if m.tag == "counting":
+                assert s.count(m.include[0].cls) == m.include[0].count
+            n_distracted += len(s.objects) > sum(c.count for c in m.include)
+            if m.tag == "position":
+                subj, target = s.objects[1], s.objects[0]
+                assert m.include[1].position[0] in relation(subj.box, target.box)
+    assert n_distracted > 0
+    plain = scene_for(metas[0], rng, size, distractors=False)
+    assert len(plain.objects) == sum(c.count for c in metas[0].include)
+
+
+def test_violate_fails_exactly_the_intended_dimension():
+    rng = random.Random(7)
+    seen = set()
+    for m in generate_prompts(2, 12):
+        kinds = kinds_for(m)
+        assert kinds
+        for kind in kinds:
+            for _ in range(3):
+                s = violate(m, rng, 64, kind)
+                ev = evaluate(m, s.objects)
+                assert not ev.correct
+                assert [d for d, ok in ev.dimensions.items() if not ok] == [KIND_DIMENSION[kind]]
+                seen.add((m.tag, kind))
+    assert ("counting", "count") in seen and ("position", "relation") in seen
+    assert ("color_attr", "color") in seen and ("two_object", "shape") in seen
+    counting = by_prompt("counting")["a photo of three squares"]
+    counts = {violate(counting, rng, 64, "count").count("square") for _ in range(30)}
+    assert counts == {2, 4}
+    with pytest.raises(ValueError, match="does not apply"):
+        violate(by_prompt("single_object")["a photo of a circle"], rng, 64, "relation")
+    assert set(kinds_for(by_prompt("single_object")["a photo of a circle"])) == {"shape"}
+    assert all(s in SHAPES for s in (o.shape for o in violate(counting, rng).objects))
