@@ -1,0 +1,249 @@
+"""The unified multimodal model: one transformers Llama that reads and writes images.
+
+Understanding path: `vision_model` (continuous features) -> `aligner` -> the <image> placeholder
+positions, bridged by `prepare_inputs_embeds`. Generation path: the image-code rows of the LLM's
+input embeddings and LM head (`gen_embed_rows`, `gen_head_rows`, `image_logits`). The semantic
+tokenizer that turns images into codes stays outside: it is a separate, frozen part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from illume_core.config import IllumeConfig
+from illume_core.vision import VisionEncoder
+
+# ILLUME Table 5: learning rate per parameter group and stage
+STAGE_LRS: dict[int, dict[str, float]] = {
+    1: {"adapter": 1e-3, "image_embed_head": 2e-4},
+    2: {"adapter": 5e-5, "llm": 5e-5},
+    3: {"adapter": 2e-5, "llm": 2e-5, "vision": 2e-6},
+}
+
+
+@dataclass
+class IllumeOutput:
+    """`loss` is None without labels; `logits` (B, T, V) over the whole vocab."""
+
+    loss: torch.Tensor | None
+    logits: torch.Tensor
+
+
+def llama_config(cfg: IllumeConfig, vocab_size: int) -> LlamaConfig:
+    """The LLM's transformers config for a preset and a total vocab (text + image codes)."""
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=cfg.max_seq_len,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+
+
+class Aligner(nn.Module):
+    """The vision adapter: encoder features (..., vision_width) -> LLM embeddings (..., hidden_size)."""
+
+    def __init__(self, vision_width: int, hidden_size: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(vision_width, hidden_size)
+        self.fc2 = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class IllumeModel(nn.Module):
+    """Vision encoder + adapter + a Llama whose vocab is the text vocab followed by the image codes.
+
+    Image code k has LLM id `image_token_offset + k`, with `image_token_offset = text_vocab_size`.
+    `llm_config` rebuilds the exact LLM of a checkpoint; otherwise the LLM comes from
+    `cfg.pretrained_path` (transformers `from_pretrained`, vocab extended) or from the preset.
+    """
+
+    def __init__(
+        self, cfg: IllumeConfig, text_vocab_size: int, llm_config: LlamaConfig | None = None
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.text_vocab_size = text_vocab_size
+        self.image_token_offset = text_vocab_size
+        self.vocab_size = text_vocab_size + cfg.codebook_size
+        # understanding path
+        self.vision_model = VisionEncoder(cfg)
+        self.aligner = Aligner(cfg.vision_width, cfg.hidden_size)
+        # the language model; its image-code rows are the generation path
+        if llm_config is not None:
+            self.llm = LlamaForCausalLM(llm_config)
+        elif cfg.pretrained_path is not None:
+            self.llm = _load_pretrained(cfg, self.vocab_size)
+        else:
+            self.llm = LlamaForCausalLM(llama_config(cfg, self.vocab_size))
+        if self.llm.config.vocab_size != self.vocab_size:
+            raise ValueError(
+                f"LLM vocab {self.llm.config.vocab_size} != text {text_vocab_size} + codes {cfg.codebook_size}; "
+                "build the model with the text tokenizer's vocab_size"
+            )
+        self._grad_hooks: list[torch.utils.hooks.RemovableHandle] = []
+
+    # ---- understanding path ----------------------------------------------------------------
+    def prepare_inputs_embeds(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        image_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Token embeddings (B, T, D) with adapter outputs scattered into the <image> positions.
+
+        input_ids (B, T); pixel_values (I, 3, H, W), the images in order of appearance;
+        image_mask (B, T) bool, True at the I * cfg.image_tokens placeholder positions.
+        """
+        embeds = self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
+        if pixel_values is None or image_mask is None or not bool(image_mask.any()):
+            return embeds
+        feats = self.aligner(self.vision_model(pixel_values))  # (I, N, D)
+        n_slots, n_feats = int(image_mask.sum()), feats.shape[0] * feats.shape[1]
+        if n_slots != n_feats:
+            raise ValueError(
+                f"{n_slots} <image> placeholders but {feats.shape[0]} images x {feats.shape[1]} features; "
+                "build batches with the Processor so each image gets cfg.image_tokens placeholders"
+            )
+        # masked_scatter fills the True positions in row-major order: batch row, then position
+        return embeds.masked_scatter(image_mask.unsqueeze(-1), feats.to(embeds.dtype))  # (B, T, D)
+
+    # ---- generation path -------------------------------------------------------------------
+    def gen_embed_rows(self) -> torch.Tensor:
+        """The image-code rows of the input embeddings (codebook_size, D), a view."""
+        return self.llm.get_input_embeddings().weight[self.image_token_offset :]
+
+    def gen_head_rows(self) -> torch.Tensor:
+        """The image-code rows of the LM head (codebook_size, D), a view."""
+        return self.llm.get_output_embeddings().weight[self.image_token_offset :]
+
+    def image_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over image codes only: hidden (..., D) -> (..., codebook_size), index = code id."""
+        return hidden @ self.gen_head_rows().T  # (..., K)
+
+    def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over text ids only: hidden (..., D) -> (..., text_vocab_size)."""
+        return hidden @ self.llm.get_output_embeddings().weight[: self.image_token_offset].T  # (..., Vt)
+
+    # ---- the shared trunk ------------------------------------------------------------------
+    def hidden_states(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        cache=None,
+    ) -> torch.Tensor:
+        """Final-norm hidden states (B, T, D) of the LLM body; `cache` (a transformers Cache) is
+        extended in place when given."""
+        out = self.llm.model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=cache is not None,
+        )
+        return out.last_hidden_state  # (B, T, D)
+
+    def forward(self, batch) -> IllumeOutput:
+        """Loss and logits for a `processor.Batch`: next-token cross-entropy where labels != -100.
+
+        Labels are aligned with input_ids (label t is the target of token t); the shift happens here.
+        """
+        embeds = self.prepare_inputs_embeds(batch.input_ids, batch.pixel_values, batch.image_mask)
+        hidden = self.hidden_states(embeds, batch.attention_mask, batch.position_ids)  # (B, T, D)
+        logits = self.llm.lm_head(hidden)  # (B, T, V)
+        loss = None
+        if batch.labels is not None:
+            loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(),  # (B*(T-1), V)
+                batch.labels[:, 1:].flatten(),  # (B*(T-1),)
+                ignore_index=-100,
+            )
+        return IllumeOutput(loss=loss, logits=logits)
+
+    # ---- what each training stage trains ---------------------------------------------------
+    def param_groups(self, stage: int, lrs: dict[str, float] | None = None) -> list[dict]:
+        """Optimizer groups for an ILLUME stage; also freezes everything the stage does not train.
+
+        Groups: 'adapter' (aligner), 'image_embed_head' (stage 1: the image-code rows of
+        embed_tokens and lm_head), 'llm' (all LLM weights), 'vision' (the encoder). The image rows
+        share their matrices with the text rows, so stage 1 trains the whole matrices under a
+        gradient hook that zeroes the text rows' gradients; the group has weight_decay 0 so
+        AdamW leaves those rows exactly unchanged. Pass the groups to torch.optim.AdamW.
+        """
+        if stage not in STAGE_LRS:
+            raise ValueError(f"unknown stage {stage}; ILLUME has stages {sorted(STAGE_LRS)}")
+        lr = {**STAGE_LRS[stage], **(lrs or {})}
+        for h in self._grad_hooks:
+            h.remove()
+        self._grad_hooks = []
+        for p in self.parameters():
+            p.requires_grad_(False)
+        groups: list[dict] = [
+            {"name": "adapter", "params": list(self.aligner.parameters()), "lr": lr["adapter"]}
+        ]
+        if stage == 1:
+            rows = [self.llm.get_input_embeddings().weight, self.llm.get_output_embeddings().weight]
+            rows = list({id(p): p for p in rows}.values())  # one entry if the matrices are tied
+            for p in rows:
+                self._grad_hooks.append(p.register_hook(self._mask_text_rows))
+            groups.append(
+                {
+                    "name": "image_embed_head",
+                    "params": rows,
+                    "lr": lr["image_embed_head"],
+                    "weight_decay": 0.0,
+                }
+            )
+        else:
+            groups.append({"name": "llm", "params": list(self.llm.parameters()), "lr": lr["llm"]})
+        if stage == 3:
+            groups.append(
+                {"name": "vision", "params": list(self.vision_model.parameters()), "lr": lr["vision"]}
+            )
+        for g in groups:
+            for p in g["params"]:
+                p.requires_grad_(True)
+        return groups
+
+    def _mask_text_rows(self, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        grad[: self.image_token_offset] = 0  # (V, D): only image-code rows learn in stage 1
+        return grad
+
+
+def _load_pretrained(cfg: IllumeConfig, vocab_size: int) -> LlamaForCausalLM:
+    """Real weights from a local folder, their vocab extended with the image codes."""
+    llm = LlamaForCausalLM.from_pretrained(cfg.pretrained_path, local_files_only=True)
+    got = (llm.config.hidden_size, llm.config.num_hidden_layers)
+    if got != (cfg.hidden_size, cfg.num_layers):
+        raise ValueError(
+            f"weights at {cfg.pretrained_path} have hidden_size x layers {got}, the preset "
+            f"{cfg.name!r} has {(cfg.hidden_size, cfg.num_layers)}; pick a preset with the weights' shapes"
+        )
+    if llm.config.vocab_size > vocab_size:
+        raise ValueError(
+            f"weights at {cfg.pretrained_path} have {llm.config.vocab_size} text ids, more than the "
+            f"{vocab_size} of text + image codes; use their tokenizer's vocab size as text_vocab_size"
+        )
+    llm.resize_token_embeddings(vocab_size, mean_resizing=False)
+    return llm
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameter elements (works on the meta device)."""
+    return sum(p.numel() for p in module.parameters())

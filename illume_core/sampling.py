@@ -1,0 +1,246 @@
+"""Sampling as small pure functions (LlamaGen style): prefill, decode_one_token, decode_n_tokens.
+
+Text-to-image runs a stacked [cond; uncond] batch for classifier-free guidance, with a KV cache
+filled once by `prefill` and extended in place by each `decode_one_token`; logits inside the
+image span are restricted to the image codes, so exactly cfg.image_tokens codes come out. Every
+sample draws from its own torch.Generator, so a seed gives the same image whatever else is in
+the batch. `no_cache=True` recomputes the whole prefix each step (parity tests, benchmark).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from illume_core.model import IllumeModel
+from illume_core.processor import Batch, ImageLike, Processor
+
+
+@dataclass
+class Prefix:
+    """What the model has read so far, per row: the KV cache, or (no_cache) the raw embeddings."""
+
+    attention_mask: torch.Tensor  # (B, T) long
+    position_ids: torch.Tensor  # (B, T) long
+    cache: DynamicCache | None  # filled by prefill, extended by decode_one_token
+    embeds: torch.Tensor | None  # (B, T, D), kept only without a cache
+
+
+def sample_logits(
+    logits: torch.Tensor,
+    generators: Sequence[torch.Generator] | None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float = 1.0,
+) -> torch.Tensor:
+    """One token per row from logits (B, V): greedy when temperature == 0, else top-k / top-p
+    sampling with row i drawing from generators[i]. Returns (B,) long."""
+    if temperature == 0:
+        return logits.argmax(-1)  # (B,)
+    if generators is None or len(generators) != logits.shape[0]:
+        raise ValueError("sampling with temperature > 0 needs one torch.Generator per row")
+    logits = logits.float() / temperature  # (B, V)
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(-1, descending=True)  # (B, V)
+        cum = sorted_logits.softmax(-1).cumsum(-1)  # (B, V)
+        # drop a token when the tokens ranked above it already hold top_p of the mass
+        drop_sorted = (cum - sorted_logits.softmax(-1)) > top_p  # (B, V)
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # (B, V)
+        logits = logits.masked_fill(drop, float("-inf"))
+    probs = logits.softmax(-1)  # (B, V)
+    return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators, strict=True)])
+
+
+@torch.no_grad()
+def prefill(model: IllumeModel, batch: Batch, no_cache: bool = False) -> tuple[Prefix, torch.Tensor]:
+    """Read a left-padded prompt batch; returns the prefix state and the last hidden state (B, D)."""
+    embeds = model.prepare_inputs_embeds(batch.input_ids, batch.pixel_values, batch.image_mask)  # (B, T, D)
+    cache = None if no_cache else DynamicCache(config=model.llm.config)
+    hidden = model.hidden_states(embeds, batch.attention_mask, batch.position_ids, cache)  # (B, T, D)
+    prefix = Prefix(batch.attention_mask, batch.position_ids, cache, embeds if no_cache else None)
+    return prefix, hidden[:, -1]
+
+
+@torch.no_grad()
+def decode_one_token(model: IllumeModel, prefix: Prefix, token_ids: torch.Tensor) -> torch.Tensor:
+    """Append one token per row (B,) to the prefix; returns its hidden state (B, D)."""
+    new = model.llm.get_input_embeddings()(token_ids[:, None])  # (B, 1, D)
+    pos = prefix.position_ids[:, -1:] + 1  # (B, 1)
+    prefix.attention_mask = torch.cat([prefix.attention_mask, torch.ones_like(pos)], 1)  # (B, T+1)
+    prefix.position_ids = torch.cat([prefix.position_ids, pos], 1)  # (B, T+1)
+    if prefix.cache is not None:
+        hidden = model.hidden_states(new, prefix.attention_mask, pos, prefix.cache)  # (B, 1, D)
+    else:
+        prefix.embeds = torch.cat([prefix.embeds, new], 1)  # (B, T+1, D)
+        hidden = model.hidden_states(prefix.embeds, prefix.attention_mask, prefix.position_ids)  # (B, T+1, D)
+    return hidden[:, -1]
+
+
+@torch.no_grad()
+def decode_n_tokens(
+    model: IllumeModel,
+    prefix: Prefix,
+    hidden: torch.Tensor,
+    n: int,
+    pick: Callable[[torch.Tensor], torch.Tensor],
+    stop: Callable[[torch.Tensor], bool] | None = None,
+) -> torch.Tensor:
+    """Pick and feed `n` tokens: `pick` maps the last hidden (B, D) to LLM ids (B,) fed back in;
+    `stop(tokens so far)` ends early. Returns the picked ids (B, n') with n' <= n."""
+    out: list[torch.Tensor] = []
+    for t in range(n):
+        ids = pick(hidden)  # (B,)
+        out.append(ids)
+        if t == n - 1 or (stop is not None and stop(torch.stack(out, 1))):
+            break
+        hidden = decode_one_token(model, prefix, ids)  # (B, D)
+    return torch.stack(out, 1)  # (B, n')
+
+
+@torch.no_grad()
+def sample_image_codes(
+    model: IllumeModel,
+    batch: Batch,
+    generators: Sequence[torch.Generator] | None,
+    cfg_scale: float | None = 2.0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float = 1.0,
+    no_cache: bool = False,
+) -> torch.Tensor:
+    """Image codes (B, N) continuing prompts that end in <soi>. With `cfg_scale`, the batch is
+    [cond (B); uncond (B)] and both halves are fed the same guided sample; None: no guidance."""
+    prefix, hidden = prefill(model, batch, no_cache)
+    offset = model.image_token_offset
+
+    def pick(h: torch.Tensor) -> torch.Tensor:
+        logits = model.image_logits(h)  # (B or 2B, K): only image codes inside the image span
+        if cfg_scale is not None:
+            cond, uncond = logits.chunk(2)  # (B, K) each
+            logits = uncond + cfg_scale * (cond - uncond)  # (B, K)
+        codes = sample_logits(logits, generators, temperature, top_k, top_p)  # (B,)
+        ids = codes + offset  # (B,)
+        return torch.cat([ids, ids]) if cfg_scale is not None else ids  # (B or 2B,)
+
+    ids = decode_n_tokens(model, prefix, hidden, model.cfg.image_tokens, pick)  # (B or 2B, N)
+    return ids[: len(ids) // 2 if cfg_scale is not None else len(ids)] - offset  # (B, N)
+
+
+def generate_images(
+    model: IllumeModel,
+    processor: Processor,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    cfg_scale: float | None = 2.0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float = 1.0,
+    no_cache: bool = False,
+) -> torch.Tensor:
+    """Text-to-image: code ids (B, N) in [0, codebook_size), one seed per prompt (decode them with
+    SemanticTokenizer.decode). The unconditional twin is the generic "generate a random image"."""
+    _check_seeds(prompts, seeds)
+    examples = [processor.t2i_prompt(p) for p in prompts]
+    if cfg_scale is not None:
+        examples += [processor.t2i_prompt(None)] * len(prompts)
+    return _run_images(model, processor, examples, seeds, cfg_scale, temperature, top_k, top_p, no_cache)
+
+
+def edit_images(
+    model: IllumeModel,
+    processor: Processor,
+    images: Sequence[ImageLike],
+    instructions: Sequence[str],
+    seeds: Sequence[int],
+    cfg_scale: float | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float = 1.0,
+    no_cache: bool = False,
+) -> torch.Tensor:
+    """Editing: image in (continuous) + instruction -> the edited image's codes (B, N). With
+    `cfg_scale`, guidance is against the unconditional text-to-image prompt (no image, no text)."""
+    if len(images) != len(instructions):
+        raise ValueError(f"{len(images)} images but {len(instructions)} instructions; give one each")
+    _check_seeds(instructions, seeds)
+    examples = [processor.edit_prompt(im, ins) for im, ins in zip(images, instructions, strict=True)]
+    if cfg_scale is not None:
+        examples += [processor.t2i_prompt(None)] * len(images)
+    return _run_images(model, processor, examples, seeds, cfg_scale, temperature, top_k, top_p, no_cache)
+
+
+@torch.no_grad()
+def answer(
+    model: IllumeModel,
+    processor: Processor,
+    images: Sequence[ImageLike | None],
+    questions: Sequence[str],
+    max_new_tokens: int = 48,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float = 1.0,
+    seeds: Sequence[int] | None = None,
+    no_cache: bool = False,
+) -> list[str]:
+    """Text answers about images (None: a text-only question), greedy by default, each stopping
+    at <eos>; logits are restricted to text ids."""
+    if len(images) != len(questions):
+        raise ValueError(f"{len(images)} images but {len(questions)} questions; give one each")
+    model.eval()
+    device = _device(model)
+    batch = processor.collate(
+        [processor.question_prompt(im, q) for im, q in zip(images, questions, strict=True)], "left"
+    )
+    generators = None
+    if temperature > 0:
+        seeds = list(range(len(questions))) if seeds is None else seeds
+        _check_seeds(questions, seeds)
+        generators = _generators(seeds, device)
+    eos = processor.tokenizer.eos_id
+    prefix, hidden = prefill(model, batch.to(device), no_cache)
+
+    def pick(h: torch.Tensor) -> torch.Tensor:
+        return sample_logits(model.text_logits(h), generators, temperature, top_k, top_p)  # (B,)
+
+    def stop(tokens: torch.Tensor) -> bool:
+        return bool((tokens == eos).any(1).all())
+
+    tokens = decode_n_tokens(model, prefix, hidden, max_new_tokens, pick, stop).tolist()  # (B, n)
+    return [processor.tokenizer.decode(row[: row.index(eos)] if eos in row else row) for row in tokens]
+
+
+def _run_images(
+    model: IllumeModel,
+    processor: Processor,
+    examples: list,
+    seeds: Sequence[int],
+    cfg_scale: float | None,
+    temperature: float,
+    top_k: int | None,
+    top_p: float,
+    no_cache: bool,
+) -> torch.Tensor:
+    model.eval()
+    device = _device(model)
+    batch = processor.collate(examples, padding_side="left").to(device)
+    generators = _generators(seeds, device) if temperature > 0 else None
+    return sample_image_codes(model, batch, generators, cfg_scale, temperature, top_k, top_p, no_cache)
+
+
+def _generators(seeds: Sequence[int], device: torch.device) -> list[torch.Generator]:
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+
+def _device(model: IllumeModel) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _check_seeds(items: Sequence, seeds: Sequence[int]) -> None:
+    if len(seeds) != len(items):
+        raise ValueError(f"{len(items)} prompts but {len(seeds)} seeds; give one seed per sample")
