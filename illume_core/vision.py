@@ -29,14 +29,10 @@ class VisionEncoder(nn.Module):
     def __init__(self, cfg: IllumeConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        stem = max(16, cfg.vision_width // 4)
-        # full-resolution convs first, so each cell's feature knows where its edges lie
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, stem, 3, padding=1),
-            nn.GELU(),
-            nn.Conv2d(stem, stem, 3, padding=1),
-            nn.GELU(),
-        )
+        stem = max(16, cfg.vision_width // 8)
+        # one full-resolution conv before patchifying: edge detectors at pixel precision, so each
+        # cell's feature knows exactly where its shape edges lie
+        self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, padding=1), nn.GELU())
         self.patchify = nn.Conv2d(stem, cfg.vision_width, cfg.patch_size, stride=cfg.patch_size)
         self.row_pos = nn.Parameter(torch.zeros(cfg.grid, 1, cfg.vision_width))
         self.col_pos = nn.Parameter(torch.zeros(1, cfg.grid, cfg.vision_width))

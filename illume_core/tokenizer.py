@@ -1,0 +1,265 @@
+"""The vision tokenizers: images <-> grids of discrete codes that the LLM reads and writes.
+
+`SemanticTokenizer` is ILLUME's: a frozen, text-aligned encoder's features are quantized
+(nearest code by L2, EMA codebook, dead-code restart) and trained to reconstruct those semantic
+features (smooth-L1 + cosine); a `PixelDecoder` turns codes back into pixels by classifying each
+pixel into ShapesWorld's palette, so edges stay crisp and colours exact. `PixelVQTokenizer` is
+the VQGAN-style baseline: same quantizer and decoder, but a conv encoder trained on pixels only.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from illume_core.config import IllumeConfig
+from illume_core.images import palette_index, palette_render
+from illume_core.vision import NUM_CLASSES, VisionEncoder
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-code quantizer with an EMA codebook, straight-through gradients and dead-code restart.
+
+    A code unused for `restart_after` training calls is moved onto a random recent encoder output,
+    so the whole codebook stays in use.
+    """
+
+    def __init__(
+        self,
+        codebook_size: int,
+        code_dim: int,
+        decay: float = 0.95,
+        beta: float = 0.25,
+        restart_after: int = 20,
+    ) -> None:
+        super().__init__()
+        self.codebook_size, self.code_dim = codebook_size, code_dim
+        self.decay, self.beta, self.restart_after = decay, beta, restart_after
+        self.register_buffer("codebook", torch.randn(codebook_size, code_dim) * 0.1)
+        self.register_buffer("ema_count", torch.ones(codebook_size))
+        self.register_buffer("ema_sum", self.codebook.clone())
+        self.register_buffer("unused_for", torch.zeros(codebook_size, dtype=torch.long))
+
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """Code ids of the nearest codebook entries: (..., D) -> (...)."""
+        flat = z.reshape(-1, self.code_dim)  # (M, D)
+        d = (
+            flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.codebook.T + self.codebook.pow(2).sum(1)
+        )  # (M, K)
+        return d.argmin(1).reshape(z.shape[:-1])
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """Code vectors of ids: (...) -> (..., D)."""
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.codebook_size):
+            raise ValueError(
+                f"code ids must lie in [0, {self.codebook_size}); got {int(ids.min())}..{int(ids.max())}"
+            )
+        return F.embedding(ids, self.codebook)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z (B, N, D) -> (straight-through quantized (B, N, D), ids (B, N), commitment loss)."""
+        ids = self.nearest(z)  # (B, N)
+        zq = self.lookup(ids)  # (B, N, D)
+        if self.training:
+            self._update(z.detach().reshape(-1, self.code_dim), ids.reshape(-1))
+        commit = self.beta * F.mse_loss(z, zq.detach())
+        return z + (zq - z).detach(), ids, commit
+
+    @torch.no_grad()
+    def _update(self, flat: torch.Tensor, ids: torch.Tensor) -> None:
+        onehot = F.one_hot(ids, self.codebook_size).type_as(flat)  # (M, K)
+        count = onehot.sum(0)  # (K,)
+        self.ema_count.mul_(self.decay).add_(count, alpha=1 - self.decay)
+        self.ema_sum.mul_(self.decay).add_(onehot.T @ flat, alpha=1 - self.decay)
+        self.codebook.copy_(self.ema_sum / self.ema_count.clamp(min=1e-5).unsqueeze(1))
+        self.unused_for.add_(1).masked_fill_(count > 0, 0)
+        self.restart_dead(flat)
+
+    @torch.no_grad()
+    def restart_dead(self, recent: torch.Tensor) -> int:
+        """Move codes unused for `restart_after` calls onto random rows of `recent` (M, D); returns how many."""
+        dead = (self.unused_for >= self.restart_after).nonzero().squeeze(1)  # (R,)
+        if len(dead) == 0 or len(recent) == 0:
+            return 0
+        pick = recent[torch.randint(len(recent), (len(dead),), device=recent.device)]  # (R, D)
+        pick = pick + 0.01 * pick.std() * torch.randn_like(pick)
+        self.codebook[dead] = pick
+        self.ema_sum[dead] = pick
+        self.ema_count[dead] = 1.0
+        self.unused_for[dead] = 0
+        return len(dead)
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.GroupNorm(8, width),
+            nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.GroupNorm(8, width),
+            nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class PixelDecoder(nn.Module):
+    """Code grid (B, code_dim, g, g) -> palette logits (B, 11, H, W).
+
+    Residual 3x3 convs on the grid give each cell a view of its neighbours (a code alone cannot
+    fix a cell's exact mask); a pixel shuffle then lays out each cell's pixels, and full-resolution
+    convs smooth the seams between cells.
+    """
+
+    def __init__(self, cfg: IllumeConfig, blocks: int = 3, fine: int = 16) -> None:
+        super().__init__()
+        w, p = cfg.decoder_width, cfg.patch_size
+        self.trunk = nn.Sequential(
+            nn.Conv2d(cfg.code_dim, w, 3, padding=1), *(_ResBlock(w) for _ in range(blocks)), nn.GELU()
+        )
+        self.unpatch = nn.Sequential(nn.Conv2d(w, fine * p * p, 1), nn.PixelShuffle(p))
+        self.fine = nn.Sequential(
+            nn.GELU(),
+            nn.Conv2d(fine, fine, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(fine, NUM_CLASSES, 3, padding=1),
+        )
+
+    def forward(self, grid: torch.Tensor) -> torch.Tensor:
+        return self.fine(self.unpatch(self.trunk(grid)))  # (B, K, H, W)
+
+
+class _CodeTokenizer(nn.Module, abc.ABC):
+    """What both tokenizers share: quantizer, pixel decoder, encode/decode over code grids."""
+
+    cfg: IllumeConfig
+    quantizer: VectorQuantizer
+    decoder: PixelDecoder
+
+    @abc.abstractmethod
+    def pre_quant(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, 3, H, W) -> continuous pre-quantization vectors (B, N, code_dim)."""
+
+    def _grid(self, z: torch.Tensor) -> torch.Tensor:
+        return rearrange(z, "b (h w) d -> b d h w", h=self.cfg.grid)  # (B, D, g, g)
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, 3, H, W) in [0, 1] -> code ids LongTensor (B, N) in [0, codebook_size)."""
+        return self.quantizer.nearest(self.pre_quant(pixels))  # (B, N)
+
+    def decode_logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """Code ids (B, N) -> palette logits (B, 11, H, W)."""
+        if ids.dim() != 2 or ids.shape[1] != self.cfg.image_tokens:
+            raise ValueError(f"decode expects ids (B, {self.cfg.image_tokens}); got {tuple(ids.shape)}")
+        return self.decoder(self._grid(self.quantizer.lookup(ids)))  # (B, K, H, W)
+
+    @torch.no_grad()
+    def decode(self, ids: torch.Tensor) -> torch.Tensor:
+        """Code ids (B, N) -> pixels (B, 3, H, W) in [0, 1], each pixel one exact palette colour."""
+        return palette_render(self.decode_logits(ids).argmax(1))  # (B, 3, H, W)
+
+    def codebook_usage(self, ids: torch.Tensor) -> float:
+        """Fraction of the codebook that appears in `ids`."""
+        return float(ids.unique().numel()) / self.quantizer.codebook_size
+
+    def _pixel_losses(self, pixels: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        zq, ids, commit = self.quantizer(z)  # (B, N, D), (B, N), ()
+        logits = self.decoder(self._grid(zq))  # (B, K, H, W)
+        target = palette_index(pixels)  # (B, H, W)
+        pixel = F.cross_entropy(logits, target)
+        acc = (logits.argmax(1) == target).float().mean()
+        return {"pixel": pixel, "commit": commit, "pixel_acc": acc.detach(), "zq": zq, "ids": ids}
+
+
+class SemanticTokenizer(_CodeTokenizer):
+    """ILLUME's semantic vision tokenizer on a frozen copy of the trained `VisionEncoder`.
+
+    The pre-quantization net sees a 3x3 neighbourhood of encoder cells, so a code can describe a
+    cell relative to its neighbours; the feature reconstructor maps codes back to the encoder's
+    semantic features, and the pixel decoder maps codes to pixels.
+    """
+
+    def __init__(self, cfg: IllumeConfig, encoder: VisionEncoder | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = copy.deepcopy(encoder) if encoder is not None else VisionEncoder(cfg)
+        self.encoder.requires_grad_(False).eval()
+        w, d = cfg.vision_width, cfg.code_dim
+        self.pre = nn.Sequential(
+            nn.Conv2d(w, w, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(w, w, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(w, d, 1),
+        )
+        self.quantizer = VectorQuantizer(cfg.codebook_size, d)
+        self.reconstructor = nn.Sequential(
+            nn.Conv2d(d, w, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(w, w, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(w, w, 1),
+        )
+        self.decoder = PixelDecoder(cfg)
+
+    def train(self, mode: bool = True) -> SemanticTokenizer:
+        super().train(mode)
+        self.encoder.eval()  # the semantic encoder stays frozen, whatever the caller sets
+        return self
+
+    def pre_quant(self, pixels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            feats = self.encoder(pixels)  # (B, N, W)
+        return rearrange(self.pre(self._grid(feats)), "b d h w -> b (h w) d")  # (B, N, D)
+
+    def losses(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training losses on a batch: feature reconstruction + pixel CE + commitment; key 'loss' is the sum."""
+        with torch.no_grad():
+            feats = self.encoder(pixels)  # (B, N, W)
+        z = rearrange(self.pre(self._grid(feats)), "b d h w -> b (h w) d")  # (B, N, D)
+        out = self._pixel_losses(pixels, z)
+        rec = rearrange(self.reconstructor(self._grid(out["zq"])), "b w h v -> b (h v) w")  # (B, N, W)
+        out["feature_l1"] = F.smooth_l1_loss(rec, feats)
+        out["feature_cos"] = (1 - F.cosine_similarity(rec, feats, dim=-1)).mean()
+        out["loss"] = out["feature_l1"] + out["feature_cos"] + out["pixel"] + out["commit"]
+        return out
+
+
+class PixelVQTokenizer(_CodeTokenizer):
+    """The VQGAN-style baseline: a conv encoder trained on pixels only, same quantizer and decoder."""
+
+    def __init__(self, cfg: IllumeConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        w, stem = cfg.decoder_width, max(16, cfg.decoder_width // 2)
+        self.conv_encoder = nn.Sequential(
+            nn.Conv2d(3, stem, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(stem, stem, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(stem, w, cfg.patch_size, stride=cfg.patch_size),
+            _ResBlock(w),
+            _ResBlock(w),
+            nn.GELU(),
+            nn.Conv2d(w, cfg.code_dim, 1),
+        )
+        self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.code_dim)
+        self.decoder = PixelDecoder(cfg)
+
+    def pre_quant(self, pixels: torch.Tensor) -> torch.Tensor:
+        return rearrange(self.conv_encoder(pixels * 2 - 1), "b d h w -> b (h w) d")  # (B, N, D)
+
+    def losses(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training losses on a batch: pixel CE + commitment; key 'loss' is the sum."""
+        out = self._pixel_losses(pixels, self.pre_quant(pixels))
+        out["loss"] = out["pixel"] + out["commit"]
+        return out

@@ -1,0 +1,214 @@
+"""Training loops for the vision parts on ShapesWorld: the encoder, then the tokenizers.
+
+Every batch is sampled on the fly from seeded scenes (`train-<seed>` stream); evaluation scenes
+come from a separate `heldout-<seed>` stream. Same seed, same thread count: same weights.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+
+import torch
+
+from illume_core.config import IllumeConfig
+from illume_core.images import palette_index, to_tensor
+from illume_core.tokenizer import PixelVQTokenizer, SemanticTokenizer
+from illume_core.vision import ContrastiveModel, TextTower, VisionEncoder
+from illume_core.world import NUMBERS, Scene, relation, render, sample_scene
+
+Progress = Callable[[int, dict[str, float]], None]
+
+
+def train_stream(seed: int) -> random.Random:
+    """The scene stream training batches are drawn from."""
+    return random.Random(f"train-{seed}")
+
+
+def heldout_stream(seed: int) -> random.Random:
+    """The scene stream evaluations are drawn from (disjoint in practice from training)."""
+    return random.Random(f"heldout-{seed}")
+
+
+def _fallback_caption(scene: Scene, rng: random.Random) -> str:
+    """A caption naming every object (grouped by colour and shape), plus a relation for two objects."""
+    groups: dict[tuple[str, str], int] = {}
+    for o in scene.objects:
+        groups[(o.color, o.shape)] = groups.get((o.color, o.shape), 0) + 1
+    parts = [
+        f"a {c} {s}" if n == 1 else f"{NUMBERS[n]} {c} {s}{'es' if s == 'cross' else 's'}"
+        for (c, s), n in groups.items()
+    ]
+    rng.shuffle(parts)
+    if len(scene.objects) == 2 and len(parts) == 2 and rng.random() < 0.5:
+        a, b = scene.objects
+        rels = sorted(relation(a.box, b.box))
+        if rels:
+            return f"a photo of a {a.color} {a.shape} {rng.choice(rels)} a {b.color} {b.shape}"
+    body = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"a photo of {body}"
+
+
+def caption(scene: Scene, rng: random.Random) -> str:
+    """A training caption for a scene (the corpus module's captions when it exists)."""
+    try:
+        from illume_core.corpus import caption as corpus_caption
+    except ImportError:
+        return _fallback_caption(scene, rng)
+    return corpus_caption(scene, rng)
+
+
+def sample_batch(rng: random.Random, cfg: IllumeConfig, batch_size: int) -> tuple[list[Scene], torch.Tensor]:
+    """`batch_size` fresh scenes and their renders (B, 3, H, W) in [0, 1]."""
+    scenes = [sample_scene(rng, cfg.image_size) for _ in range(batch_size)]
+    return scenes, to_tensor([render(s) for s in scenes])
+
+
+def _schedule(opt: torch.optim.Optimizer, step: int, steps: int, lr: float) -> None:
+    """Linear warmup over 5% of the steps, then cosine decay to 10% of `lr`."""
+    warm = max(1, steps // 20)
+    if step < warm:
+        f = (step + 1) / warm
+    else:
+        f = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+    for g in opt.param_groups:
+        g["lr"] = lr * f
+
+
+def _report(progress: Progress | None, step: int, out: dict[str, torch.Tensor]) -> None:
+    if progress is not None:
+        progress(step, {k: float(v.detach()) for k, v in out.items() if v.dim() == 0})
+
+
+def train_contrastive(
+    cfg: IllumeConfig,
+    steps: int,
+    batch_size: int = 64,
+    seed: int = 0,
+    lr: float = 2e-3,
+    progress: Progress | None = None,
+) -> ContrastiveModel:
+    """Pretrain encoder + text tower CLIP-style (plus the per-cell pixel head) on ShapesWorld."""
+    if steps < 1 or batch_size < 2:
+        raise ValueError(
+            "contrastive training needs steps >= 1 and batch_size >= 2 (negatives come from the batch)"
+        )
+    torch.manual_seed(seed)
+    model = ContrastiveModel(VisionEncoder(cfg), TextTower(width=cfg.vision_width, heads=cfg.vision_heads))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    rng = train_stream(seed)
+    model.train()
+    for step in range(steps):
+        scenes, pixels = sample_batch(rng, cfg, batch_size)
+        ids = model.text.tokenize([caption(s, rng) for s in scenes])
+        _schedule(opt, step, steps, lr)
+        out = model(pixels, ids, palette_index(pixels))
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        _report(progress, step, out)
+    return model.eval()
+
+
+def train_encoder(
+    cfg: IllumeConfig,
+    steps: int,
+    batch_size: int = 64,
+    seed: int = 0,
+    lr: float = 2e-3,
+    progress: Progress | None = None,
+) -> VisionEncoder:
+    """The understanding encoder after contrastive pretraining (see `train_contrastive`)."""
+    return train_contrastive(cfg, steps, batch_size, seed, lr, progress).encoder
+
+
+@torch.no_grad()
+def retrieval_top1(model: ContrastiveModel, n: int = 100, seed: int = 0) -> float:
+    """Held-out image-to-caption retrieval: fraction of n images whose best caption is their own."""
+    rng = heldout_stream(seed)
+    scenes, pixels = sample_batch(rng, model.encoder.cfg, n)
+    captions = [caption(s, rng) for s in scenes]
+    model.eval()
+    sim = model.embed_images(pixels) @ model.embed_texts(model.text.tokenize(captions)).T  # (n, n)
+    best = sim.argmax(1).tolist()
+    # a duplicate caption (two scenes both "a photo of a red circle") is a correct answer too
+    return sum(captions[b] == captions[i] for i, b in enumerate(best)) / n
+
+
+def _train_codes(
+    model: SemanticTokenizer | PixelVQTokenizer,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    lr: float,
+    progress: Progress | None,
+) -> None:
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    rng = train_stream(seed + 1)
+    model.train()
+    for step in range(steps):
+        _, pixels = sample_batch(rng, model.cfg, batch_size)
+        _schedule(opt, step, steps, lr)
+        out = model.losses(pixels)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        _report(progress, step, out)
+    model.eval()
+
+
+def train_tokenizer(
+    cfg: IllumeConfig,
+    encoder: VisionEncoder,
+    steps: int,
+    batch_size: int = 32,
+    seed: int = 0,
+    lr: float = 2e-3,
+    progress: Progress | None = None,
+) -> SemanticTokenizer:
+    """Train the semantic tokenizer (quantizer, feature reconstructor, pixel decoder) on a frozen encoder."""
+    if steps < 1 or batch_size < 1:
+        raise ValueError("tokenizer training needs steps >= 1 and batch_size >= 1")
+    torch.manual_seed(seed)
+    model = SemanticTokenizer(cfg, encoder)
+    _train_codes(model, steps, batch_size, seed, lr, progress)
+    return model
+
+
+def train_pixel_tokenizer(
+    cfg: IllumeConfig,
+    steps: int,
+    batch_size: int = 32,
+    seed: int = 0,
+    lr: float = 2e-3,
+    progress: Progress | None = None,
+) -> PixelVQTokenizer:
+    """Train the pixel-VQ baseline tokenizer (conv encoder, quantizer, pixel decoder) on pixels only."""
+    if steps < 1 or batch_size < 1:
+        raise ValueError("tokenizer training needs steps >= 1 and batch_size >= 1")
+    torch.manual_seed(seed)
+    model = PixelVQTokenizer(cfg)
+    _train_codes(model, steps, batch_size, seed, lr, progress)
+    return model
+
+
+@torch.no_grad()
+def reconstruction_accuracy(
+    model: SemanticTokenizer | PixelVQTokenizer, n: int = 100, seed: int = 0
+) -> dict[str, float]:
+    """On n held-out renders: exact-colour pixel accuracy of encode -> decode, object-pixel accuracy, usage."""
+    _, pixels = sample_batch(heldout_stream(seed), model.cfg, n)
+    ids = model.encode(pixels)  # (n, N)
+    recon = model.decode(ids)  # (n, 3, H, W)
+    truth, got = palette_index(pixels), palette_index(recon)  # (n, H, W)
+    fg = truth > 0
+    return {
+        "pixel_acc": float((truth == got).float().mean()),
+        "object_pixel_acc": float((truth == got)[fg].float().mean()),
+        "exact_images": float((truth == got).flatten(1).all(1).float().mean()),
+        "codebook_usage": model.codebook_usage(ids),
+    }

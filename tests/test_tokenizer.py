@@ -1,0 +1,110 @@
+"""The vision tokenizers: quantizer mechanics, encode/decode shapes, training and determinism."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from illume_core.config import get_preset
+from illume_core.images import to_tensor
+from illume_core.tokenizer import PixelVQTokenizer, SemanticTokenizer, VectorQuantizer
+from illume_core.vision import VisionEncoder
+from illume_core.vision_training import reconstruction_accuracy, train_pixel_tokenizer, train_tokenizer
+from illume_core.world import render, sample_scene
+
+torch.set_num_threads(2)
+
+
+def _pixels(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
+    rng = random.Random(seed)
+    return to_tensor([render(sample_scene(rng, size)) for _ in range(n)])
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+@pytest.mark.parametrize("kind", [SemanticTokenizer, PixelVQTokenizer])
+def test_encode_decode_round_trip_shapes(preset, kind):
+    cfg = get_preset(preset)
+    tok = kind(cfg).eval()
+    ids = tok.encode(_pixels(2, cfg.image_size))
+    assert ids.shape == (2, cfg.image_tokens) and ids.dtype == torch.long
+    assert 0 <= int(ids.min()) and int(ids.max()) < cfg.codebook_size
+    out = tok.decode(ids)
+    assert out.shape == (2, 3, cfg.image_size, cfg.image_size)
+    assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    assert 0.0 < tok.codebook_usage(ids) <= 1.0
+
+
+def test_decode_refuses_bad_ids():
+    cfg = get_preset("tiny")
+    tok = SemanticTokenizer(cfg)
+    with pytest.raises(ValueError, match="code ids must lie"):
+        tok.decode(torch.full((1, cfg.image_tokens), cfg.codebook_size))
+    with pytest.raises(ValueError, match="decode expects ids"):
+        tok.decode(torch.zeros(1, 3, dtype=torch.long))
+
+
+def test_semantic_encoder_stays_frozen():
+    cfg = get_preset("tiny")
+    enc = VisionEncoder(cfg)
+    tok = SemanticTokenizer(cfg, enc).train()
+    assert not tok.encoder.training
+    assert all(not p.requires_grad for p in tok.encoder.parameters())
+    assert tok.encoder is not enc  # a copy: later fine-tuning of the understanding encoder leaves it alone
+
+
+def test_quantizer_picks_nearest_code_and_passes_gradient_straight_through():
+    vq = VectorQuantizer(4, 2).eval()
+    vq.codebook.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]))
+    z = torch.tensor([[[0.9, 0.1], [0.1, 0.2], [4.0, 4.5]]], requires_grad=True)  # (1, 3, 2)
+    zq, ids, commit = vq(z)
+    assert ids.tolist() == [[1, 0, 3]]
+    torch.testing.assert_close(zq.detach(), vq.codebook[ids])
+    (zq * torch.tensor([1.0, 2.0])).sum().backward()
+    torch.testing.assert_close(z.grad, torch.tensor([[[1.0, 2.0]] * 3]))
+    assert float(commit.detach()) > 0
+
+
+def test_dead_code_restart_revives_unused_codes():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(16, 4, restart_after=3).train()
+    vq.codebook.fill_(100.0)  # every code far away: all but one stay unused
+    vq.ema_sum.fill_(100.0)
+    vq.codebook[0] = 0.0
+    vq.ema_sum[0] = 0.0
+    z = torch.randn(2, 32, 4)
+    assert len(vq.nearest(z).unique()) == 1
+    for _ in range(5):
+        vq(z)
+    assert len(vq.nearest(z).unique()) >= 8
+    assert float(vq.codebook.abs().max()) < 50  # revived codes sit on the data
+
+
+def test_short_training_reduces_loss_and_is_deterministic():
+    cfg = get_preset(
+        "tiny", vision_width=32, vision_heads=2, vision_layers=1, codebook_size=64, decoder_width=16
+    )
+    torch.manual_seed(0)
+    enc = VisionEncoder(cfg)
+    logs: list[float] = []
+    a = train_tokenizer(
+        cfg, enc, steps=15, batch_size=8, seed=1, lr=3e-3, progress=lambda s, d: logs.append(d["loss"])
+    )
+    assert sum(logs[-3:]) / 3 < sum(logs[:3]) / 3
+    b = train_tokenizer(cfg, enc, steps=15, batch_size=8, seed=1, lr=3e-3)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(va, vb, msg=k)
+    px = _pixels(4, seed=9)
+    assert torch.equal(a.encode(px), b.encode(px))
+    acc = reconstruction_accuracy(a, n=8)
+    assert 0.0 <= acc["pixel_acc"] <= 1.0 and 0.0 < acc["codebook_usage"] <= 1.0
+
+
+def test_pixel_baseline_training_reduces_loss():
+    cfg = get_preset("tiny", codebook_size=64, decoder_width=16)
+    logs: list[float] = []
+    train_pixel_tokenizer(
+        cfg, steps=15, batch_size=8, seed=0, lr=3e-3, progress=lambda s, d: logs.append(d["pixel"])
+    )
+    assert sum(logs[-3:]) / 3 < sum(logs[:3]) / 3
