@@ -18,8 +18,11 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from illume_core.config import IllumeConfig
 from illume_core.vision import VisionEncoder
 
-# ILLUME Table 5: learning rate per parameter group and stage
+PARAM_GROUPS = ("adapter", "image_embed_head", "llm", "vision")
+# ILLUME Table 5's learning rate per parameter group and stage; stage 0 (text-only language
+# modelling) stands in for the pretrained LLM the paper starts from
 STAGE_LRS: dict[int, dict[str, float]] = {
+    0: {"llm": 2e-4},
     1: {"adapter": 1e-3, "image_embed_head": 2e-4},
     2: {"adapter": 5e-5, "llm": 5e-5},
     3: {"adapter": 2e-5, "llm": 2e-5, "vision": 2e-6},
@@ -177,52 +180,63 @@ class IllumeModel(nn.Module):
 
     # ---- what each training stage trains ---------------------------------------------------
     def param_groups(self, stage: int, lrs: dict[str, float] | None = None) -> list[dict]:
-        """Optimizer groups for an ILLUME stage; also freezes everything the stage does not train.
+        """Optimizer groups for a stage; also freezes every parameter no group trains.
 
-        Groups: 'adapter' (aligner), 'image_embed_head' (stage 1: the image-code rows of
-        embed_tokens and lm_head), 'llm' (all LLM weights), 'vision' (the encoder). The image rows
-        share their matrices with the text rows, so stage 1 trains the whole matrices under a
-        gradient hook that zeroes the text rows' gradients; the group has weight_decay 0 so
-        AdamW leaves those rows exactly unchanged. Pass the groups to torch.optim.AdamW.
+        `lrs` (default: STAGE_LRS[stage]) names the trained groups and their learning rates:
+        'adapter' (aligner), 'vision' (the encoder), 'llm' (the LLM; without its embedding and
+        head matrices when 'image_embed_head' is trained too), 'image_embed_head' (embed_tokens
+        and lm_head). When 'image_embed_head' is trained with the LLM frozen (stage 1), only the
+        image-code rows may learn, but they are rows of matrices shared with the text rows: the
+        whole matrices join the optimizer under a gradient hook that zeroes the text rows'
+        gradients, with weight_decay 0 so AdamW leaves the text rows exactly unchanged.
+        Each group is a dict (name, params, lr[, weight_decay]) for torch.optim.AdamW.
         """
-        if stage not in STAGE_LRS:
-            raise ValueError(f"unknown stage {stage}; ILLUME has stages {sorted(STAGE_LRS)}")
-        lr = {**STAGE_LRS[stage], **(lrs or {})}
+        if lrs is None:
+            if stage not in STAGE_LRS:
+                raise ValueError(f"unknown stage {stage}; stages with default rates: {sorted(STAGE_LRS)}")
+            lrs = STAGE_LRS[stage]
+        unknown = sorted(set(lrs) - set(PARAM_GROUPS))
+        if unknown:
+            raise ValueError(f"unknown parameter groups {unknown}; choose from {PARAM_GROUPS}")
         for h in self._grad_hooks:
             h.remove()
         self._grad_hooks = []
-        for p in self.parameters():
-            p.requires_grad_(False)
-        groups: list[dict] = [
-            {"name": "adapter", "params": list(self.aligner.parameters()), "lr": lr["adapter"]}
-        ]
-        if stage == 1:
-            rows = [self.llm.get_input_embeddings().weight, self.llm.get_output_embeddings().weight]
-            rows = list({id(p): p for p in rows}.values())  # one entry if the matrices are tied
-            for p in rows:
-                self._grad_hooks.append(p.register_hook(self._mask_text_rows))
+        self.requires_grad_(False)
+        # one entry per matrix even if a pretrained LLM ties embeddings and head
+        emb_head = list(
+            {
+                id(p): p
+                for p in (self.llm.get_input_embeddings().weight, self.llm.get_output_embeddings().weight)
+            }.values()
+        )
+        groups: list[dict] = []
+        if "adapter" in lrs:
             groups.append(
-                {
-                    "name": "image_embed_head",
-                    "params": rows,
-                    "lr": lr["image_embed_head"],
-                    "weight_decay": 0.0,
-                }
+                {"name": "adapter", "params": list(self.aligner.parameters()), "lr": lrs["adapter"]}
             )
-        else:
-            groups.append({"name": "llm", "params": list(self.llm.parameters()), "lr": lr["llm"]})
-        if stage == 3:
+        if "vision" in lrs:
             groups.append(
-                {"name": "vision", "params": list(self.vision_model.parameters()), "lr": lr["vision"]}
+                {"name": "vision", "params": list(self.vision_model.parameters()), "lr": lrs["vision"]}
             )
+        if "llm" in lrs:
+            skip = {id(p) for p in emb_head} if "image_embed_head" in lrs else set()
+            body = [p for p in self.llm.parameters() if id(p) not in skip]
+            groups.append({"name": "llm", "params": body, "lr": lrs["llm"]})
+        if "image_embed_head" in lrs:
+            group = {"name": "image_embed_head", "params": emb_head, "lr": lrs["image_embed_head"]}
+            if "llm" not in lrs:
+                group["weight_decay"] = 0.0
+            groups.append(group)
         for g in groups:
             for p in g["params"]:
                 p.requires_grad_(True)
+        if "image_embed_head" in lrs and "llm" not in lrs:
+            self._grad_hooks = [p.register_hook(self._mask_text_rows) for p in emb_head]
         return groups
 
     def _mask_text_rows(self, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.clone()
-        grad[: self.image_token_offset] = 0  # (V, D): only image-code rows learn in stage 1
+        grad[: self.image_token_offset] = 0  # (V, D): only the image-code rows learn
         return grad
 
 
