@@ -281,10 +281,7 @@ def generate_prompts(
     holdout = holdout or Holdout()
     out: list[Metadata] = []
     for tag in TAGS:
-        space = list(_space(tag))
-        if split != "all":
-            want = split == "heldout"
-            space = [m for m in space if holdout.is_heldout(m) == want]
+        space = _split_space(tag, holdout, split)
         if not space:
             continue
         rng = random.Random(f"prompts:{seed}:{tag}")
@@ -295,6 +292,30 @@ def generate_prompts(
             chosen.extend(batch[: per_tag - len(chosen)])
         out.extend(m.model_copy(deep=True) for m in chosen)
     return out
+
+
+@functools.cache
+def _split_space(tag: str, holdout: Holdout, split: Split) -> tuple[Metadata, ...]:
+    space = _space(tag)
+    if split == "all":
+        return space
+    want = split == "heldout"
+    return tuple(m for m in space if holdout.is_heldout(m) == want)
+
+
+def random_prompt(
+    rng: random.Random, tag: str | None = None, holdout: Holdout | None = None, split: Split = "all"
+) -> Metadata:
+    """One prompt drawn uniformly from a tag's space (a random tag if None), after the split's filter."""
+    tags = [tag] if tag is not None else list(TAGS)
+    if tag is not None and tag not in TAGS:
+        raise ValueError(f"unknown tag {tag!r}; expected one of {list(TAGS)}")
+    rng.shuffle(tags)
+    for t in tags:
+        space = _split_space(t, holdout or Holdout(), split)
+        if space:
+            return rng.choice(space).model_copy(deep=True)
+    raise ValueError(f"no {split} prompt exists for tag {tag!r} under this holdout; choose another split")
 
 
 # ---------------------------------------------------------------- scenes for a metadata line

@@ -180,6 +180,12 @@ def place(
     raise RuntimeError(f"could not place {len(specs)} objects on a {size}px canvas; use fewer objects")
 
 
+def fits(o: Obj, others: Sequence[Obj], size: int) -> bool:
+    """True if `o` lies fully inside the canvas and at least `min_gap` px from every other object."""
+    inside = o.x >= 0 and o.y >= 0 and o.x + o.s <= size and o.y + o.s <= size
+    return inside and all(_separated(o, p, min_gap(size)) for p in others)
+
+
 def place_more(
     rng: random.Random, scene: Scene, specs: Sequence[tuple[str, str]], max_tries: int = 200
 ) -> Scene:
