@@ -145,7 +145,7 @@ def catalog_is_current(lake: Lake) -> bool:
     if not path.exists():
         return False
     try:
-        with duckdb.connect(str(path), read_only=True) as con:
+        with connect_readonly(lake) as con:
             built = dict(con.execute("SELECT table_name, manifest_version FROM _lake.state").fetchall())
     except duckdb.Error:
         return False
@@ -153,11 +153,19 @@ def catalog_is_current(lake: Lake) -> bool:
 
 
 def connect_readonly(lake: Lake) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to the catalog (built first if the lake has none yet)."""
+    """A read-only connection to the current catalog (built first if the lake has none yet).
+
+    The file is ATTACHed to a fresh in-memory database rather than opened with
+    `duckdb.connect(path)`: DuckDB caches databases by path within a process, which would hand
+    a later reader the catalog it opened before the last swap.
+    """
     path = catalog_path(lake)
     if not path.exists():
         build_catalog(lake)
-    return duckdb.connect(str(path), read_only=True)
+    con = duckdb.connect()
+    con.execute(f"ATTACH {_sql_str(str(path))} AS catalog (READ_ONLY)")
+    con.execute("USE catalog")
+    return con
 
 
 def check_read_only(sql: str) -> None:

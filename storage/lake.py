@@ -165,7 +165,7 @@ def validate(
         allowed = _literal_values(tdef, f.name)
         if allowed is not None:
             ok = pc.or_kleene(pc.is_in(col, value_set=pa.array(allowed, f.type)), pc.is_null(col))
-            if not pc.all(ok).as_py():
+            if pc.any(pc.invert(ok)).as_py() is True:
                 first = pc.index(ok, False).as_py()
                 raise LakeValidationError(
                     name,

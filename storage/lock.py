@@ -72,7 +72,8 @@ class WriterLock:
         timeout_s: float = 30.0,
         ttl_s: float = 60.0,
     ) -> None:
-        self.fs, self.path = fs, f"{root}/{LOCK_NAME}"
+        self.fs, self.root = fs, root
+        self.path = f"{root}/{LOCK_NAME}" if root else LOCK_NAME
         self.owner, self.timeout_s, self.ttl_s = owner, timeout_s, ttl_s
         self._local = isinstance(fs, pafs.LocalFileSystem)
         self._fd: int | None = None
@@ -131,14 +132,15 @@ class WriterLock:
             self._depth += 1
             return
         self._started = time.time()
-        self.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
+        if self.root:
+            self.fs.create_dir(self.root, recursive=True)
         deadline = time.monotonic() + self.timeout_s
         while not (self._try_local() if self._local else self._try_remote()):
             if time.monotonic() >= deadline:
                 h = self.holder()
                 who = h.describe() if h else "an unknown writer"
                 raise LakeBusyError(
-                    f"the lake at {self.path.rsplit('/', 1)[0]} is being written by {who}; "
+                    f"the lake at {self.root or '/'} is being written by {who}; "
                     f"waited {self.timeout_s:.0f} s. Wait for it to finish or pass a longer timeout."
                 )
             time.sleep(0.05)
