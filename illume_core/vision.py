@@ -71,7 +71,7 @@ class VisionEncoder(nn.Module):
 _FUNCTION_WORDS = (
     "a an the photo of picture image showing shows with and there is are in on at to this "
     "some one two three four no left right above below next object objects shape shapes "
-    "colour color colored coloured scene which where how many what it its of"
+    "colour color colored coloured scene which where how many what it its zero empty grey gray nothing background"
 ).split()
 
 

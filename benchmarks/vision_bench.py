@@ -1,0 +1,151 @@
+"""Vision acceptance benchmark: train encoder + semantic tokenizer on ShapesWorld and score them.
+
+Prints held-out image-to-caption retrieval (top-1 among 100), codebook usage, pixel accuracy of
+reconstructions, and the judge's GenEval verdicts on reconstructions of held-out prompt renders
+(per tag and overall), with wall times. Usage:
+
+    .venv/bin/python benchmarks/vision_bench.py --encoder-steps 300 --tokenizer-steps 1200 --save runs/vision
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from illume_core.config import get_preset
+from illume_core.geneval import TAGS, Metadata
+from illume_core.images import to_pil, to_tensor
+from illume_core.prompts import generate_prompts, scene_for
+from illume_core.vision_training import (
+    heldout_stream,
+    reconstruction_accuracy,
+    retrieval_top1,
+    train_contrastive,
+    train_pixel_tokenizer,
+    train_tokenizer,
+)
+from illume_core.world import render
+
+
+def judge_correct(img, meta: Metadata) -> bool:
+    """The independent judge's GenEval verdict for one image."""
+    from illume_core import judge
+
+    if hasattr(judge, "judge_image"):
+        return bool(judge.judge_image(img, meta).correct)
+    from illume_core.rules import evaluate
+
+    return evaluate(meta, judge.detect(img).objects).correct
+
+
+def judged_reconstructions(tokenizer, per_tag: int, seed: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Judge scores per tag (plus 'overall', the unweighted tag mean) for renders and their reconstructions."""
+    prompts = generate_prompts(seed=10_000 + seed, per_tag=per_tag)
+    rng = heldout_stream(seed)
+    renders = [render(scene_for(m, rng, tokenizer.cfg.image_size)) for m in prompts]
+    recon = to_pil(tokenizer.decode(tokenizer.encode(to_tensor(renders))))
+    scores: dict[str, dict[str, list[bool]]] = {"render": {}, "recon": {}}
+    for meta, a, b in zip(prompts, renders, recon, strict=True):
+        scores["render"].setdefault(meta.tag, []).append(judge_correct(a, meta))
+        scores["recon"].setdefault(meta.tag, []).append(judge_correct(b, meta))
+    out = []
+    for kind in ("render", "recon"):
+        tags = {t: sum(v) / len(v) for t, v in scores[kind].items()}
+        tags["overall"] = sum(tags[t] for t in TAGS if t in tags) / len([t for t in TAGS if t in tags])
+        out.append(tags)
+    return out[0], out[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--encoder-steps", type=int, default=300)
+    ap.add_argument("--tokenizer-steps", type=int, default=1200)
+    ap.add_argument("--encoder-batch", type=int, default=64)
+    ap.add_argument("--tokenizer-batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--per-tag", type=int, default=20, help="held-out prompts per tag for the judge")
+    ap.add_argument(
+        "--pixel-baseline", action="store_true", help="also train and score the pixel-VQ baseline"
+    )
+    ap.add_argument("--save", type=Path, default=None, help="directory for safetensors weights + config")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = get_preset(args.preset)
+
+    def log(name: str, every: int):
+        def progress(step: int, d: dict[str, float]) -> None:
+            if step % every == 0:
+                print(f"  {name} {step:5d} " + " ".join(f"{k}={v:.3f}" for k, v in d.items()), flush=True)
+
+        return progress
+
+    t0 = time.perf_counter()
+    clip = train_contrastive(
+        cfg,
+        args.encoder_steps,
+        args.encoder_batch,
+        args.seed,
+        args.lr,
+        log("encoder", max(1, args.encoder_steps // 6)),
+    )
+    t_enc = time.perf_counter() - t0
+    top1 = retrieval_top1(clip, n=100, seed=args.seed)
+    t1 = time.perf_counter()
+    tok = train_tokenizer(
+        cfg,
+        clip.encoder,
+        args.tokenizer_steps,
+        args.tokenizer_batch,
+        args.seed,
+        args.lr,
+        log("tokenizer", max(1, args.tokenizer_steps // 6)),
+    )
+    t_tok = time.perf_counter() - t1
+    acc = reconstruction_accuracy(tok, n=200, seed=args.seed)
+    judged_render, judged_recon = judged_reconstructions(tok, args.per_tag, args.seed)
+    results = {
+        "preset": cfg.name,
+        "encoder_steps": args.encoder_steps,
+        "tokenizer_steps": args.tokenizer_steps,
+        "threads": args.threads,
+        "retrieval_top1": top1,
+        **acc,
+        "judge_renders": judged_render,
+        "judge_reconstructions": judged_recon,
+        "encoder_train_s": round(t_enc, 1),
+        "tokenizer_train_s": round(t_tok, 1),
+        "total_s": round(time.perf_counter() - t0, 1),
+    }
+    if args.pixel_baseline:
+        t2 = time.perf_counter()
+        base = train_pixel_tokenizer(cfg, args.tokenizer_steps, args.tokenizer_batch, args.seed, args.lr)
+        results["pixel_vq"] = {
+            **reconstruction_accuracy(base, n=200, seed=args.seed),
+            "judge_reconstructions": judged_reconstructions(base, args.per_tag, args.seed)[1],
+            "train_s": round(time.perf_counter() - t2, 1),
+        }
+    print(json.dumps(results, indent=2))
+    if args.save is not None:
+        args.save.mkdir(parents=True, exist_ok=True)
+        save_file(
+            {k: v.contiguous() for k, v in clip.state_dict().items()},
+            str(args.save / "contrastive.safetensors"),
+        )
+        save_file(
+            {k: v.contiguous() for k, v in tok.state_dict().items()}, str(args.save / "tokenizer.safetensors")
+        )
+        (args.save / "config.json").write_text(cfg.model_dump_json(indent=2))
+        (args.save / "results.json").write_text(json.dumps(results, indent=2))
+        print(f"saved weights, config and results under {args.save}")
+
+
+if __name__ == "__main__":
+    main()
