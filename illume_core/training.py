@@ -51,6 +51,14 @@ class ParamGroup:
     name: str
     params: list[torch.nn.Parameter]
     lr: float
+    # None: the run's weight decay on matrices. 0 for matrices shared with frozen rows, since
+    # decoupled decay would shrink the frozen rows even where their gradient is masked to zero.
+    weight_decay: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ParamGroup:
+        """From a torch-style group dict (name, params, lr, optional weight_decay)."""
+        return cls(d["name"], list(d["params"]), float(d["lr"]), d.get("weight_decay"))
 
 
 @dataclass
@@ -91,7 +99,8 @@ def make_optimizer(groups: list[ParamGroup], cfg: TrainConfig) -> torch.optim.Ad
     for g in groups:
         decay = [p for p in g.params if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in g.params if p.requires_grad and p.ndim < 2]
-        for params, wd, suffix in ((decay, cfg.weight_decay, ""), (no_decay, 0.0, ".no_decay")):
+        wd_matrix = cfg.weight_decay if g.weight_decay is None else g.weight_decay
+        for params, wd, suffix in ((decay, wd_matrix, ""), (no_decay, 0.0, ".no_decay")):
             if params:
                 torch_groups.append(
                     {"params": params, "lr": g.lr, "weight_decay": wd, "name": g.name + suffix}

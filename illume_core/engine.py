@@ -1,0 +1,169 @@
+"""The inference engine: one loaded checkpoint answering batched requests as plain rows.
+
+A Ray worker (tasks/actors.py) wraps exactly one Engine; tests and the CLI use it directly.
+Requests and results are lists of dicts (prompt id, sample index, seed, PNG bytes, ...), so they
+cross process boundaries cheaply and map straight onto the lake's tables. Every result depends
+only on its own request (a seed per sample), never on batch composition or worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from illume_core.assessment import DIMENSIONS, assessment_question, parse_assessment
+from illume_core.checkpoint import load_checkpoint
+from illume_core.images import from_png, png_bytes, to_pil
+from illume_core.sampling import answer, edit_images, generate_images
+from illume_core.stages import Parts
+
+Progress = Callable[[int, int], None]
+
+
+def sample_seed(round: int, prompt_id: str, sample_index: int) -> int:
+    """The seed of one sample: a function of (round, prompt id, sample index) only."""
+    import hashlib
+
+    h = hashlib.sha256(f"{round}/{prompt_id}/{sample_index}".encode()).digest()
+    return int.from_bytes(h[:4], "big") & 0x7FFFFFFF
+
+
+def _batches(items: Sequence, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class Engine:
+    """A checkpoint on a device: sample images, assess them, answer questions, edit images."""
+
+    def __init__(self, checkpoint: str | Path, device: str = "cpu") -> None:
+        self.checkpoint = str(checkpoint)
+        self.device = device
+        ck = load_checkpoint(checkpoint, device=device)
+        self.parts = Parts.from_checkpoint(ck)
+        self.checkpoint_id: str = ck.manifest["id"]
+        self.cfg = ck.config
+
+    @property
+    def model(self):
+        return self.parts.model
+
+    @torch.no_grad()
+    def draw(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        cfg_scale: float | None = 2.0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float = 1.0,
+    ) -> tuple[torch.Tensor, list]:
+        """Codes (B, N) and PIL images for prompts, one seed each."""
+        codes = generate_images(
+            self.model,
+            self.parts.processor,
+            list(prompts),
+            list(seeds),
+            cfg_scale=cfg_scale,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+        )
+        return codes, to_pil(self.parts.semantic.decode(codes.to(self.device)).cpu())
+
+    def sample(
+        self,
+        items: list[dict],
+        cfg_scale: float | None = 2.0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float = 1.0,
+        batch_size: int = 16,
+        progress: Progress | None = None,
+    ) -> list[dict]:
+        """items: {prompt_id, prompt, sample_index, seed} -> + {png, image_tokens}."""
+        out: list[dict] = []
+        for chunk in _batches(items, batch_size):
+            codes, images = self.draw(
+                [it["prompt"] for it in chunk],
+                [it["seed"] for it in chunk],
+                cfg_scale,
+                temperature,
+                top_k,
+                top_p,
+            )
+            for it, c, im in zip(chunk, codes.tolist(), images, strict=True):
+                out.append({**it, "png": png_bytes(im), "image_tokens": c})
+            if progress:
+                progress(len(out), len(items))
+        return out
+
+    def assess(
+        self,
+        items: list[dict],
+        max_new_tokens: int = 64,
+        batch_size: int = 16,
+        progress: Progress | None = None,
+    ) -> list[dict]:
+        """items: {prompt_id, sample_index, prompt, png} -> the model's own assessment rows.
+
+        Unparseable answers come back with parse_status 'failed' and their raw text, never an
+        exception: one bad answer must not cost the batch.
+        """
+        out: list[dict] = []
+        for chunk in _batches(items, batch_size):
+            images = [from_png(it["png"]) for it in chunk]
+            questions = [assessment_question(it["prompt"]) for it in chunk]
+            texts = answer(self.model, self.parts.processor, images, questions, max_new_tokens=max_new_tokens)
+            for it, text in zip(chunk, texts, strict=True):
+                out.append({**{k: v for k, v in it.items() if k != "png"}, **assessment_fields(text)})
+            if progress:
+                progress(len(out), len(items))
+        return out
+
+    def ask(self, items: list[dict], max_new_tokens: int = 32, batch_size: int = 32) -> list[dict]:
+        """items: {id, png (or None), question} -> + {answer}."""
+        out: list[dict] = []
+        for chunk in _batches(items, batch_size):
+            images = [from_png(it["png"]) if it.get("png") else None for it in chunk]
+            texts = answer(
+                self.model,
+                self.parts.processor,
+                images,
+                [it["question"] for it in chunk],
+                max_new_tokens=max_new_tokens,
+            )
+            out += [
+                {**{k: v for k, v in it.items() if k != "png"}, "answer": t}
+                for it, t in zip(chunk, texts, strict=True)
+            ]
+        return out
+
+    def edit(self, items: list[dict], batch_size: int = 16) -> list[dict]:
+        """items: {id, png, instruction, seed} -> + {png_out}."""
+        out: list[dict] = []
+        for chunk in _batches(items, batch_size):
+            images = [from_png(it["png"]) for it in chunk]
+            codes = edit_images(
+                self.model,
+                self.parts.processor,
+                images,
+                [it["instruction"] for it in chunk],
+                [it["seed"] for it in chunk],
+            )
+            pics = to_pil(self.parts.semantic.decode(codes.to(self.device)).cpu())
+            out += [{**it, "png_out": png_bytes(p)} for it, p in zip(chunk, pics, strict=True)]
+        return out
+
+
+def assessment_fields(text: str) -> dict:
+    """An assessment text as the lake's assessment columns (verdicts, reasons, raw text, status)."""
+    parsed = parse_assessment(text)
+    row: dict = {"raw_text": parsed.raw, "parse_status": parsed.status}
+    for d in DIMENSIONS:
+        da = parsed.dimensions.get(d)
+        row[f"{d}_verdict"] = da.verdict if da else None
+        row[f"{d}_reason"] = da.reason if da else ""
+    return row

@@ -1,0 +1,160 @@
+"""Reformatting a round's assessments into training data (ILLUME's self-enhancement step 3).
+
+Strategies, which combine:
+- `assessment` (ILLUME): a good image gives a one-turn assessment dialogue; a bad one gives
+  the assessment, then a correction turn whose answer is an image of the same prompt that the
+  assessor accepted (when the round drew one), so the model learns what it should have drawn.
+- `accepted_t2i`: images the assessor judged right on every dimension become text-to-image pairs.
+- `preference`: accepted / rejected pairs for the same prompt, stored for preference training
+  (not used by supervised fine-tuning).
+Inputs and outputs are plain rows; images are referenced by sample key, never copied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from illume_core.assessment import (
+    DIMENSIONS,
+    Assessment,
+    DimensionAssessment,
+    assessment_question,
+    correction_turn,
+    format_assessment,
+)
+from illume_core.data import SelfExample
+from illume_core.geneval import Metadata
+from illume_core.images import from_png
+
+STRATEGIES = ("assessment", "accepted_t2i", "preference")
+SFT_STRATEGIES = ("assessment", "accepted_t2i")  # the ones fine-tuning trains on
+
+
+def check_strategies(strategies: Iterable[str]) -> list[str]:
+    s = list(dict.fromkeys(strategies))
+    bad = [x for x in s if x not in STRATEGIES]
+    if bad or not s:
+        raise ValueError(
+            f"unknown or empty reformat strategies {bad or s}; choose from {', '.join(STRATEGIES)}"
+        )
+    return s
+
+
+def assessment_of(row: dict) -> Assessment | None:
+    """An assessment row's verdicts as an Assessment; None when a dimension did not parse."""
+    dims = {}
+    for d in DIMENSIONS:
+        v = row.get(f"{d}_verdict")
+        if v not in ("yes", "no"):
+            return None
+        dims[d] = DimensionAssessment(verdict=v, reason=row.get(f"{d}_reason") or "")
+    return Assessment(**dims)
+
+
+def _example_id(strategy: str, *keys: str) -> str:
+    return hashlib.sha256("|".join((strategy, *keys)).encode()).hexdigest()[:16]
+
+
+def reformat(
+    samples: Sequence[dict],
+    assessments: Sequence[dict],
+    metadata: dict[str, Metadata],
+    strategies: Iterable[str],
+    round: int,
+) -> list[dict]:
+    """sft_examples rows for a round.
+
+    samples: {prompt_id, sample_index, sample_key, checkpoint_id}; assessments: the assessor's
+    rows keyed by (prompt_id, sample_index); metadata: prompt id -> its GenEval line.
+    Samples whose assessment did not parse are left out (and counted by the caller).
+    """
+    strategies = check_strategies(strategies)
+    by_key = {(a["prompt_id"], a["sample_index"]): a for a in assessments}
+    judged: list[tuple[dict, Assessment]] = []
+    for s in sorted(samples, key=lambda r: (r["prompt_id"], r["sample_index"])):
+        a = by_key.get((s["prompt_id"], s["sample_index"]))
+        parsed = assessment_of(a) if a else None
+        if parsed is not None:
+            judged.append((s, parsed))
+    accepted: dict[str, list[dict]] = defaultdict(list)
+    rejected: dict[str, list[dict]] = defaultdict(list)
+    for s, a in judged:
+        (accepted if a.all_yes else rejected)[s["prompt_id"]].append(s)
+
+    rows: list[dict] = []
+
+    def add(strategy: str, s: dict, turns: list[dict], refs: list[str]) -> None:
+        rows.append(
+            {
+                "round": round,
+                "checkpoint_id": s["checkpoint_id"],
+                "prompt_id": s["prompt_id"],
+                "sample_index": s["sample_index"],
+                "example_id": _example_id(strategy, *refs),
+                "conversation": json.dumps(turns),
+                "image_refs": refs,
+                "strategy": strategy,
+                "source_sample": s["sample_key"],
+            }
+        )
+
+    for s, a in judged:
+        meta = metadata[s["prompt_id"]]
+        key = s["sample_key"]
+        if "assessment" in strategies:
+            turns = [
+                {"role": "user", "content": f"<image:0> {assessment_question(meta.prompt)}"},
+                {"role": "assistant", "content": format_assessment(a)},
+            ]
+            refs = [key]
+            good = accepted[s["prompt_id"]]
+            if not a.all_yes and good:
+                fix = good[s["sample_index"] % len(good)]  # deterministic choice among accepted
+                turns += [
+                    {"role": "user", "content": correction_turn(meta)},
+                    {"role": "assistant", "content": "<image:1>"},
+                ]
+                refs.append(fix["sample_key"])
+            add("assessment", s, turns, refs)
+        if "accepted_t2i" in strategies and a.all_yes:
+            add(
+                "accepted_t2i",
+                s,
+                [{"role": "user", "content": meta.prompt}, {"role": "assistant", "content": "<image:0>"}],
+                [key],
+            )
+    if "preference" in strategies:
+        for pid in sorted(accepted):
+            for good, bad in zip(accepted[pid], rejected.get(pid, []), strict=False):
+                add(
+                    "preference",
+                    good,
+                    [
+                        {"role": "user", "content": metadata[pid].prompt},
+                        {"role": "assistant", "content": "<image:0>", "rejected": "<image:1>"},
+                    ],
+                    [good["sample_key"], bad["sample_key"]],
+                )
+    return rows
+
+
+def resolve(sft_rows: Iterable[dict], samples_by_key: dict[str, dict]) -> list[SelfExample]:
+    """Training examples from sft rows, their images and codes looked up by sample key."""
+    out = []
+    for r in sft_rows:
+        if r["strategy"] not in SFT_STRATEGIES:
+            continue
+        refs = [samples_by_key[k] for k in r["image_refs"]]
+        out.append(
+            SelfExample(
+                conversation=json.loads(r["conversation"]),
+                images=[from_png(s["png"]) for s in refs],
+                codes=[torch.tensor(s["image_tokens"], dtype=torch.long) for s in refs],
+            )
+        )
+    return out

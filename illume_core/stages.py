@@ -1,0 +1,166 @@
+"""Running ILLUME's training stages on the model's parts, from tokenizer training to stage 3.
+
+`train_vision` makes the text-aligned encoder and the semantic tokenizer; `init_model` trains
+the text tokenizer and builds the unified model around that encoder; `train_stage` runs one
+recipe (stage 0..3, or a round's fine-tuning) through the shared training loop and
+`save_stage` writes the result as a checkpoint. Orchestration calls these; they know nothing of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from illume_core import corpus
+from illume_core.checkpoint import CheckpointInfo, LoadedCheckpoint, save_checkpoint
+from illume_core.config import IllumeConfig
+from illume_core.data import BaseCorpus, SelfExample, StageData
+from illume_core.model import IllumeModel
+from illume_core.processor import Processor
+from illume_core.recipes import StageRecipe
+from illume_core.text_tokenizer import TextTokenizer
+from illume_core.tokenizer import SemanticTokenizer
+from illume_core.training import ParamGroup, TrainConfig, TrainState, train_loop
+from illume_core.vision_training import train_encoder, train_tokenizer
+
+
+@dataclass
+class Parts:
+    """Everything a checkpoint holds, in memory."""
+
+    model: IllumeModel
+    semantic: SemanticTokenizer
+    text_tokenizer: TextTokenizer
+    processor: Processor
+
+    @property
+    def cfg(self) -> IllumeConfig:
+        return self.model.cfg
+
+    @classmethod
+    def from_checkpoint(cls, ck: LoadedCheckpoint) -> Parts:
+        if ck.semantic_tokenizer is None:
+            raise ValueError("this checkpoint has no semantic tokenizer; it cannot draw images")
+        return cls(
+            ck.model, ck.semantic_tokenizer, ck.text_tokenizer, Processor(ck.config, ck.text_tokenizer)
+        )
+
+
+@dataclass(frozen=True)
+class VisionBudget:
+    """Steps of the two vision pretraining runs (encoder contrastive, tokenizer)."""
+
+    encoder_steps: int = 600
+    tokenizer_steps: int = 1500
+    batch_size: int = 64
+
+
+def train_vision(
+    cfg: IllumeConfig,
+    budget: VisionBudget = VisionBudget(),
+    seed: int = 0,
+    progress: Callable[[str, int, dict], None] | None = None,
+) -> SemanticTokenizer:
+    """Contrastive encoder pretraining, then the semantic tokenizer on the frozen encoder.
+
+    The returned tokenizer holds the frozen encoder; `init_model` copies it into the
+    understanding path (ILLUME starts both from the same pretrained encoder).
+    """
+    enc = train_encoder(
+        cfg,
+        budget.encoder_steps,
+        budget.batch_size,
+        seed,
+        progress=(lambda s, m: progress("encoder", s, m)) if progress else None,
+    )
+    return train_tokenizer(
+        cfg,
+        enc,
+        budget.tokenizer_steps,
+        max(8, budget.batch_size // 2),
+        seed,
+        progress=(lambda s, m: progress("tokenizer", s, m)) if progress else None,
+    )
+
+
+def init_model(cfg: IllumeConfig, semantic: SemanticTokenizer, seed: int = 0, n_text: int = 20000) -> Parts:
+    """Train the text tokenizer on ShapesWorld text and build the unified model around the encoder."""
+    text_tok = TextTokenizer.train(corpus.text_corpus(seed, n_text), vocab_size=cfg.text_vocab_size)
+    torch.manual_seed(seed)
+    model = IllumeModel(cfg, text_tok.vocab_size)
+    model.vision_model.load_state_dict(semantic.encoder.state_dict())
+    return Parts(model, semantic, text_tok, Processor(cfg, text_tok))
+
+
+def stage_groups(model: IllumeModel, recipe: StageRecipe) -> list[ParamGroup]:
+    """The recipe's trainable groups (everything else frozen)."""
+    if recipe.stage == 0:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        params = list(model.llm.parameters())
+        for p in params:
+            p.requires_grad_(True)
+        return [ParamGroup("llm", params, recipe.lrs["llm"])]
+    return [ParamGroup.from_dict(g) for g in model.param_groups(recipe.stage, recipe.lrs)]
+
+
+def train_stage(
+    parts: Parts,
+    recipe: StageRecipe,
+    base: BaseCorpus,
+    *,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    self_examples: Sequence[SelfExample] = (),
+    state: dict | None = None,
+    progress: Callable[[int, float, float], None] | None = None,
+    checkpoint_every: int | None = None,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
+) -> TrainState:
+    """Run one recipe on the parts (in place). The semantic tokenizer stays frozen throughout."""
+    device = torch.device(device)
+    parts.semantic.to(device).eval()
+    for p in parts.semantic.parameters():
+        p.requires_grad_(False)
+    groups = stage_groups(parts.model, recipe)
+    data = StageData(base, parts.processor, parts.semantic.encode, recipe, seed, self_examples, device)
+    cfg = TrainConfig(steps=recipe.steps, warmup_steps=recipe.warmup_steps)
+    return train_loop(
+        parts.model,
+        groups,
+        data,
+        cfg,
+        loss_fn=lambda m, b: m(b).loss,
+        device=device,
+        state=state,
+        progress=progress,
+        checkpoint_every=checkpoint_every,
+        on_checkpoint=on_checkpoint,
+    )
+
+
+def save_stage(
+    parts: Parts,
+    directory: str | Path,
+    stage: str,
+    parent: str | None = None,
+    state: TrainState | None = None,
+    extra: dict | None = None,
+) -> CheckpointInfo:
+    """Write the parts as a checkpoint (with optimizer state when given, for resuming)."""
+    extra = dict(extra or {})
+    if state is not None:
+        extra["train_step"] = state.step
+    return save_checkpoint(
+        directory,
+        parts.model.cpu(),
+        parts.semantic.cpu(),
+        parts.text_tokenizer,
+        stage=stage,
+        parent=parent,
+        optimizer=state.optimizer if state else None,
+        extra=extra,
+    )

@@ -1,0 +1,183 @@
+"""Ray actors: model workers that hold a checkpoint on a device, and a pool that shards work.
+
+A `ModelWorker` wraps `illume_core.engine.Engine` (sample, assess, answer) and asks for a GPU
+only when the cluster has one (an actor asking for a missing GPU would wait forever). A
+`WorkerPool` shards items by a stable hash of their key, so any shard can be redone with the
+same result; a call lost to an actor crash is resubmitted, and since workers only return rows
+(the task writes the partition once, after every shard is in), a redo is never double-counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+log = logging.getLogger(__name__)
+
+LOST_CALL_ERRORS = (ActorUnavailableError, ActorDiedError, RayActorError)
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to RAY_ADDRESS when set (a cluster), else start a local instance once."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def gpus_per_worker() -> float:
+    """1 GPU per worker when the cluster has GPUs, else 0 (CPU workers)."""
+    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+
+
+def shard_of(key: str, n: int) -> int:
+    """Stable shard index of a key (the same on every machine and run, unlike hash())."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % n
+
+
+@ray.remote(max_restarts=3, max_task_retries=0)
+class ModelWorker:
+    """Holds one checkpoint on one device and runs the engine's batch methods on request.
+
+    `crash_on` (tests and the fault matrix) names a method whose first call kills this process,
+    once per `crash_marker` file, to prove that lost calls are redone and not double-counted.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str,
+        device: str | None = None,
+        threads: int = 1,
+        crash_on: str | None = None,
+        crash_marker: str | None = None,
+    ) -> None:
+        import torch
+
+        from illume_core.engine import Engine
+
+        torch.set_num_threads(threads)
+        self.crash_on, self.crash_marker = crash_on, crash_marker
+        self.engine = Engine(checkpoint, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def ping(self) -> str:
+        return self.engine.device
+
+    def call(self, method: str, items: list[dict], kwargs: dict) -> tuple[list[dict], float]:
+        """Run engine.<method>(items, **kwargs); returns its rows and the compute seconds."""
+        if self.crash_on == method and self.crash_marker and not os.path.exists(self.crash_marker):
+            with open(self.crash_marker, "w") as f:
+                f.write(str(os.getpid()))
+            os._exit(137)  # like a SIGKILL in the middle of the call
+        t0 = time.perf_counter()
+        rows = getattr(self.engine, method)(items, **kwargs)
+        return rows, time.perf_counter() - t0
+
+
+class WorkerPool:
+    """`size` ModelWorkers on one checkpoint; `map` shards items over them deterministically."""
+
+    def __init__(
+        self,
+        checkpoint: str,
+        size: int = 1,
+        threads: int = 1,
+        max_redos: int = 3,
+        crash_on: str | None = None,
+        crash_marker: str | None = None,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"a worker pool needs at least one worker, got size={size}")
+        self.checkpoint, self.size, self.max_redos = checkpoint, size, max_redos
+        gpus = gpus_per_worker()
+        self.workers = [
+            ModelWorker.options(num_gpus=gpus, num_cpus=threads).remote(
+                checkpoint, None, threads, crash_on if i == 0 else None, crash_marker
+            )
+            for i in range(size)
+        ]
+        self.redone = 0  # calls resubmitted after a lost actor, for the records
+        self.compute_seconds = 0.0
+
+    def map(
+        self,
+        method: str,
+        items: Sequence[dict],
+        key: Callable[[dict], str],
+        kwargs: dict | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[dict]:
+        """Run `method` over all items, one call per shard; rows come back in shard-then-item order.
+
+        A shard whose call is lost to an actor crash is resubmitted (up to max_redos times);
+        each shard's rows are kept once, so a redo never double-counts.
+        """
+        shards: list[list[dict]] = [[] for _ in range(self.size)]
+        for it in items:
+            shards[shard_of(key(it), self.size)].append(it)
+        kwargs = kwargs or {}
+        pending = {i: self.workers[i].call.remote(method, s, kwargs) for i, s in enumerate(shards) if s}
+        results: dict[int, list[dict]] = {}
+        tries = dict.fromkeys(pending, 0)
+        total = len(pending)
+        while pending:
+            ready, _ = ray.wait(list(pending.values()), num_returns=1)
+            i = next(k for k, v in pending.items() if v == ready[0])
+            try:
+                rows, seconds = ray.get(ready[0])
+            except LOST_CALL_ERRORS as e:
+                tries[i] += 1
+                if tries[i] > self.max_redos:
+                    raise RuntimeError(
+                        f"shard {i} of {method!r} was lost {tries[i]} times (last: {type(e).__name__}); "
+                        "the workers keep crashing: check their logs (ray logs) before re-running"
+                    ) from e
+                self.redone += 1
+                log.warning("shard %d of %s lost (%s); redoing it", i, method, type(e).__name__)
+                pending[i] = self.workers[i].call.remote(method, shards[i], kwargs)
+                continue
+            del pending[i]
+            results[i] = rows
+            self.compute_seconds += seconds
+            if progress is not None:
+                progress(len(results), total)
+        return [row for i in sorted(results) for row in results[i]]
+
+    def shutdown(self) -> None:
+        for w in self.workers:
+            ray.kill(w, no_restart=True)
+        self.workers = []
+
+
+_POOLS: dict[tuple[str, int], WorkerPool] = {}
+
+
+def get_pool(checkpoint: str, size: int = 1, **options: Any) -> WorkerPool:
+    """A long-lived pool per (checkpoint, size) in this process, so tasks share loaded models.
+
+    Tasks look pools up here instead of taking actor handles as inputs: a handle's hash changes
+    every run and would break Prefect's cache keys.
+    """
+    k = (checkpoint, size)
+    if k not in _POOLS or options:
+        if k in _POOLS:
+            _POOLS[k].shutdown()
+        ensure_ray()
+        _POOLS[k] = WorkerPool(checkpoint, size, **options)
+    return _POOLS[k]
+
+
+def shutdown_pools() -> None:
+    for p in _POOLS.values():
+        p.shutdown()
+    _POOLS.clear()
