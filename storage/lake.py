@@ -10,7 +10,6 @@ old file set or the new one, never a mix. See docs/STORAGE.md for the full proto
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -23,6 +22,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args, get_origin
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -71,9 +71,14 @@ def _pause(stage: str) -> None:
         time.sleep(float(spec.split(":")[1]))
 
 
+def _plain_type(t: pa.DataType) -> pa.DataType:
+    # Parquet names a list's item "element", arrow "item": the name is not content
+    return pa.list_(_plain_type(t.value_type)) if pa.types.is_list(t) else t
+
+
 def _plain(schema: pa.Schema) -> pa.Schema:
-    """The schema without any key-value metadata (what content digests and checks compare)."""
-    return pa.schema([pa.field(f.name, f.type, f.nullable) for f in schema])
+    """The schema without key-value metadata or item names (what digests and checks compare)."""
+    return pa.schema([pa.field(f.name, _plain_type(f.type), f.nullable) for f in schema])
 
 
 def canonical_order(table: pa.Table) -> pa.Table:
@@ -84,14 +89,38 @@ def canonical_order(table: pa.Table) -> pa.Table:
     return table.take(pc.sort_indices(table, sort_keys=keys))
 
 
+def _canonical_bytes(arr: pa.Array) -> Iterator[bytes]:
+    """The values of one array as bytes that do not depend on how its buffers are laid out."""
+    yield pc.is_valid(arr).to_numpy(zero_copy_only=False).tobytes()
+    t = arr.type
+    if pa.types.is_list(t):
+        yield pc.list_value_length(arr).fill_null(0).to_numpy().tobytes()
+        yield from _canonical_bytes(pc.list_flatten(arr))
+    elif pa.types.is_string(t) or pa.types.is_binary(t):
+        filled = arr.fill_null(pa.scalar(b"" if pa.types.is_binary(t) else "", t))
+        offsets = np.frombuffer(filled.buffers()[1], np.int32)[
+            filled.offset : filled.offset + len(filled) + 1
+        ]
+        yield (offsets - offsets[0]).tobytes()
+        data = filled.buffers()[2]
+        yield b"" if data is None else data.to_pybytes()[offsets[0] : offsets[-1]]
+    elif pa.types.is_boolean(t):
+        yield arr.fill_null(False).to_numpy(zero_copy_only=False).tobytes()
+    elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_timestamp(t):
+        yield arr.fill_null(pa.scalar(0, t)).to_numpy(zero_copy_only=False).tobytes()
+    else:
+        raise TypeError(f"no canonical encoding for {t}; extend storage.lake._canonical_bytes")
+
+
 def content_digest(table: pa.Table) -> str:
-    """sha256 over the rows in canonical order (schema metadata ignored)."""
-    t = canonical_order(table).cast(_plain(table.schema)).combine_chunks()
-    sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, t.schema) as w:
-        for batch in t.to_batches():
-            w.write_batch(batch)
-    return hashlib.sha256(sink.getvalue()).hexdigest()
+    """sha256 over the rows in canonical order: names, types and values, never buffer layout."""
+    t = canonical_order(table).combine_chunks()
+    h = hashlib.sha256(str(_plain(t.schema)).encode())
+    for col in t.columns:
+        arr = col.chunk(0) if col.num_chunks else pa.array([], col.type)
+        for piece in _canonical_bytes(arr):
+            h.update(piece)
+    return h.hexdigest()
 
 
 def _converts(value: Any, type_: pa.DataType) -> bool:

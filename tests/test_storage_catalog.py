@@ -1,0 +1,192 @@
+"""The catalog: analyst views on a handmade dataset, read-only queries, the `illume sql` command."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from storage.catalog import CatalogQueryError, query
+from storage.lake import Lake
+from storage.schemas import sample_key
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    lake = Lake(tmp_path_factory.mktemp("lake"))
+    with lake.writer(owner="fixture"):
+        for r, ckpt, scores in [
+            (0, "c0", {"counting": 0.2, "colors": 0.6}),
+            (1, "c1", {"counting": 0.5, "colors": 0.7}),
+        ]:
+            rows = [
+                dict(
+                    round=r,
+                    checkpoint_id=ckpt,
+                    benchmark="shapeseval",
+                    tag=t,
+                    metric="accuracy",
+                    value=v,
+                    n=50,
+                )
+                for t, v in scores.items()
+            ]
+            rows.append(dict(rows[0], benchmark="other", value=0.99))  # not shapeseval: ignored
+            lake.write_partition("evaluations", r, rows, producer="evaluate")
+        # self-assessment vs judge on 4 samples of round 1: object yes/yes/no/no vs truth T/F/F/T
+        verdicts, truths = ["yes", "yes", "no", "no"], [True, False, False, True]
+        base = dict(round=1, checkpoint_id="c0", prompt_id="p0", raw_text="...", parse_status="ok")
+        assessments = [
+            dict(
+                base,
+                sample_index=i,
+                assessor="self",
+                object_verdict=v,
+                color_verdict="yes",
+                count_verdict=None,
+            )
+            for i, v in enumerate(verdicts)
+        ]
+        assessments.append(
+            dict(base, sample_index=0, assessor="judge", object_verdict="no")
+        )  # not self: ignored
+        lake.write_partition("assessments", 1, assessments, producer="assess")
+        judgments = [
+            dict(
+                round=1,
+                checkpoint_id="c0",
+                prompt_id="p0",
+                sample_index=i,
+                tag="colors",
+                correct=t,
+                reason="",
+                details=json.dumps({"dimensions": {"object": t, "color": True, "count": True}}),
+            )
+            for i, t in enumerate(truths)
+        ]
+        lake.write_partition("judgments", 1, judgments, producer="judge")
+        samples = [
+            dict(
+                round=1,
+                checkpoint_id="c0",
+                prompt_id="p0",
+                sample_index=i,
+                sample_key=sample_key(1, "c0", "p0", i),
+                seed=100 + i,
+                png=b"\x89PNG",
+                image_tokens=[1, 2, 3],
+            )
+            for i in range(4)
+        ]
+        lake.write_partition("samples", 1, samples, producer="sample")
+        sft = [
+            dict(
+                round=1,
+                checkpoint_id="c0",
+                prompt_id="p0",
+                sample_index=i,
+                example_id=f"e{i}",
+                conversation="[]",
+                image_refs=[sample_key(1, "c0", "p0", i)],
+                strategy="direct",
+                source_sample=sample_key(1, "c0", "p0", i),
+            )
+            for i in (0, 3)
+        ]
+        lake.write_partition("sft_examples", 1, sft, producer="reformat")
+        lake.write_partition(
+            "rounds",
+            1,
+            [
+                dict(
+                    round=1, base_checkpoint="c0", candidate_checkpoint="c1", status="promoted", started_at=T0
+                )
+            ],
+            producer="promote",
+        )
+        lake.write_partition(
+            "checkpoints",
+            0,
+            [
+                dict(
+                    checkpoint_id="c0",
+                    round=0,
+                    stage="stage3",
+                    uri="/ck/c0",
+                    manifest_digest="d",
+                    created_at=T0,
+                )
+            ],
+            producer="train",
+        )
+    return lake
+
+
+def test_round_scores_per_tag_and_overall(lake):
+    got = query(lake, "SELECT round, tag, value, n FROM round_scores ORDER BY round, tag").to_pylist()
+    assert [(g["round"], g["tag"], round(g["value"], 6), g["n"]) for g in got] == [
+        (0, "colors", 0.6, 50), (0, "counting", 0.2, 50), (0, "overall", 0.4, 100),
+        (1, "colors", 0.7, 50), (1, "counting", 0.5, 50), (1, "overall", 0.6, 100),
+    ]  # fmt: skip
+
+
+def test_assessment_agreement_confusion_counts(lake):
+    got = {r["dimension"]: r for r in query(lake, "SELECT * FROM assessment_agreement").to_pylist()}
+    assert set(got) == {"object", "color"}  # count verdicts are null; spatial has no truth
+    obj = got["object"]
+    assert (obj["n"], obj["tp"], obj["fp"], obj["tn"], obj["fn"], obj["accuracy"]) == (4, 1, 1, 1, 1, 0.5)
+    assert (got["color"]["n"], got["color"]["tp"], got["color"]["accuracy"]) == (4, 4, 1.0)
+
+
+def test_sample_lineage_links_examples_to_samples_checkpoints_and_rounds(lake):
+    got = query(lake, "SELECT * FROM sample_lineage ORDER BY example_id").to_pylist()
+    assert [(g["example_id"], g["sample_index"], g["seed"]) for g in got] == [("e0", 0, 100), ("e3", 3, 103)]
+    assert {(g["trained_checkpoint"], g["sampled_by_checkpoint"], g["sampler_stage"]) for g in got} == {
+        ("c1", "c0", "stage3")
+    }
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "ATTACH '/tmp/x.duckdb' AS x",
+        "COPY (SELECT 1) TO '/tmp/x.csv'",
+        "INSTALL httpfs",
+        "LOAD json",
+        "CREATE TABLE t AS SELECT 1",
+        "DROP VIEW evaluations",
+        "SET threads = 1",
+        "PRAGMA version",
+        "SELECT 1; DELETE FROM evaluations",
+    ],
+)
+def test_query_refuses_anything_but_reads(lake, sql):
+    with pytest.raises(CatalogQueryError, match="refused|read-only"):
+        query(lake, sql)
+
+
+def test_illume_sql_command(lake):
+    runner = CliRunner()
+    out = runner.invoke(
+        app,
+        [
+            "sql",
+            "SELECT tag, n FROM round_scores WHERE round = 1 ORDER BY tag",
+            "--lake",
+            lake.root,
+            "--json",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert [json.loads(line)["tag"] for line in out.stdout.splitlines()] == ["colors", "counting", "overall"]
+    out = runner.invoke(app, ["sql", "SELECT round FROM rounds", "--lake", lake.root, "--csv"])
+    assert out.exit_code == 0 and out.stdout.split() == ['"round"', "1"]
+    out = runner.invoke(app, ["sql", "SELECT sample_key, png FROM samples LIMIT 1", "--lake", lake.root])
+    assert out.exit_code == 0 and "<4 bytes>" in out.stdout
+    out = runner.invoke(app, ["sql", "DROP VIEW samples", "--lake", lake.root])
+    assert out.exit_code == 2 and "refused" in out.output
