@@ -23,6 +23,7 @@ app = typer.Typer(
 # each module defines `register(app)`; the order is the order of `illume --help`
 COMMAND_MODULES = [
     "flows.commands_world",
+    "flows.commands_lake",
 ]
 
 
