@@ -1,0 +1,106 @@
+"""Checkpoints: round trip gives identical outputs; tampered or missing files are refused."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pytest
+import torch
+from model_helpers import micro_model, scene_image, text_tokenizer
+from safetensors import safe_open
+
+from illume_core.checkpoint import (
+    CheckpointIntegrityError,
+    CheckpointMissingFileError,
+    load_checkpoint,
+    load_optimizer_state,
+    read_manifest,
+    save_checkpoint,
+)
+from illume_core.sampling import generate_images
+from illume_core.tokenizer import SemanticTokenizer
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    model, proc = micro_model()
+    semantic = SemanticTokenizer(proc.cfg)
+    opt = torch.optim.AdamW(model.param_groups(1))
+    batch = proc.collate([proc.reconstruction(scene_image(0), torch.arange(16))])
+    model(batch).loss.backward()
+    opt.step()
+    info = save_checkpoint(
+        tmp_path / "ck", model, semantic, text_tokenizer(), stage=1, parent="abc", optimizer=opt
+    )
+    return info, model, semantic, proc, opt
+
+
+def test_round_trip_gives_identical_outputs(saved):
+    info, model, semantic, proc, opt = saved
+    loaded = load_checkpoint(info.path)
+    assert loaded.manifest["id"] == info.id and loaded.manifest["parent"] == "abc"
+    assert loaded.config == proc.cfg
+    assert loaded.text_tokenizer.to_str() == proc.tokenizer.to_str()
+    batch = proc.collate([proc.caption(scene_image(1), "two red circles")])
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded.model(batch).logits, model(batch).logits)
+        pixels = scene_image(2)[None]
+        assert torch.equal(loaded.semantic_tokenizer.encode(pixels), semantic.encode(pixels))
+    assert torch.equal(
+        generate_images(loaded.model, proc, ["two red circles"], [3]),
+        generate_images(model, proc, ["two red circles"], [3]),
+    )
+    state = load_optimizer_state(info.path)
+    ref = opt.state_dict()
+    assert state["param_groups"] == json.loads(json.dumps(ref["param_groups"]))
+    for pid, values in ref["state"].items():
+        for key, value in values.items():
+            assert torch.equal(state["state"][pid][key], value)
+    opt.load_state_dict(state)
+
+
+def test_checkpoint_id_is_content_derived(saved, tmp_path):
+    info, model, semantic, proc, _ = saved
+    again = save_checkpoint(tmp_path / "ck2", model, semantic, text_tokenizer(), stage=1, parent="abc")
+    assert again.id != info.id  # no optimizer file: different content
+    manifest = read_manifest(info.path)
+    assert set(manifest["files"]) >= {
+        "model.safetensors",
+        "tokenizer.safetensors",
+        "tokenizer.json",
+        "config.json",
+    }
+    with pytest.raises(FileExistsError):
+        save_checkpoint(info.path, model, semantic, text_tokenizer(), stage=1)
+
+
+def test_tampered_file_is_refused_naming_it(saved):
+    info = saved[0]
+    path = info.path / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointIntegrityError, match="model.safetensors"):
+        load_checkpoint(info.path)
+
+
+def test_missing_tokenizer_is_refused(saved):
+    info = saved[0]
+    (info.path / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointMissingFileError, match="tokenizer.json"):
+        load_checkpoint(info.path)
+
+
+def test_no_pickle_in_checkpoint(saved):
+    for f in saved[0].path.iterdir():
+        assert f.suffix in (".safetensors", ".json"), f.name
+        assert not zipfile.is_zipfile(f), f"{f.name} is a torch.save archive"
+        if f.suffix == ".safetensors":
+            with safe_open(str(f), "pt") as st:  # parses as safetensors, nothing executable inside
+                assert len(list(st.keys())) > 0
+        else:
+            json.loads(f.read_text())
