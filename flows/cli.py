@@ -24,6 +24,7 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "flows.commands_world",
     "flows.commands_lake",
+    "flows.commands_model",
 ]
 
 
