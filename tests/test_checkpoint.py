@@ -104,3 +104,35 @@ def test_no_pickle_in_checkpoint(saved):
                 assert len(list(st.keys())) > 0
         else:
             json.loads(f.read_text())
+
+
+def test_cli_generate_ask_edit_on_a_checkpoint(saved, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from flows.commands_model import NoCheckpointError, current_checkpoint
+
+    info = saved[0]
+    lake = tmp_path / "lake"
+    with pytest.raises(NoCheckpointError, match="illume demo"):
+        current_checkpoint(lake)
+    (lake / "checkpoints").mkdir(parents=True)
+    (lake / "checkpoints" / "current").write_text(str(info.path))
+    assert current_checkpoint(lake) == info.path
+    runner = CliRunner()
+    out = tmp_path / "img.png"
+    args = ["generate", "two red circles", "-o", str(out), "--lake", str(lake), "--seed", "3", "-n", "2"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    first = [(tmp_path / f"img_{i}.png").read_bytes() for i in range(2)]
+    assert runner.invoke(app, args).exit_code == 0
+    assert [(tmp_path / f"img_{i}.png").read_bytes() for i in range(2)] == first  # same seed, same images
+    res = runner.invoke(
+        app, ["ask", str(tmp_path / "img_0.png"), "how many circles?", "--checkpoint", str(info.path)]
+    )
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(
+        app,
+        ["edit", str(tmp_path / "img_0.png"), "remove it", "-o", str(out), "--checkpoint", str(info.path)],
+    )
+    assert res.exit_code == 0 and out.is_file(), res.output

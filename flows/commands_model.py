@@ -1,0 +1,148 @@
+"""Model commands: `illume generate`, `illume ask`, `illume edit` on a checkpoint.
+
+Without --checkpoint they use the lake's current checkpoint (`current_checkpoint`). Torch and
+the model load inside the commands, so `illume --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+CURRENT_POINTER = Path("checkpoints") / "current"  # text file in the lake: path of the promoted checkpoint
+
+
+class NoCheckpointError(FileNotFoundError):
+    """The lake has no current checkpoint to load."""
+
+
+def current_checkpoint(lake_root: str | Path) -> Path:
+    """The lake's current (last promoted) checkpoint folder, read from `<lake>/checkpoints/current`."""
+    pointer = Path(lake_root) / CURRENT_POINTER
+    if not pointer.is_file():
+        raise NoCheckpointError(
+            f"no current checkpoint in the lake at {lake_root} ({pointer} is missing); "
+            "run `illume demo` to train one, or pass --checkpoint DIR"
+        )
+    target = Path(pointer.read_text(encoding="utf-8").strip())
+    if not target.is_absolute():
+        target = Path(lake_root) / target
+    if not target.is_dir():
+        raise NoCheckpointError(f"{pointer} names {target}, which is not a folder; pass --checkpoint DIR")
+    return target
+
+
+def _load(checkpoint: Path | None, lake: Path):
+    import torch
+
+    from illume_core.checkpoint import load_checkpoint
+    from illume_core.processor import Processor
+
+    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded = load_checkpoint(checkpoint or current_checkpoint(lake), device=device)
+    if loaded.semantic_tokenizer is None:
+        raise typer.BadParameter(
+            "this checkpoint has no semantic tokenizer (tokenizer.safetensors) to draw images"
+        )
+    return loaded, Processor(loaded.config, loaded.text_tokenizer)
+
+
+def _out_paths(out: Path, n: int) -> list[Path]:
+    return [out] if n == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(n)]
+
+
+def _save_codes(loaded, codes, out: Path) -> list[Path]:
+    import torch
+
+    from illume_core.images import to_pil
+
+    with torch.no_grad():
+        pixels = loaded.semantic_tokenizer.decode(codes)  # (B, 3, H, W)
+    paths = _out_paths(out, len(codes))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for img, path in zip(to_pil(pixels), paths, strict=True):
+        img.save(path)
+    return paths
+
+
+def _read_image(path: Path, size: int):
+    from PIL import Image
+
+    if not path.is_file():
+        raise typer.BadParameter(f"no image at {path}")
+    img = Image.open(path).convert("RGB")
+    return img if img.size == (size, size) else img.resize((size, size), Image.Resampling.NEAREST)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the `illume` app."""
+
+    @app.command()
+    def generate(
+        prompt: str = typer.Argument(..., help="what to draw, e.g. 'a photo of two red circles'"),
+        out: Path = typer.Option(Path("out.png"), "-o", "--out", help="PNG path; with -n > 1, out_0.png ..."),
+        checkpoint: Path | None = typer.Option(
+            None, "--checkpoint", help="checkpoint folder (default: the lake's current)"
+        ),
+        lake: Path = typer.Option(Path("lake"), "--lake", help="lake root holding checkpoints/current"),
+        cfg: float = typer.Option(2.0, "--cfg", help="classifier-free guidance scale (1: none)"),
+        seed: int = typer.Option(0, "--seed", help="seed of the first image; image i uses seed + i"),
+        n: int = typer.Option(1, "-n", min=1, help="number of images"),
+        temperature: float = typer.Option(1.0, "--temperature", min=0.0),
+        top_k: int | None = typer.Option(None, "--top-k", min=1),
+    ) -> None:
+        """Draw images for a prompt (same seed, same images)."""
+        from illume_core.sampling import generate_images
+
+        loaded, proc = _load(checkpoint, lake)
+        codes = generate_images(
+            loaded.model,
+            proc,
+            [prompt] * n,
+            [seed + i for i in range(n)],
+            cfg if cfg != 1.0 else None,
+            temperature,
+            top_k,
+        )
+        for p in _save_codes(loaded, codes, out):
+            typer.echo(str(p))
+
+    @app.command()
+    def ask(
+        image: Path = typer.Argument(..., help="PNG to ask about"),
+        question: str = typer.Argument(..., help="e.g. 'how many circles are there?'"),
+        checkpoint: Path | None = typer.Option(
+            None, "--checkpoint", help="checkpoint folder (default: the lake's current)"
+        ),
+        lake: Path = typer.Option(Path("lake"), "--lake", help="lake root holding checkpoints/current"),
+        max_new_tokens: int = typer.Option(48, "--max-new-tokens", min=1),
+    ) -> None:
+        """Answer a question about an image (greedy)."""
+        from illume_core.sampling import answer
+
+        loaded, proc = _load(checkpoint, lake)
+        img = _read_image(image, loaded.config.image_size)
+        typer.echo(answer(loaded.model, proc, [img], [question], max_new_tokens)[0])
+
+    @app.command()
+    def edit(
+        image: Path = typer.Argument(..., help="PNG to edit"),
+        instruction: str = typer.Argument(..., help="e.g. 'remove the blue square'"),
+        out: Path = typer.Option(Path("out.png"), "-o", "--out", help="PNG path of the edited image"),
+        checkpoint: Path | None = typer.Option(
+            None, "--checkpoint", help="checkpoint folder (default: the lake's current)"
+        ),
+        lake: Path = typer.Option(Path("lake"), "--lake", help="lake root holding checkpoints/current"),
+        seed: int = typer.Option(0, "--seed"),
+        temperature: float = typer.Option(1.0, "--temperature", min=0.0),
+    ) -> None:
+        """Edit an image by an instruction (image in, image out)."""
+        from illume_core.sampling import edit_images
+
+        loaded, proc = _load(checkpoint, lake)
+        img = _read_image(image, loaded.config.image_size)
+        codes = edit_images(loaded.model, proc, [img], [instruction], [seed], temperature=temperature)
+        for p in _save_codes(loaded, codes, out):
+            typer.echo(str(p))
