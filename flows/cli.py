@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "flows.commands_world",
     "flows.commands_lake",
     "flows.commands_model",
+    "flows.commands_pipeline",
 ]
 
 

@@ -109,10 +109,12 @@ def conversation_example(processor: Processor, ex: SelfExample) -> Example:
     # later turns continue the same sequence: drop their leading <bos>
     ids, labels, images = list(parts[0].ids), list(parts[0].labels), list(parts[0].images)
     for p in parts[1:]:
+        if len(ids) + len(p.ids) - 1 > processor.cfg.max_seq_len:
+            break  # a turn that does not fit is left out rather than truncated mid-image
         ids += p.ids[1:]
         labels += p.labels[1:]
         images += p.images
-    return processor._check(Example(ids, labels, images))
+    return Example(ids, labels, images)
 
 
 def _image_refs(text: str) -> list[str]:
@@ -144,13 +146,21 @@ class StageData:
                 f"recipe {recipe.name!r} has no data to draw: its mix is empty or only 'self' without examples"
             )
         self.kinds, self.weights = list(mix), list(mix.values())
-        self.rng = random.Random(f"stage/{recipe.name}/{seed}")
+        self.seed = seed
+        self.index = 0  # batches drawn so far; batch i depends only on (recipe, seed, i)
         self.device = torch.device(device)
 
     def __iter__(self) -> Iterator[Batch]:
         return self
 
+    def skip(self, n: int) -> StageData:
+        """Continue as if n batches had been drawn (resuming a run gives the same batches)."""
+        self.index += n
+        return self
+
     def __next__(self) -> Batch:
+        self.rng = random.Random(f"stage/{self.recipe.name}/{self.seed}/{self.index}")
+        self.index += 1
         kinds = self.rng.choices(self.kinds, self.weights, k=self.recipe.batch_size)
         examples = [self._example(k) for k in kinds]
         batch = self.processor.collate(examples, "right").to(self.device)
@@ -192,7 +202,10 @@ class StageData:
             qa = rng.choice(corpus.vqa_pairs(scene, rng))
             return p.vqa(render(scene), qa.question, qa.answer)
         if kind == "edit":
-            e = corpus.edit_pair(scene, rng, scene.size)
+            try:
+                e = corpus.edit_pair(scene, rng, scene.size)
+            except RuntimeError:  # no edit applies to this scene (e.g. four identical objects)
+                e = corpus.edit_pair(None, rng, scene.size)
             return p.edit(render(e.source), e.instruction, self._codes(None, e.target))
         if kind == "text":
             qa = rng.choice(corpus.vqa_pairs(scene, rng))

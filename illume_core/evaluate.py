@@ -19,7 +19,6 @@ from illume_core.assessment import DIMENSIONS
 from illume_core.engine import sample_seed
 from illume_core.geneval import TAGS, Metadata
 from illume_core.images import from_png, png_bytes
-from illume_core.judge import judge_image
 from illume_core.prompts import Holdout, generate_prompts
 from illume_core.world import render, sample_scene
 
@@ -55,6 +54,8 @@ def sample_items(prompts: Iterable[Metadata], images_per_prompt: int, round: int
 
 def judge_rows(samples: Sequence[dict], metadata: dict[str, Metadata]) -> list[dict]:
     """Judgment rows (correct, reason, details with per-dimension truth) for sample rows."""
+    from illume_core.judge import judge_image
+
     out = []
     for s in samples:
         meta = metadata[s["prompt_id"]]

@@ -128,6 +128,8 @@ def train_stage(
     groups = stage_groups(parts.model, recipe)
     data = StageData(base, parts.processor, parts.semantic.encode, recipe, seed, self_examples, device)
     cfg = TrainConfig(steps=recipe.steps, warmup_steps=recipe.warmup_steps)
+    if state is not None:
+        data.skip(int(state["step"]) * cfg.grad_accum)
     return train_loop(
         parts.model,
         groups,

@@ -138,8 +138,13 @@ def train_loop(
     start = 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         start = int(state["step"])
+        if "scheduler" in state:
+            scheduler.load_state_dict(state["scheduler"])
+        else:  # the schedule is a pure function of the step: put it there
+            scheduler.last_epoch = start
+            for g, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+                g["lr"] = base * lr_factor(start, cfg)
     out = TrainState(step=start, optimizer=optimizer, scheduler=scheduler)
     dtype = autocast_dtype(device, cfg.precision)
     params = [p for g in optimizer.param_groups for p in g["params"]]

@@ -1,0 +1,309 @@
+"""The Prefect flows: `train_pipeline`, `self_enhancement_round`, `evaluate_checkpoint`.
+
+They read like a table of contents: each line is a task from tasks/steps.py. Every flow holds
+the lake's writer lock for its whole run, so a second round on the same lake waits, then
+refuses with a message naming the holder. Tasks cache on their inputs (results in the lake):
+re-running a flow after a crash redoes only what did not finish, and `rerun=["assess"]`
+refreshes the named tasks while everything downstream of a changed output follows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.filesystems import LocalFileSystem
+
+from illume_core.settings import PipelineSettings
+from storage.lock import LakeBusyError
+from tasks import steps
+from tasks.steps import get_lake
+
+TASK_NAMES = (
+    "prepare-data",
+    "select-prompts",
+    "train-vision",
+    "train-stage",
+    "sample",
+    "assess",
+    "judge",
+    "reformat",
+    "finetune",
+    "evaluate",
+    "promote",
+)
+
+
+def _opts(lake: str, rerun: list[str], name: str) -> dict:
+    """Per-run task options: results and cache records in the lake; refresh the named tasks."""
+    store = Path(lake).resolve() / "_prefect"
+    store.mkdir(parents=True, exist_ok=True)
+    policy = steps.CACHE_POLICY.configure(key_storage=str(store / "cache-keys"))
+    return {
+        "result_storage": LocalFileSystem(basepath=str(store / "results")),
+        "cache_policy": policy,
+        "refresh_cache": name in rerun,
+    }
+
+
+def _check_rerun(rerun: list[str]) -> list[str]:
+    bad = [r for r in rerun if r not in TASK_NAMES]
+    if bad:
+        raise ValueError(f"unknown task(s) in rerun: {bad}; choose from {', '.join(TASK_NAMES)}")
+    return list(rerun)
+
+
+def _t(task, lake: str, rerun: list[str], name: str | None = None):
+    name = name or task.name
+    opts = _opts(lake, rerun, name)
+    if name in ("sample", "assess", "evaluate"):  # the worker count never changes results
+        opts["cache_policy"] = opts["cache_policy"] - "workers"
+    return task.with_options(**opts)
+
+
+class _Locked:
+    """Hold the lake's writer lock for a flow run; a busy lake gives a clear refusal."""
+
+    def __init__(self, lake: str, owner: str, timeout_s: float) -> None:
+        self.lake, self.owner, self.timeout_s = lake, owner, timeout_s
+
+    def __enter__(self):
+        try:
+            self.ctx = get_lake(self.lake).writer(owner=self.owner, timeout_s=self.timeout_s)
+            self.ctx.__enter__()
+        except LakeBusyError as e:
+            raise LakeBusyError(
+                f"{e} (another round is running on this lake; this one did not start)"
+            ) from None
+        return self
+
+    def __exit__(self, *exc):
+        self.ctx.__exit__(*exc)
+        from storage.catalog import build_catalog
+
+        build_catalog(get_lake(self.lake))
+
+
+@flow(name="train-pipeline", flow_run_name="train-{preset}-{budget}-seed{seed}")
+def train_pipeline(
+    lake: str = "lake",
+    preset: str = "tiny",
+    budget: str = "demo",
+    seed: int = 0,
+    workers: int = 2,
+    rerun: list[str] | None = None,
+    lock_timeout_s: float = 10.0,
+) -> dict:
+    """Data -> vision + text tokenizers -> stages 0..3 -> evaluate -> round 0 (the first current model)."""
+    rerun = _check_rerun(rerun or [])
+    log = get_run_logger()
+    s = PipelineSettings(preset=preset, budget=budget, seed=seed)
+    sj = s.model_dump_json()
+    with _Locked(lake, "train-pipeline", lock_timeout_s):
+        eval_refs = _t(steps.prepare_data, lake, rerun)(lake, sj)
+        ck = _t(steps.train_vision, lake, rerun)(lake, sj)
+        for stage in ("stage0", "stage1", "stage2", "stage3"):
+            ck = _t(steps.train_stage, lake, rerun)(lake, sj, stage, ck, 0)
+            log.info("%s -> %s", stage, ck)
+        ev = _t(steps.evaluate, lake, rerun)(lake, 0, ck, eval_refs, workers)
+        steps.set_round(lake, 0, ck, ck, "promoted", "base training run", steps.params_json(**s.model_dump()))
+        steps.set_current(lake, ck, 0)
+        score = steps.overall(lake, ev)
+    log.info("base model %s: ShapesEval overall %s", ck, score)
+    return {"checkpoint": ck, "evaluation": ev, "shapeseval_overall": score}
+
+
+def _next_round(lake: str) -> int:
+    """The round to run: an unfinished ('running') round is finished first, else last + 1."""
+    rows = get_lake(lake).read("rounds").to_pylist()
+    if not rows:
+        raise FileNotFoundError(
+            f"the lake at {lake} has no base model; run `illume train` or `illume demo` first"
+        )
+    running = [r["round"] for r in rows if r["status"] == "running"]
+    return min(running) if running else max(r["round"] for r in rows) + 1
+
+
+@flow(name="self-enhancement-round", flow_run_name="round-{round}-{assessor}")
+def self_enhancement_round(
+    lake: str = "lake",
+    round: int | None = None,
+    n_prompts: int = 48,
+    images_per_prompt: int = 4,
+    strategies: list[str] | None = None,
+    assessor: str = "self",
+    margin: float = 0.02,
+    min_parse_rate: float = 0.5,
+    finetune_steps: int | None = None,
+    seed: int = 0,
+    workers: int = 2,
+    rerun: list[str] | None = None,
+    lock_timeout_s: float = 10.0,
+) -> dict:
+    """Sample -> assess -> judge -> reformat -> finetune -> evaluate -> promote, from the current model."""
+    rerun = _check_rerun(rerun or [])
+    strategies = strategies or ["assessment", "accepted_t2i"]
+    log = get_run_logger()
+    with _Locked(lake, "self-enhancement-round", lock_timeout_s):
+        r = _next_round(lake) if round is None else round
+        s = PipelineSettings.load(lake)
+        sj = s.model_dump_json()
+        prev = get_lake(lake).read("rounds", r).to_pylist()
+        base = steps.current_checkpoint(lake)
+        if prev and prev[0]["status"] != "running":
+            log.info(
+                "round %d already ended (%s); re-running it from its recorded base", r, prev[0]["status"]
+            )
+        if prev:
+            base = _uri_of(lake, prev[0]["base_checkpoint"])
+        if base is None:
+            raise FileNotFoundError(f"no current checkpoint in {lake}; run `illume train` first")
+        params = steps.params_json(
+            round=r,
+            n_prompts=n_prompts,
+            images_per_prompt=images_per_prompt,
+            strategies=strategies,
+            assessor=assessor,
+            margin=margin,
+            min_parse_rate=min_parse_rate,
+            finetune_steps=finetune_steps,
+            seed=seed,
+        )
+        if not prev:
+            steps.set_round(lake, r, base, None, "running", None, params)
+        eval_refs = _eval_refs(lake)
+        prompts = _t(steps.select_prompts, lake, rerun)(lake, r, n_prompts, seed)
+        samples = _t(steps.sample, lake, rerun)(lake, r, base, prompts, images_per_prompt, "self", workers)
+        assessed = _t(steps.assess, lake, rerun)(lake, r, base, samples, prompts, assessor, workers)
+        judged = _t(steps.judge, lake, rerun)(lake, r, samples, prompts)
+        sft = _t(steps.reformat, lake, rerun)(lake, r, samples, assessed, prompts, strategies)
+        cand = _t(steps.train_stage, lake, rerun, "finetune")(
+            lake, sj, "self_enhance", base, r, sft, finetune_steps
+        )
+        base_eval = _t(steps.evaluate, lake, rerun)(lake, _round_of(lake, base), base, eval_refs, workers)
+        cand_eval = _t(steps.evaluate, lake, rerun)(lake, r, cand, eval_refs, workers)
+        decision = _t(steps.promote, lake, rerun)(
+            lake, r, base, cand, base_eval, cand_eval, assessed, margin, min_parse_rate, params
+        )
+    _publish(lake, r, base_eval, cand_eval, decision, samples)
+    log.info("round %d %s: %s", r, decision["status"], decision["reason"])
+    return {
+        **decision,
+        "samples": samples,
+        "assessments": assessed,
+        "judgments": judged,
+        "sft": sft,
+        "candidate": cand,
+        "evaluation": cand_eval,
+    }
+
+
+@flow(name="evaluate-checkpoint", flow_run_name="evaluate-{checkpoint}")
+def evaluate_checkpoint(
+    lake: str = "lake",
+    checkpoint: str | None = None,
+    workers: int = 2,
+    rerun: list[str] | None = None,
+    lock_timeout_s: float = 10.0,
+) -> dict:
+    """ShapesEval, VQA and self-assessment agreement of a checkpoint (default: the current one)."""
+    rerun = _check_rerun(rerun or [])
+    with _Locked(lake, "evaluate-checkpoint", lock_timeout_s):
+        ck = checkpoint or steps.current_checkpoint(lake)
+        if ck is None:
+            raise FileNotFoundError(
+                f"no current checkpoint in {lake}; pass --checkpoint or run `illume train`"
+            )
+        ev = _t(steps.evaluate, lake, rerun)(lake, _round_of(lake, ck), ck, _eval_refs(lake), workers)
+    rows = steps.read_ref(lake, ev)
+    return {"checkpoint": ck, "evaluation": ev, "rows": rows}
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _eval_refs(lake: str) -> str:
+    lk = get_lake(lake)
+    refs = [
+        steps.ref(p) for p in lk.partitions("prompts") if p.round == 0 and p.part.startswith("shapeseval-")
+    ]
+    if not refs:
+        raise FileNotFoundError(f"{lake} has no ShapesEval prompts; run `illume train` first")
+    return ",".join(sorted(refs, reverse=True))  # eval before heldout
+
+
+def _uri_of(lake: str, checkpoint_id: str) -> str:
+    return str(Path(lake).resolve() / "checkpoints" / checkpoint_id)
+
+
+def _round_of(lake: str, checkpoint: str) -> int:
+    ck = steps._checkpoint_id(checkpoint)
+    for p in get_lake(lake).partitions("checkpoints"):
+        if p.part == ck:
+            return p.round
+    return 0
+
+
+def _publish(lake: str, r: int, base_eval: str, cand_eval: str, decision: dict, samples: str) -> None:
+    """Prefect artifacts: scores per tag against the previous round, and a markdown summary."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    before = {
+        (x["split"], x["tag"]): x["value"]
+        for x in steps.read_ref(lake, base_eval)
+        if x["benchmark"] == "shapeseval"
+    }
+    after = {
+        (x["split"], x["tag"]): x["value"]
+        for x in steps.read_ref(lake, cand_eval)
+        if x["benchmark"] == "shapeseval"
+    }
+    table = [
+        {
+            "split": k[0],
+            "tag": k[1],
+            "previous": round(before.get(k, float("nan")), 3),
+            "this round": round(v, 3),
+            "delta": round(v - before.get(k, float("nan")), 3),
+        }
+        for k, v in sorted(after.items())
+    ]
+    try:
+        create_table_artifact(
+            table, key=f"round-{r}-scores", description=f"ShapesEval per tag, round {r} vs its base"
+        )
+        grid = _grid_png(lake, samples, r)
+        md = [
+            f"# Round {r}: {decision['status']}",
+            "",
+            decision["reason"],
+            "",
+            f"Parse rate of self-assessments: {decision['parse_rate']:.2f}",
+            "",
+        ]
+        if grid:
+            md.append(f"Sample grid: `{grid}`")
+        create_markdown_artifact("\n".join(md), key=f"round-{r}-summary", description=f"round {r} summary")
+    except Exception as e:  # artifacts are a view; a failure to publish must not fail the round
+        get_run_logger().warning("could not publish artifacts: %s", e)
+
+
+def _grid_png(lake: str, samples_ref: str, r: int, n: int = 16) -> str | None:
+    """A grid of the round's first samples, saved beside the report."""
+    from PIL import Image
+
+    from illume_core.images import from_png
+
+    rows = steps.read_ref(lake, samples_ref)[:n]
+    if not rows:
+        return None
+    ims = [from_png(x["png"]) for x in rows]
+    w, h = ims[0].size
+    cols = 8
+    grid = Image.new("RGB", (cols * w, -(-len(ims) // cols) * h), (255, 255, 255))
+    for i, im in enumerate(ims):
+        grid.paste(im, ((i % cols) * w, (i // cols) * h))
+    out = Path(lake) / "reports" / f"round-{r}-samples.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out)
+    return str(out)

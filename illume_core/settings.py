@@ -1,0 +1,147 @@
+"""Pipeline settings: the preset, the base corpus, and the step budgets of every stage.
+
+A train pipeline writes its settings into the lake (`<lake>/pipeline.json`), and every later
+round reads them back, so rounds fine-tune on the very corpus the base model was trained on.
+Budgets are named (`smoke` for tests, `demo` for the README's one command, `experiment` for the
+self-enhancement experiment); the CLI and flows read this registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from illume_core.config import PRESETS, IllumeConfig, get_preset
+from illume_core.data import CorpusSpec
+from illume_core.stages import VisionBudget
+
+
+class Budget(BaseModel):
+    """Steps and batch sizes of one full run (vision, stages 0-3, a round's fine-tuning)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    encoder_steps: int = Field(ge=1)
+    tokenizer_steps: int = Field(ge=1)
+    vision_batch: int = Field(64, ge=2)
+    stage_steps: dict[str, int]  # recipe name -> optimizer steps
+    batch_size: int = Field(32, ge=1)
+    finetune_steps: int = Field(ge=1)  # a round's stage-3 fine-tuning
+    n_t2i: int = Field(ge=1)
+    n_scenes: int = Field(ge=1)
+    n_assess: int = Field(ge=1)
+    n_text: int = Field(20000, ge=100)  # strings the text tokenizer is trained on
+    eval_per_tag: int = Field(20, ge=1)  # ShapesEval prompts per tag
+    eval_images_per_prompt: int = Field(4, ge=1)
+    vqa_questions: int = Field(200, ge=1)
+
+
+BUDGETS: dict[str, Budget] = {
+    # seconds: the test suite's whole pipeline
+    "smoke": Budget(
+        encoder_steps=2,
+        tokenizer_steps=2,
+        vision_batch=8,
+        stage_steps={"stage0": 2, "stage1": 2, "stage2": 2, "stage3": 2},
+        batch_size=4,
+        finetune_steps=2,
+        n_t2i=60,
+        n_scenes=30,
+        n_assess=30,
+        n_text=500,
+        eval_per_tag=1,
+        eval_images_per_prompt=1,
+        vqa_questions=4,
+    ),
+    # the README's `illume demo`: everything in well under 20 minutes on 2 CPU cores
+    "demo": Budget(
+        encoder_steps=300,
+        tokenizer_steps=800,
+        vision_batch=64,
+        stage_steps={"stage0": 100, "stage1": 150, "stage2": 700, "stage3": 250},
+        batch_size=32,
+        finetune_steps=120,
+        n_t2i=12000,
+        n_scenes=6000,
+        n_assess=4000,
+        eval_per_tag=10,
+        eval_images_per_prompt=4,
+        vqa_questions=200,
+    ),
+    # the self-enhancement experiment (benchmarks/self_enhancement.py)
+    "experiment": Budget(
+        encoder_steps=600,
+        tokenizer_steps=1500,
+        vision_batch=64,
+        stage_steps={"stage0": 200, "stage1": 250, "stage2": 1600, "stage3": 500},
+        batch_size=32,
+        finetune_steps=250,
+        n_t2i=12000,
+        n_scenes=6000,
+        n_assess=4000,
+        eval_per_tag=20,
+        eval_images_per_prompt=4,
+        vqa_questions=300,
+    ),
+}
+
+
+class PipelineSettings(BaseModel):
+    """Everything that defines a base model and the data its rounds build on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: str = "tiny"
+    budget: str = "demo"
+    seed: int = 0
+    holdout: tuple[str, ...] | None = None  # None: Holdout.default()
+
+    def model_post_init(self, _ctx) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of: {', '.join(PRESETS)}")
+        if self.budget not in BUDGETS:
+            raise ValueError(f"unknown budget {self.budget!r}; choose one of: {', '.join(BUDGETS)}")
+
+    @property
+    def cfg(self) -> IllumeConfig:
+        return get_preset(self.preset)
+
+    @property
+    def b(self) -> Budget:
+        return BUDGETS[self.budget]
+
+    @property
+    def corpus(self) -> CorpusSpec:
+        b = self.b
+        return CorpusSpec(
+            seed=self.seed, n_t2i=b.n_t2i, n_scenes=b.n_scenes, n_assess=b.n_assess, holdout=self.holdout
+        )
+
+    @property
+    def vision(self) -> VisionBudget:
+        b = self.b
+        return VisionBudget(b.encoder_steps, b.tokenizer_steps, b.vision_batch)
+
+    def digest(self) -> str:
+        """A short digest of these settings (recorded in every Parquet file's metadata)."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+    def save(self, lake_root: str | Path) -> None:
+        path = Path(lake_root) / "pipeline.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(self.model_dump_json(indent=2))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, lake_root: str | Path) -> PipelineSettings:
+        path = Path(lake_root) / "pipeline.json"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: this lake has no trained base model yet; run `illume train --lake {lake_root}` "
+                "(or `illume demo`) first"
+            )
+        return cls(**json.loads(path.read_text()))

@@ -1,0 +1,701 @@
+"""One Prefect task per pipeline step: typed, retried, cached on inputs, writing through storage/.
+
+Each task reads its inputs from the lake, calls illume_core (directly, or through the Ray worker
+pool), writes its own partition and returns a content-hashed reference ("samples/round=1/
+part=self#<digest>") or a checkpoint path named by its content id. Because references carry
+digests, a task downstream of a changed output sees new inputs and re-runs; everything else is
+a cache hit. Cache records and results live in the lake (`<lake>/_prefect/`), not ~/.prefect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+from illume_core.geneval import Metadata
+from storage.lake import Lake, PartitionInfo
+
+CACHE_POLICY = INPUTS + TASK_SOURCE
+RETRIES = {"retries": 2, "retry_delay_seconds": 1}
+
+_LAKES: dict[str, Lake] = {}
+
+
+def get_lake(root: str) -> Lake:
+    """One Lake object per root in this process, so the flow's writer lock is re-entrant."""
+    key = os.path.abspath(root) if "://" not in root else root
+    if key not in _LAKES:
+        _LAKES[key] = Lake(root)
+    return _LAKES[key]
+
+
+def ref(info: PartitionInfo) -> str:
+    """A content-hashed reference to one partition."""
+    return f"{info.table}/round={info.round}/part={info.part}#{info.digest[:16]}"
+
+
+def parse_ref(r: str) -> tuple[str, int, str]:
+    """(table, round, part) of a reference made by `ref`."""
+    try:
+        path, _ = r.split("#", 1)
+        table, rnd, part = path.split("/")
+        return table, int(rnd.removeprefix("round=")), part.removeprefix("part=")
+    except ValueError:
+        raise ValueError(f"{r!r} is not a partition reference (table/round=R/part=P#digest)") from None
+
+
+def read_ref(lake: str, r: str) -> list[dict]:
+    table, rnd, part = parse_ref(r)
+    return get_lake(lake).read(table, rnd, part).to_pylist()
+
+
+def record_run(
+    lake: str,
+    name: str,
+    round: int,
+    part: str,
+    started: datetime,
+    rows: int,
+    compute_seconds: float,
+    status: str = "completed",
+) -> None:
+    """One task_runs row per task and round (replaced when the task runs again)."""
+    from prefect.context import get_run_context
+
+    try:
+        flow_run_id = str(get_run_context().task_run.flow_run_id)
+    except Exception:  # called outside a Prefect run (tests calling .fn)
+        flow_run_id = None
+    get_lake(lake).write_partition(
+        "task_runs",
+        round,
+        [
+            {
+                "task": name,
+                "round": round,
+                "started_at": started,
+                "ended_at": datetime.now(UTC),
+                "rows": rows,
+                "compute_seconds": compute_seconds,
+                "status": status,
+                "flow_run_id": flow_run_id,
+            }
+        ],
+        producer=name,
+        part=part,
+    )
+
+
+class Progress:
+    """A Prefect progress artifact (0..100) for a long step; a no-op outside a run."""
+
+    def __init__(self, what: str) -> None:
+        self.id = None
+        self.last = -1.0
+        try:
+            self.id = create_progress_artifact(0.0, description=what)
+        except Exception:
+            self.id = None
+
+    def __call__(self, done: int, total: int) -> None:
+        pct = 100.0 * done / max(1, total)
+        if self.id is not None and pct - self.last >= 5 or done == total:
+            self.last = pct
+            try:
+                update_progress_artifact(self.id, pct)
+            except Exception:
+                pass
+
+
+# ------------------------------------------------------------------------------------- data
+
+
+@task(name="prepare-data", cache_policy=CACHE_POLICY, persist_result=True, **RETRIES)
+def prepare_data(lake: str, settings_json: str) -> str:
+    """Write the fixed ShapesEval prompt sets (eval and held-out compositions) for round 0."""
+    from illume_core.evaluate import prompt_id, shapeseval_prompts
+    from illume_core.prompts import Holdout
+    from illume_core.settings import PipelineSettings
+
+    s = PipelineSettings.model_validate_json(settings_json)
+    t0 = datetime.now(UTC)
+    s.save(lake)
+    holdout = Holdout.parse(list(s.holdout)) if s.holdout is not None else Holdout.default()
+    refs = []
+    for split, metas in shapeseval_prompts(s.b.eval_per_tag, holdout).items():
+        rows = [
+            {
+                "round": 0,
+                "prompt_id": prompt_id(m),
+                "tag": m.tag,
+                "prompt": m.prompt,
+                "metadata": m.dumps(),
+                "split": split,
+            }
+            for m in metas
+        ]
+        refs.append(
+            ref(
+                get_lake(lake).write_partition(
+                    "prompts",
+                    0,
+                    rows,
+                    producer="prepare-data",
+                    config_digest=s.digest(),
+                    part=f"shapeseval-{split}",
+                )
+            )
+        )
+    record_run(lake, "prepare-data", 0, "prepare-data", t0, len(refs), 0.0)
+    return ",".join(refs)
+
+
+@task(name="select-prompts", cache_policy=CACHE_POLICY, persist_result=True, **RETRIES)
+def select_prompts(lake: str, round: int, n_prompts: int, seed: int) -> str:
+    """The round's prompts: a tag-balanced, seeded draw from the base text-to-image prompts."""
+    import random
+
+    from illume_core.data import BaseCorpus
+    from illume_core.evaluate import prompt_id
+    from illume_core.settings import PipelineSettings
+
+    s = PipelineSettings.load(lake)
+    t0 = datetime.now(UTC)
+    base = BaseCorpus(s.cfg, s.corpus)
+    by_tag: dict[str, list[Metadata]] = {}
+    for m in base.prompts:
+        by_tag.setdefault(m.tag, []).append(m)
+    rng = random.Random(f"round-prompts/{round}/{seed}")
+    chosen: list[Metadata] = []
+    tags = sorted(by_tag)
+    while len(chosen) < n_prompts:
+        tag = tags[len(chosen) % len(tags)]
+        chosen.append(rng.choice(by_tag[tag]))
+    unique = list({prompt_id(m): m for m in chosen}.values())
+    rows = [
+        {
+            "round": round,
+            "prompt_id": prompt_id(m),
+            "tag": m.tag,
+            "prompt": m.prompt,
+            "metadata": m.dumps(),
+            "split": "train",
+        }
+        for m in unique
+    ]
+    info = get_lake(lake).write_partition(
+        "prompts", round, rows, producer="select-prompts", config_digest=s.digest(), part="self"
+    )
+    record_run(lake, "select-prompts", round, "select-prompts", t0, info.rows, 0.0)
+    return ref(info)
+
+
+# ------------------------------------------------------------------------------- training
+
+
+def _store_checkpoint(lake: str, parts, stage: str, parent: str | None, extra: dict | None = None) -> str:
+    """Save parts under <lake>/checkpoints/<content id>/ (an identical one already there is kept)."""
+    from illume_core.checkpoint import read_manifest
+    from illume_core.stages import save_stage
+
+    root = Path(lake) / "checkpoints"
+    tmp = root / f"_tmp-{uuid.uuid4().hex}"
+    info = save_stage(parts, tmp, stage, parent=parent, extra=extra)
+    final = root / info.id
+    if final.exists():
+        shutil.rmtree(tmp)
+    else:
+        os.rename(tmp, final)
+    manifest = read_manifest(final)
+    get_lake(lake).write_partition(
+        "checkpoints",
+        int((extra or {}).get("round", 0)),
+        [
+            {
+                "checkpoint_id": info.id,
+                "parent": parent,
+                "round": int((extra or {}).get("round", 0)),
+                "stage": stage,
+                "uri": str(final),
+                "manifest_digest": info.manifest_digest,
+                "promoted": False,
+                "created_at": datetime.fromisoformat(manifest["created_at"]),
+            }
+        ],
+        producer=f"train-{stage}",
+        checkpoint=info.id,
+        part=info.id,
+    )
+    return str(final)
+
+
+def _resume_dir(lake: str, key: str) -> Path:
+    return Path(lake) / "checkpoints" / "_resume" / key
+
+
+@task(name="train-vision", cache_policy=CACHE_POLICY, persist_result=True, **RETRIES)
+def train_vision(lake: str, settings_json: str) -> str:
+    """Contrastive encoder + semantic tokenizer + text tokenizer -> an untrained-LLM checkpoint."""
+    import torch
+
+    from illume_core.settings import PipelineSettings
+    from illume_core.stages import init_model
+    from illume_core.stages import train_vision as _train_vision
+
+    s = PipelineSettings.model_validate_json(settings_json)
+    t0, c0 = datetime.now(UTC), time.process_time()
+    torch.manual_seed(s.seed)
+    semantic = _train_vision(s.cfg, s.vision, seed=s.seed)
+    parts = init_model(s.cfg, semantic, seed=s.seed, n_text=s.b.n_text)
+    uri = _store_checkpoint(lake, parts, "vision", None, {"round": 0, "settings": s.digest()})
+    record_run(lake, "train-vision", 0, "train-vision", t0, 1, time.process_time() - c0)
+    return uri
+
+
+@task(
+    name="train-stage",
+    cache_policy=CACHE_POLICY,
+    persist_result=True,
+    **RETRIES,
+    task_run_name="train-{stage}",
+)
+def train_stage(
+    lake: str,
+    settings_json: str,
+    stage: str,
+    parent: str,
+    round: int = 0,
+    sft_ref: str | None = None,
+    steps: int | None = None,
+) -> str:
+    """Run one stage recipe from `parent`; resumes from its last periodic checkpoint after a crash."""
+    import hashlib
+
+    import torch
+
+    from illume_core.checkpoint import load_checkpoint, load_optimizer_state, read_manifest
+    from illume_core.data import BaseCorpus
+    from illume_core.recipes import get_recipe
+    from illume_core.reformat import resolve
+    from illume_core.settings import PipelineSettings
+    from illume_core.stages import Parts, save_stage
+    from illume_core.stages import train_stage as _train
+
+    log = get_run_logger()
+    s = PipelineSettings.model_validate_json(settings_json)
+    t0, c0 = datetime.now(UTC), time.process_time()
+    recipe_name = "stage3" if stage == "self_enhance" else stage
+    n_steps = steps or (s.b.finetune_steps if stage == "self_enhance" else s.b.stage_steps[stage])
+    recipe = get_recipe(recipe_name, s.preset, steps=n_steps, batch_size=s.b.batch_size)
+    self_examples = []
+    if sft_ref:
+        recipe = recipe.model_copy(update={"mix": {**recipe.mix, "self": sum(recipe.mix.values())}})
+        sft_rows = read_ref(lake, sft_ref)
+        keys = {k for r in sft_rows for k in r["image_refs"]}
+        samples = {
+            r["sample_key"]: r
+            for r in get_lake(lake).read("samples", round, "self").to_pylist()
+            if r["sample_key"] in keys
+        }
+        self_examples = resolve(sft_rows, samples)
+        log.info("fine-tuning with %d self-enhancement examples", len(self_examples))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    key = hashlib.sha256(f"{stage}|{parent}|{s.digest()}|{sft_ref}|{n_steps}".encode()).hexdigest()[:16]
+    resume = _resume_dir(lake, key)
+    state = None
+    if resume.exists():
+        ck = load_checkpoint(resume)
+        parts = Parts.from_checkpoint(ck)
+        state = {
+            "optimizer": load_optimizer_state(resume),
+            "step": read_manifest(resume)["extra"]["train_step"],
+        }
+        log.info("resuming %s at step %d from %s", stage, state["step"], resume)
+    else:
+        parts = Parts.from_checkpoint(load_checkpoint(parent))
+    base = BaseCorpus(s.cfg, s.corpus)
+    progress = Progress(f"{stage}: optimizer steps")
+
+    def save_resume(st) -> None:
+        tmp = resume.with_name(f"{resume.name}.tmp-{uuid.uuid4().hex[:6]}")
+        save_stage(parts, tmp, stage, parent=read_manifest(parent)["id"], state=st)
+        if resume.exists():
+            shutil.rmtree(resume)
+        os.rename(tmp, resume)
+        parts.model.to(device)
+        parts.semantic.to(device)
+
+    st = _train(
+        parts,
+        recipe,
+        base,
+        seed=s.seed,
+        device=device,
+        self_examples=self_examples,
+        state=state,
+        progress=lambda step, loss, lr: progress(step, n_steps),
+        checkpoint_every=max(1, n_steps // 4),
+        on_checkpoint=save_resume,
+    )
+    log.info(
+        "%s: %d steps, loss %.3f -> %.3f",
+        stage,
+        len(st.losses),
+        st.losses[0] if st.losses else float("nan"),
+        st.losses[-1] if st.losses else float("nan"),
+    )
+    uri = _store_checkpoint(
+        lake,
+        parts,
+        stage,
+        read_manifest(parent)["id"],
+        {
+            "round": round,
+            "settings": s.digest(),
+            "steps": n_steps,
+            "sft": sft_ref,
+            "final_loss": st.losses[-1] if st.losses else None,
+        },
+    )
+    shutil.rmtree(resume, ignore_errors=True)
+    record_run(lake, f"train-{stage}", round, f"train-{stage}", t0, 1, time.process_time() - c0)
+    return uri
+
+
+# ------------------------------------------------------------------------ the round's steps
+
+
+def _checkpoint_id(uri: str) -> str:
+    from illume_core.checkpoint import read_manifest
+
+    return read_manifest(uri)["id"]
+
+
+@task(name="sample", cache_policy=CACHE_POLICY - "workers", persist_result=True, **RETRIES)
+def sample(
+    lake: str,
+    round: int,
+    checkpoint: str,
+    prompts_ref: str,
+    images_per_prompt: int,
+    part: str = "self",
+    workers: int = 2,
+) -> str:
+    """Draw K images per prompt on the worker pool (seeded per sample) into samples/round=R."""
+    from illume_core.evaluate import sample_items
+    from storage.schemas import sample_key
+    from tasks.actors import get_pool
+
+    t0 = datetime.now(UTC)
+    metas = [Metadata.model_validate_json(r["metadata"]) for r in read_ref(lake, prompts_ref)]
+    items = sample_items(metas, images_per_prompt, round)
+    pool = get_pool(checkpoint, workers)
+    c0 = pool.compute_seconds
+    rows = pool.map(
+        "sample", items, key=lambda it: it["prompt_id"], progress=Progress(f"sample round {round}")
+    )
+    ck = _checkpoint_id(checkpoint)
+    out = [
+        {
+            "round": round,
+            "checkpoint_id": ck,
+            "prompt_id": r["prompt_id"],
+            "sample_index": r["sample_index"],
+            "sample_key": sample_key(round, ck, r["prompt_id"], r["sample_index"]),
+            "seed": r["seed"],
+            "png": r["png"],
+            "image_tokens": r["image_tokens"],
+        }
+        for r in rows
+    ]
+    info = get_lake(lake).write_partition("samples", round, out, producer="sample", checkpoint=ck, part=part)
+    record_run(lake, "sample", round, f"sample-{part}", t0, info.rows, pool.compute_seconds - c0)
+    return ref(info)
+
+
+@task(name="assess", cache_policy=CACHE_POLICY - "workers", persist_result=True, **RETRIES)
+def assess(
+    lake: str,
+    round: int,
+    checkpoint: str,
+    samples_ref: str,
+    prompts_ref: str,
+    assessor: str = "self",
+    workers: int = 2,
+) -> str:
+    """Score every sample on object, count, colour and spatial: by the model itself or the judge."""
+    from illume_core.assessment import format_assessment, from_evaluation
+    from illume_core.engine import assessment_fields
+    from illume_core.images import from_png
+    from illume_core.judge import detect
+    from illume_core.rules import evaluate as rules_evaluate
+    from tasks.actors import get_pool
+
+    if assessor not in ("self", "judge"):
+        raise ValueError(f"assessor must be 'self' (the model) or 'judge', got {assessor!r}")
+    t0 = datetime.now(UTC)
+    prompts = {r["prompt_id"]: r for r in read_ref(lake, prompts_ref)}
+    samples = read_ref(lake, samples_ref)
+    items = [
+        {
+            "prompt_id": s["prompt_id"],
+            "sample_index": s["sample_index"],
+            "prompt": prompts[s["prompt_id"]]["prompt"],
+            "png": s["png"],
+        }
+        for s in samples
+    ]
+    compute = 0.0
+    if assessor == "self":
+        pool = get_pool(checkpoint, workers)
+        c0 = pool.compute_seconds
+        rows = pool.map(
+            "assess", items, key=lambda it: it["prompt_id"], progress=Progress(f"assess round {round}")
+        )
+        compute = pool.compute_seconds - c0
+    else:  # the judge as an external teacher: its verdicts in the model's own answer format
+        c0 = time.process_time()
+        rows = []
+        for it in items:
+            meta = Metadata.model_validate_json(prompts[it["prompt_id"]]["metadata"])
+            objs = detect(from_png(it["png"])).objects
+            a = from_evaluation(meta, objs, rules_evaluate(meta, objs))
+            rows.append(
+                {**{k: v for k, v in it.items() if k != "png"}, **assessment_fields(format_assessment(a))}
+            )
+        compute = time.process_time() - c0
+    ck = samples[0]["checkpoint_id"] if samples else _checkpoint_id(checkpoint)
+    out = [
+        {
+            "round": round,
+            "checkpoint_id": ck,
+            "prompt_id": r["prompt_id"],
+            "sample_index": r["sample_index"],
+            "assessor": assessor,
+            **{k: r[k] for k in r if k.endswith(("_verdict", "_reason"))},
+            "raw_text": r["raw_text"],
+            "parse_status": r["parse_status"],
+        }
+        for r in rows
+    ]
+    _, _, part = parse_ref(samples_ref)
+    info = get_lake(lake).write_partition(
+        "assessments", round, out, producer="assess", checkpoint=ck, part=f"{part}-{assessor}"
+    )
+    record_run(lake, "assess", round, f"assess-{part}-{assessor}", t0, info.rows, compute)
+    return ref(info)
+
+
+@task(name="judge", cache_policy=CACHE_POLICY, persist_result=True, **RETRIES)
+def judge(lake: str, round: int, samples_ref: str, prompts_ref: str) -> str:
+    """The independent judge's GenEval verdict on every sample (with per-dimension truth)."""
+    from illume_core.evaluate import judge_rows
+
+    t0, c0 = datetime.now(UTC), time.process_time()
+    metas = {r["prompt_id"]: Metadata.model_validate_json(r["metadata"]) for r in read_ref(lake, prompts_ref)}
+    samples = read_ref(lake, samples_ref)
+    rows = judge_rows(samples, metas)
+    ck = {(s["prompt_id"], s["sample_index"]): s["checkpoint_id"] for s in samples}
+    out = [{"round": round, "checkpoint_id": ck[(r["prompt_id"], r["sample_index"])], **r} for r in rows]
+    _, _, part = parse_ref(samples_ref)
+    info = get_lake(lake).write_partition("judgments", round, out, producer="judge", part=part)
+    record_run(lake, "judge", round, f"judge-{part}", t0, info.rows, time.process_time() - c0)
+    return ref(info)
+
+
+@task(name="reformat", cache_policy=CACHE_POLICY, persist_result=True, **RETRIES)
+def reformat(
+    lake: str, round: int, samples_ref: str, assessments_ref: str, prompts_ref: str, strategies: list[str]
+) -> str:
+    """Turn the round's assessments into sft_examples with the chosen strategies."""
+    from illume_core.reformat import reformat as _reformat
+
+    t0, c0 = datetime.now(UTC), time.process_time()
+    metas = {r["prompt_id"]: Metadata.model_validate_json(r["metadata"]) for r in read_ref(lake, prompts_ref)}
+    samples = [{k: v for k, v in s.items() if k != "png"} for s in read_ref(lake, samples_ref)]
+    rows = _reformat(samples, read_ref(lake, assessments_ref), metas, strategies, round)
+    info = get_lake(lake).write_partition("sft_examples", round, rows, producer="reformat", part="self")
+    record_run(lake, "reformat", round, "reformat", t0, info.rows, time.process_time() - c0)
+    return ref(info)
+
+
+@task(name="evaluate", cache_policy=CACHE_POLICY - "workers", persist_result=True, **RETRIES)
+def evaluate(lake: str, round: int, checkpoint: str, eval_prompt_refs: str, workers: int = 2) -> str:
+    """ShapesEval (seen and held-out compositions), VQA and self-assessment agreement of a checkpoint."""
+    from illume_core.evaluate import (
+        agreement,
+        evaluation_rows,
+        tag_scores,
+        vqa_items,
+        vqa_scores,
+    )
+    from illume_core.settings import PipelineSettings
+
+    s = PipelineSettings.load(lake)
+    t0 = datetime.now(UTC)
+    ck = _checkpoint_id(checkpoint)
+    pool = __import__("tasks.actors", fromlist=["get_pool"]).get_pool(checkpoint, workers)
+    c0 = pool.compute_seconds
+    rows: list[dict] = []
+    for pref in eval_prompt_refs.split(","):
+        _, _, ppart = parse_ref(pref)
+        split = ppart.removeprefix("shapeseval-")
+        prompts = read_ref(lake, pref)
+        metas = {p["prompt_id"]: Metadata.model_validate_json(p["metadata"]) for p in prompts}
+        # evaluation samples are stored like any others, in a part named by checkpoint and split
+        samp_ref = sample.fn(
+            lake,
+            round,
+            checkpoint,
+            pref,
+            s.b.eval_images_per_prompt,
+            part=f"eval-{split}-{ck}",
+            workers=workers,
+        )
+        judg_ref = judge.fn(lake, round, samp_ref, pref)
+        judgments = read_ref(lake, judg_ref)
+        rows += evaluation_rows(round, ck, "shapeseval", split, "accuracy", tag_scores(judgments))
+        if split == "eval":
+            ass_ref = assess.fn(lake, round, checkpoint, samp_ref, pref, "self", workers)
+            assessments = read_ref(lake, ass_ref)
+            rows += evaluation_rows(
+                round, ck, "self_assessment", split, "agreement", agreement(assessments, judgments)
+            )
+            parsed = sum(a["parse_status"] == "ok" for a in assessments)
+            rows += evaluation_rows(
+                round,
+                ck,
+                "self_assessment",
+                split,
+                "parse_rate",
+                {"overall": (parsed / max(1, len(assessments)), len(assessments))},
+            )
+        del metas
+    items = vqa_items(s.b.vqa_questions, s.cfg.image_size)
+    answers = pool.map("ask", items, key=lambda it: it["id"])
+    rows += evaluation_rows(round, ck, "vqa", "heldout", "accuracy", vqa_scores(items, answers))
+    info = get_lake(lake).write_partition(
+        "evaluations", round, rows, producer="evaluate", checkpoint=ck, part=ck
+    )
+    record_run(lake, "evaluate", round, f"evaluate-{ck}", t0, info.rows, pool.compute_seconds - c0)
+    return ref(info)
+
+
+def overall(
+    lake: str,
+    eval_ref: str,
+    benchmark: str = "shapeseval",
+    split: str = "eval",
+    tag: str = "overall",
+    metric: str = "accuracy",
+) -> float | None:
+    for r in read_ref(lake, eval_ref):
+        if (r["benchmark"], r["split"], r["tag"], r["metric"]) == (benchmark, split, tag, metric):
+            return float(r["value"])
+    return None
+
+
+@task(name="promote", cache_policy=CACHE_POLICY, persist_result=True, **RETRIES)
+def promote(
+    lake: str,
+    round: int,
+    base: str,
+    candidate: str,
+    base_eval_ref: str,
+    candidate_eval_ref: str,
+    assessments_ref: str,
+    margin: float,
+    min_parse_rate: float,
+    params_json: str,
+) -> dict:
+    """Make the candidate current unless ShapesEval fell by more than `margin` or parsing failed."""
+    rows = read_ref(lake, assessments_ref)
+    parse_rate = sum(r["parse_status"] == "ok" for r in rows) / max(1, len(rows))
+    before, after = overall(lake, base_eval_ref), overall(lake, candidate_eval_ref)
+    ok_score = before is None or after is None or after >= before - margin
+    ok_parse = parse_rate >= min_parse_rate
+    if ok_score and ok_parse:
+        status = "promoted"
+        reason = f"ShapesEval overall {before} -> {after} (margin {margin}); parse rate {parse_rate:.2f}"
+    else:
+        status = "rejected"
+        why = []
+        if not ok_score:
+            why.append(f"ShapesEval overall fell {before:.3f} -> {after:.3f}, more than the margin {margin}")
+        if not ok_parse:
+            why.append(f"assessment parse rate {parse_rate:.2f} is below {min_parse_rate}")
+        reason = "; ".join(why)
+    decision = {
+        "round": round,
+        "status": status,
+        "reason": reason,
+        "before": before,
+        "after": after,
+        "parse_rate": parse_rate,
+        "current": candidate if status == "promoted" else base,
+    }
+    set_round(lake, round, base, candidate, status, reason, params_json)
+    if status == "promoted":
+        set_current(lake, candidate, round)
+    return decision
+
+
+def set_round(
+    lake: str, round: int, base: str, candidate: str | None, status: str, reason: str | None, params_json: str
+) -> None:
+    """Write the round's row (replacing the 'running' row written at its start)."""
+    lk = get_lake(lake)
+    old = lk.read("rounds", round).to_pylist()
+    started = old[0]["started_at"] if old else datetime.now(UTC)
+    lk.write_partition(
+        "rounds",
+        round,
+        [
+            {
+                "round": round,
+                "base_checkpoint": _checkpoint_id(base),
+                "candidate_checkpoint": _checkpoint_id(candidate) if candidate else None,
+                "status": status,
+                "reason": reason,
+                "started_at": started,
+                "ended_at": None if status == "running" else datetime.now(UTC),
+                "params": params_json,
+            }
+        ],
+        producer="round",
+        part="round",
+    )
+
+
+def set_current(lake: str, checkpoint: str, round: int) -> None:
+    """Point <lake>/checkpoints/current at a checkpoint (atomic) and mark it promoted."""
+    root = Path(lake) / "checkpoints"
+    tmp = root / f".current.{uuid.uuid4().hex[:8]}"
+    tmp.write_text(str(Path(checkpoint).resolve()) + "\n")
+    os.replace(tmp, root / "current")
+    lk = get_lake(lake)
+    ck = _checkpoint_id(checkpoint)
+    for info in lk.partitions("checkpoints"):
+        if info.part == ck:
+            rows = lk.read("checkpoints", info.round, ck).to_pylist()
+            for r in rows:
+                r["promoted"] = True
+            lk.write_partition("checkpoints", info.round, rows, producer="promote", checkpoint=ck, part=ck)
+
+
+def current_checkpoint(lake: str) -> str | None:
+    p = Path(lake) / "checkpoints" / "current"
+    return p.read_text().strip() if p.is_file() else None
+
+
+def params_json(**params) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
