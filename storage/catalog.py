@@ -52,22 +52,23 @@ SELECT round, checkpoint_id, split, 'overall' AS tag, avg(value) AS value, CAST(
 FROM per_tag GROUP BY round, checkpoint_id, split
 """
 
-_VERDICT_CASE = " ".join(f"WHEN '{d}' THEN a.{d}_verdict" for d in DIMENSIONS)
-_DIMS = ", ".join(f"('{d}')" for d in DIMENSIONS)
+# one JSON parse per judgment (json_transform to a struct), not one json_extract per dimension
+_TRUTH_TYPE = '{"dimensions": {' + ", ".join(f'"{d}": "BOOLEAN"' for d in DIMENSIONS) + "}}"
+_PER_DIM = "\n    UNION ALL ".join(
+    f"SELECT round, '{d}' AS dimension, {d}_verdict = 'yes' AS said_yes, truth.{d} AS truth FROM pairs"
+    for d in DIMENSIONS
+)
 ASSESSMENT_AGREEMENT = f"""
 CREATE VIEW assessment_agreement AS
-WITH self_verdicts AS (
-    SELECT a.round, a.checkpoint_id, a.prompt_id, a.sample_index, d.dimension,
-           CASE d.dimension {_VERDICT_CASE} END AS verdict
-    FROM assessments a CROSS JOIN (VALUES {_DIMS}) d(dimension)
+WITH pairs AS (
+    SELECT a.round, {", ".join(f"a.{d}_verdict" for d in DIMENSIONS)},
+           TRY(json_transform(j.details, '{_TRUTH_TYPE}')).dimensions AS truth
+    FROM assessments a
+    JOIN judgments j USING (round, checkpoint_id, prompt_id, sample_index)
     WHERE a.assessor = 'self'
 ),
-pairs AS (
-    SELECT s.round, s.dimension, s.verdict = 'yes' AS said_yes,
-           TRY_CAST(json_extract(j.details, '$.dimensions.' || s.dimension) AS BOOLEAN) AS truth
-    FROM self_verdicts s
-    JOIN judgments j USING (round, checkpoint_id, prompt_id, sample_index)
-    WHERE s.verdict IS NOT NULL
+per_dim AS (
+    {_PER_DIM}
 )
 SELECT round, dimension,
        count(*) AS n,
@@ -76,7 +77,7 @@ SELECT round, dimension,
        count(*) FILTER (WHERE said_yes AND NOT truth) AS fp,
        count(*) FILTER (WHERE NOT said_yes AND NOT truth) AS tn,
        count(*) FILTER (WHERE NOT said_yes AND truth) AS fn
-FROM pairs WHERE truth IS NOT NULL
+FROM per_dim WHERE said_yes IS NOT NULL AND truth IS NOT NULL
 GROUP BY round, dimension
 """
 
