@@ -1,7 +1,8 @@
 """Sampling as small pure functions (LlamaGen style): prefill, decode_one_token, decode_n_tokens.
 
 Text-to-image runs a stacked [cond; uncond] batch for classifier-free guidance, with a KV cache
-filled once by `prefill` and extended in place by each `decode_one_token`; logits inside the
+allocated once for the whole sequence (a transformers StaticCache), filled by `prefill` and
+written in place by each `decode_one_token`; logits inside the
 image span are restricted to the image codes, so exactly cfg.image_tokens codes come out. Every
 sample draws from its own torch.Generator, so a seed gives the same image whatever else is in
 the batch. `no_cache=True` recomputes the whole prefix each step (parity tests, benchmark).
@@ -13,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
+from transformers import StaticCache
 
 from illume_core.model import IllumeModel
 from illume_core.processor import Batch, ImageLike, Processor
@@ -25,7 +26,7 @@ class Prefix:
 
     attention_mask: torch.Tensor  # (B, T) long
     position_ids: torch.Tensor  # (B, T) long
-    cache: DynamicCache | None  # filled by prefill, extended by decode_one_token
+    cache: StaticCache | None  # allocated and filled by prefill, written in place by decode_one_token
     embeds: torch.Tensor | None  # (B, T, D), kept only without a cache
 
 
@@ -58,10 +59,14 @@ def sample_logits(
 
 
 @torch.no_grad()
-def prefill(model: IllumeModel, batch: Batch, no_cache: bool = False) -> tuple[Prefix, torch.Tensor]:
-    """Read a left-padded prompt batch; returns the prefix state and the last hidden state (B, D)."""
+def prefill(
+    model: IllumeModel, batch: Batch, max_new_tokens: int, no_cache: bool = False
+) -> tuple[Prefix, torch.Tensor]:
+    """Read a left-padded prompt batch, leaving cache room for `max_new_tokens` more tokens;
+    returns the prefix state and the last hidden state (B, D)."""
     embeds = model.prepare_inputs_embeds(batch.input_ids, batch.pixel_values, batch.image_mask)  # (B, T, D)
-    cache = None if no_cache else DynamicCache(config=model.llm.config)
+    length = batch.input_ids.shape[1] + max_new_tokens
+    cache = None if no_cache else StaticCache(config=model.llm.config, max_cache_len=length)
     hidden = model.hidden_states(embeds, batch.attention_mask, batch.position_ids, cache)  # (B, T, D)
     prefix = Prefix(batch.attention_mask, batch.position_ids, cache, embeds if no_cache else None)
     return prefix, hidden[:, -1]
@@ -116,7 +121,7 @@ def sample_image_codes(
 ) -> torch.Tensor:
     """Image codes (B, N) continuing prompts that end in <soi>. With `cfg_scale`, the batch is
     [cond (B); uncond (B)] and both halves are fed the same guided sample; None: no guidance."""
-    prefix, hidden = prefill(model, batch, no_cache)
+    prefix, hidden = prefill(model, batch, model.cfg.image_tokens, no_cache)
     offset = model.image_token_offset
 
     def pick(h: torch.Tensor) -> torch.Tensor:
@@ -203,7 +208,7 @@ def answer(
         _check_seeds(questions, seeds)
         generators = _generators(seeds, device)
     eos = processor.tokenizer.eos_id
-    prefix, hidden = prefill(model, batch.to(device), no_cache)
+    prefix, hidden = prefill(model, batch.to(device), max_new_tokens, no_cache)
 
     def pick(h: torch.Tensor) -> torch.Tensor:
         return sample_logits(model.text_logits(h), generators, temperature, top_k, top_p)  # (B,)
