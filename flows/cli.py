@@ -23,6 +23,7 @@ app = typer.Typer(
 # each module defines `register(app)`; the order is the order of `illume --help`
 COMMAND_MODULES = [
     "flows.commands_world",
+    "flows.commands_judge",
     "flows.commands_lake",
     "flows.commands_model",
     "flows.commands_pipeline",

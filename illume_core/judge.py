@@ -421,6 +421,25 @@ def soft_templates(s: int, blur: float) -> np.ndarray:
 
 
 _SEEN: dict[int, np.ndarray] = {}
+_FLAT: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _flat_templates(s: int) -> tuple[np.ndarray, np.ndarray]:
+    """Soft templates of side s for every blur, flattened, and their squares: (B * S, L * L) each."""
+    out = _FLAT.get(s)
+    if out is None:
+        tpl = np.concatenate([soft_templates(s, b) for b in _BLURS]).reshape(
+            len(_BLURS) * len(SHAPE_NAMES), -1
+        )
+        out = (np.ascontiguousarray(tpl), np.ascontiguousarray(tpl * tpl))
+        _FLAT[s] = out
+    return out
+
+
+def _windows(a: np.ndarray, L: int) -> np.ndarray:
+    """The nine (L, L) windows of an (L + 2, L + 2) array at offsets -1..1, flattened: (9, L * L)."""
+    v = np.lib.stride_tricks.sliding_window_view(a, (L, L))  # (3, 3, L, L)
+    return v.reshape(9, L * L)
 
 
 def _extent(a: np.ndarray) -> np.ndarray:
@@ -492,11 +511,11 @@ class _Fitter:
             ty = round(cy - s / 2) - _PAD - 1 - (iy - R)
             if tx < 0 or ty < 0 or tx + L + 2 > 2 * R or ty + L + 2 > 2 * R:
                 continue
-            vt = np.lib.stride_tricks.sliding_window_view(t[ty : ty + L + 2, tx : tx + L + 2], (L, L))
-            vw = np.lib.stride_tricks.sliding_window_view(wgt[ty : ty + L + 2, tx : tx + L + 2], (L, L))
-            tpl = np.concatenate([soft_templates(s, b) for b in _BLURS])  # (B * S, L, L)
-            a = np.einsum("kij,abij->kab", tpl, vt)  # (B * S, 3, 3): sum w t T
-            bb = np.einsum("kij,abij->kab", tpl * tpl, vw)  # (B * S, 3, 3): sum w T^2
+            vt = _windows(t[ty : ty + L + 2, tx : tx + L + 2], L)  # (9, L * L)
+            vw = _windows(wgt[ty : ty + L + 2, tx : tx + L + 2], L)  # (9, L * L)
+            tpl, tpl2 = _flat_templates(s)  # (B * S, L * L) each
+            a = tpl @ vt.T  # (B * S, 9): sum w t T
+            bb = tpl2 @ vw.T  # (B * S, 9): sum w T^2
             amp = np.clip(a / np.maximum(bb, 1e-6), AMP[0], AMP[1])
             ssd = e0 - 2 * amp * a + amp * amp * bb  # (B * S, 3, 3)
             ssd = ssd.reshape(len(_BLURS), len(SHAPE_NAMES), 9).min(0)  # (S, 9) best blur
@@ -634,7 +653,11 @@ def _load_png(path: Path) -> Image.Image:
         with Image.open(path) as im:
             im.load()
             return im.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:
+        raise ValueError(
+            "cannot read image (not an image file PIL recognises); re-save it as a PNG"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot read image ({e}); re-save it as a PNG") from None
 
 
