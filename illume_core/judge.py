@@ -488,17 +488,23 @@ class _Fitter:
         norm2 = float(axis @ axis)
         if norm2 < 20.0**2:
             return UNKNOWN, 0.0, box
-        side = max(bw, bh)
-        sides = range(max(3, side - 1), side + 5)
-        smax = sides[-1]
-        R = (smax + 1) // 2 + _PAD + 2  # half-size of the evaluation window
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        ix, iy = round(cx), round(cy)
+        R = (max(bw, bh) + 5) // 2 + _PAD + 3  # half-size of the evaluation window
+        ix, iy = round((x0 + x1) / 2), round((y0 + y1) / 2)
         wy0, wx0 = iy - R + m, ix - R + m
         lab = self.labp[wy0 : wy0 + 2 * R, wx0 : wx0 + 2 * R]
         wgt = ((lab == 0) | (lab == k)).astype(np.float32)  # (2R, 2R)
         t = (self.rawp[wy0 : wy0 + 2 * R, wx0 : wx0 + 2 * R] @ axis) / norm2  # (2R, 2R)
         t = np.clip(t, -0.5, 1.5) * wgt
+        # the region's box cut halfway between background and its colour: blurred edges of a dark
+        # object pass for brown or purple and widen the palette region, never this cut
+        core = (t > 0.5) & (lab == k)
+        rows, cols = np.flatnonzero(core.any(1)), np.flatnonzero(core.any(0))
+        if len(rows) == 0:
+            return UNKNOWN, 0.0, box
+        cx = ix - R + (cols[0] + cols[-1] + 1) / 2
+        cy = iy - R + (rows[0] + rows[-1] + 1) / 2
+        side = int(max(cols[-1] - cols[0], rows[-1] - rows[0])) + 1
+        sides = range(max(3, side - 2), side + 5)
         e0 = float((t * t).sum())
         n_eff = float(wgt.sum())
         var_t = self.sigma**2 / norm2
