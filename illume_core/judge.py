@@ -504,7 +504,7 @@ class _Fitter:
         cx = ix - R + (cols[0] + cols[-1] + 1) / 2
         cy = iy - R + (rows[0] + rows[-1] + 1) / 2
         side = int(max(cols[-1] - cols[0], rows[-1] - rows[0])) + 1
-        sides = range(max(3, side - 2), side + 5)
+        sides = range(max(3, side - 1), side + 4)
         e0 = float((t * t).sum())
         n_eff = float(wgt.sum())
         var_t = self.sigma**2 / norm2
