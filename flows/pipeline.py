@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.filesystems import LocalFileSystem
+from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
 from illume_core.settings import PipelineSettings
 from storage.lock import LakeBusyError
@@ -34,16 +34,16 @@ TASK_NAMES = (
 )
 
 
-def _opts(lake: str, rerun: list[str], name: str) -> dict:
-    """Per-run task options: results and cache records in the lake; refresh the named tasks."""
+def _store(lake: str) -> Path:
     store = Path(lake).resolve() / "_prefect"
     store.mkdir(parents=True, exist_ok=True)
-    policy = steps.CACHE_POLICY.configure(key_storage=str(store / "cache-keys"))
-    return {
-        "result_storage": LocalFileSystem(basepath=str(store / "results")),
-        "cache_policy": policy,
-        "refresh_cache": name in rerun,
-    }
+    return store
+
+
+def _opts(lake: str, rerun: list[str], name: str) -> dict:
+    """Per-run task options: cache records in the lake; refresh the named tasks."""
+    policy = steps.CACHE_POLICY.configure(key_storage=str(_store(lake) / "cache-keys"))
+    return {"cache_policy": policy, "refresh_cache": name in rerun}
 
 
 def _check_rerun(rerun: list[str]) -> list[str]:
@@ -68,20 +68,29 @@ class _Locked:
         self.lake, self.owner, self.timeout_s = lake, owner, timeout_s
 
     def __enter__(self):
+        # task results persist in the lake (an unsaved storage block cannot be passed per task)
+        self.settings = temporary_settings(
+            updates={PREFECT_LOCAL_STORAGE_PATH: _store(self.lake) / "results"}
+        )
+        self.settings.__enter__()
         try:
             self.ctx = get_lake(self.lake).writer(owner=self.owner, timeout_s=self.timeout_s)
             self.ctx.__enter__()
         except LakeBusyError as e:
+            self.settings.__exit__(None, None, None)
             raise LakeBusyError(
                 f"{e} (another round is running on this lake; this one did not start)"
             ) from None
         return self
 
     def __exit__(self, *exc):
-        self.ctx.__exit__(*exc)
-        from storage.catalog import build_catalog
+        try:
+            self.ctx.__exit__(*exc)
+            from storage.catalog import build_catalog
 
-        build_catalog(get_lake(self.lake))
+            build_catalog(get_lake(self.lake))
+        finally:
+            self.settings.__exit__(*exc)
 
 
 @flow(name="train-pipeline", flow_run_name="train-{preset}-{budget}-seed{seed}")
@@ -229,7 +238,7 @@ def _eval_refs(lake: str) -> str:
     ]
     if not refs:
         raise FileNotFoundError(f"{lake} has no ShapesEval prompts; run `illume train` first")
-    return ",".join(sorted(refs, reverse=True))  # eval before heldout
+    return ",".join(sorted(refs))  # eval before heldout, the order prepare-data returns them in
 
 
 def _uri_of(lake: str, checkpoint_id: str) -> str:

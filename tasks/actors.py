@@ -99,6 +99,8 @@ class WorkerPool:
         if size < 1:
             raise ValueError(f"a worker pool needs at least one worker, got size={size}")
         self.checkpoint, self.size, self.max_redos = checkpoint, size, max_redos
+        self.options = {"threads": threads, "crash_on": crash_on, "crash_marker": crash_marker}
+        self.options = {k: v for k, v in self.options.items() if v is not None and k != "threads"}
         gpus = gpus_per_worker()
         self.workers = [
             ModelWorker.options(num_gpus=gpus, num_cpus=threads).remote(
@@ -169,9 +171,14 @@ def get_pool(checkpoint: str, size: int = 1, **options: Any) -> WorkerPool:
     every run and would break Prefect's cache keys.
     """
     k = (checkpoint, size)
-    if k not in _POOLS or options:
-        if k in _POOLS:
-            _POOLS[k].shutdown()
+    fault = os.environ.get("ILLUME_FAULT_CRASH")  # "method:marker-file", for the fault matrix
+    if fault and not options:
+        method, marker = fault.split(":", 1)
+        options = {"crash_on": method, "crash_marker": marker}
+    if k not in _POOLS or (options and _POOLS[k].options != options):
+        # one pool at a time: workers of another checkpoint would hold the CPUs (or GPUs) the new
+        # pool needs, and Ray would wait forever to place it
+        shutdown_pools()
         ensure_ray()
         _POOLS[k] = WorkerPool(checkpoint, size, **options)
     return _POOLS[k]

@@ -680,7 +680,10 @@ def set_current(lake: str, checkpoint: str, round: int) -> None:
     """Point <lake>/checkpoints/current at a checkpoint (atomic) and mark it promoted."""
     root = Path(lake) / "checkpoints"
     tmp = root / f".current.{uuid.uuid4().hex[:8]}"
-    tmp.write_text(str(Path(checkpoint).resolve()) + "\n")
+    # relative to the lake root, so a copied or moved lake keeps pointing at its own checkpoint
+    target = Path(checkpoint).resolve()
+    rel = target.relative_to(Path(lake).resolve()) if target.is_relative_to(Path(lake).resolve()) else target
+    tmp.write_text(f"{rel}\n")
     os.replace(tmp, root / "current")
     lk = get_lake(lake)
     ck = _checkpoint_id(checkpoint)
@@ -693,8 +696,12 @@ def set_current(lake: str, checkpoint: str, round: int) -> None:
 
 
 def current_checkpoint(lake: str) -> str | None:
+    """The current (last promoted) checkpoint folder of a lake, or None before any training."""
     p = Path(lake) / "checkpoints" / "current"
-    return p.read_text().strip() if p.is_file() else None
+    if not p.is_file():
+        return None
+    target = Path(p.read_text().strip())
+    return str(target if target.is_absolute() else (Path(lake) / target).resolve())
 
 
 def params_json(**params) -> str:

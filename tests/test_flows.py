@@ -1,0 +1,150 @@
+"""The pipeline through Prefect and Ray, on the smoke budget: a round, a rerun, a crash, a busy lake.
+
+One base model is trained once for the module; each test works on its own copy of that lake.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from storage.lock import LakeBusyError
+
+ROUND = {"n_prompts": 4, "images_per_prompt": 2, "workers": 2, "lock_timeout_s": 2.0}
+
+
+@pytest.fixture(scope="module")
+def base_lake(tmp_path_factory, prefect_harness, ray_session):
+    from flows.pipeline import train_pipeline
+
+    lake = tmp_path_factory.mktemp("lake") / "base"
+    out = train_pipeline(lake=str(lake), budget="smoke", workers=2)
+    assert (lake / "checkpoints" / "current").is_file() and out["shapeseval_overall"] is not None
+    return lake
+
+
+def _copy(base, tmp_path, name):
+    dst = tmp_path / name
+    shutil.copytree(base, dst)
+    return dst
+
+
+def _counts(lake: str) -> dict[str, int]:
+    from tasks.steps import get_lake
+
+    lk = get_lake(lake)
+    return {
+        t: lk.read(t).num_rows
+        for t in (
+            "prompts",
+            "samples",
+            "assessments",
+            "judgments",
+            "sft_examples",
+            "evaluations",
+            "checkpoints",
+            "rounds",
+        )
+    }
+
+
+def _task_runs(lake: str) -> dict[str, object]:
+    from tasks.steps import get_lake
+
+    return {
+        r["task"] + "/" + str(r["round"]): r["ended_at"] for r in get_lake(lake).read("task_runs").to_pylist()
+    }
+
+
+@pytest.fixture(scope="module")
+def round_lake(base_lake, tmp_path_factory):
+    from flows.pipeline import self_enhancement_round
+
+    lake = _copy(base_lake, tmp_path_factory.mktemp("r"), "lake")
+    out = self_enhancement_round(lake=str(lake), **ROUND)
+    return lake, out
+
+
+def test_base_pipeline_wrote_every_table(base_lake):
+    from storage.catalog import query
+    from tasks.steps import get_lake
+
+    lk = get_lake(str(base_lake))
+    rounds = lk.read("rounds").to_pylist()
+    assert [(r["round"], r["status"]) for r in rounds] == [(0, "promoted")]
+    stages = sorted(r["stage"] for r in lk.read("checkpoints").to_pylist())
+    assert stages == ["stage0", "stage1", "stage2", "stage3", "vision"]
+    benches = {r["benchmark"] for r in lk.read("evaluations").to_pylist()}
+    assert benches == {"shapeseval", "self_assessment", "vqa"}
+    scores = query(lk, "SELECT tag FROM round_scores WHERE split = 'eval'").column("tag").to_pylist()
+    assert "overall" in scores
+
+
+def test_round_through_prefect_and_ray(round_lake):
+    from tasks.steps import get_lake
+
+    lake, out = round_lake
+    lk = get_lake(str(lake))
+    prompts = lk.read("prompts", 1, "self").num_rows
+    samples = lk.read("samples", 1, "self")
+    assert samples.num_rows == prompts * ROUND["images_per_prompt"] > 0
+    assert lk.read("assessments", 1, "self-self").num_rows == samples.num_rows
+    assert lk.read("judgments", 1, "self").num_rows == samples.num_rows
+    r1 = lk.read("rounds", 1).to_pylist()[0]
+    assert r1["status"] == out["status"] in ("promoted", "rejected") and r1["reason"]
+    assert r1["ended_at"] is not None and r1["candidate_checkpoint"]
+    # every sample row carries its lineage
+    row = samples.to_pylist()[0]
+    assert row["sample_key"] == f"r1/{row['checkpoint_id']}/{row['prompt_id']}/{row['sample_index']}"
+
+
+def test_rerun_assess_keeps_sample_cached(round_lake, prefect_harness):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.pipeline import self_enhancement_round
+
+    lake, _ = round_lake
+    before_counts, before_runs = _counts(str(lake)), _task_runs(str(lake))
+    state = self_enhancement_round(lake=str(lake), round=1, rerun=["assess"], return_state=True, **ROUND)
+    assert state.is_completed()
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    states = {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}  # "sample-6a0" -> "sample"
+    assert states["sample"] == "Cached" and states["assess"] == "Completed", states
+    after_runs = _task_runs(str(lake))
+    assert after_runs["sample/1"] == before_runs["sample/1"]  # the sample task body did not run
+    assert after_runs["assess/1"] != before_runs["assess/1"]  # assess did
+    assert _counts(str(lake)) == before_counts
+
+
+def test_actor_killed_mid_sampling_gives_identical_rows(base_lake, round_lake, tmp_path, monkeypatch):
+    from flows.pipeline import self_enhancement_round
+    from tasks.actors import shutdown_pools
+    from tasks.steps import get_lake
+
+    marker = tmp_path / "crashed"
+    lake = _copy(base_lake, tmp_path, "lake")
+    shutdown_pools()
+    monkeypatch.setenv("ILLUME_FAULT_CRASH", f"sample:{marker}")
+    self_enhancement_round(lake=str(lake), **ROUND)
+    monkeypatch.delenv("ILLUME_FAULT_CRASH")
+    shutdown_pools()
+    assert marker.exists()  # a worker really died in the middle of sampling
+    clean, crashed = get_lake(str(round_lake[0])), get_lake(str(lake))
+    for table, part in (("samples", "self"), ("assessments", "self-self"), ("judgments", "self")):
+        assert crashed.digest(table, 1, part) == clean.digest(table, 1, part), table
+
+
+def test_second_round_on_a_busy_lake_is_refused(base_lake, tmp_path):
+    from flows.pipeline import self_enhancement_round
+    from storage.lake import Lake
+
+    lake = _copy(base_lake, tmp_path, "lake")
+    other = Lake(lake)  # another writer (its own lock handle) holds the lake
+    with other.writer(owner="someone-else"):
+        with pytest.raises(LakeBusyError, match="someone-else.*another round is running"):
+            self_enhancement_round(lake=str(lake), **ROUND)
