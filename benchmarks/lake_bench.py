@@ -87,8 +87,15 @@ def sample_tables(round: int, n: int, pngs: list[bytes], rng: np.random.Generato
         f"{d}_verdict": pa.array(np.where(yes[:, j], "yes", "no").tolist()) for j, d in enumerate(DIMENSIONS)
     }
     assessments = pa.table(
-        {**lineage, "assessor": pa.array(["self"] * n), **verdicts, "raw_text": pa.array(["..."] * n)}
-    ).append_column("parse_status", pa.array(["ok"] * n))
+        {
+            **lineage,
+            "sample_key": pa.array(keys),
+            "assessor": pa.array(["self"] * n),
+            **verdicts,
+            "raw_text": pa.array(["..."] * n),
+            "parse_status": pa.array(["ok"] * n),
+        }
+    )
     details = [
         json.dumps({"dimensions": dict(zip(DIMENSIONS, map(bool, row), strict=True))}) for row in truth
     ]
@@ -99,6 +106,8 @@ def sample_tables(round: int, n: int, pngs: list[bytes], rng: np.random.Generato
             "correct": pa.array(truth.all(axis=1)),
             "reason": pa.array([""] * n),
             "details": pa.array(details),
+            "sample_key": pa.array(keys),
+            **{f"{d}_ok": pa.array(truth[:, j]) for j, d in enumerate(DIMENSIONS)},
         }
     )
     m = n // 4
@@ -122,6 +131,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--reps", type=int, default=20, help="repetitions per view latency")
     ap.add_argument("--root", type=Path, default=None, help="lake folder (default: a temp folder)")
+    ap.add_argument(
+        "--legacy-rounds",
+        type=int,
+        default=0,
+        help="write the first K rounds' assessments and judgments without the version-2 columns "
+        "(sample_key, <dim>_ok), as an older writer did",
+    )
     args = ap.parse_args()
     root = args.root or Path(tempfile.mkdtemp(prefix="illume-lake-bench-"))
     rng = np.random.default_rng(0)
@@ -150,9 +166,13 @@ def main() -> None:
     print(
         f"samples: {rows} rows in {dt:.2f} s = {rows / dt:,.0f} rows/s, {mb / dt:.1f} MB/s ({mb:.1f} MB parquet)"
     )
+    legacy = {"sample_key", *(f"{d}_ok" for d in DIMENSIONS)}
     for r, t in enumerate(per_round):
         for name in ("assessments", "judgments", "sft_examples"):
-            lake.write_partition(name, r, t[name], producer="bench")
+            table = t[name]
+            if r < args.legacy_rounds and name != "sft_examples":
+                table = table.drop_columns([c for c in table.column_names if c in legacy])
+            lake.write_partition(name, r, table, producer="bench")
 
     from storage.catalog import build_catalog
 

@@ -53,7 +53,7 @@ def sample_items(prompts: Iterable[Metadata], images_per_prompt: int, round: int
 
 
 def judge_rows(samples: Sequence[dict], metadata: dict[str, Metadata]) -> list[dict]:
-    """Judgment rows (correct, reason, details with per-dimension truth) for sample rows."""
+    """Judgment rows (correct, reason, details and <dim>_ok with per-dimension truth) for sample rows."""
     from illume_core.judge import judge_image
 
     out = []
@@ -76,6 +76,8 @@ def judge_rows(samples: Sequence[dict], metadata: dict[str, Metadata]) -> list[d
                 "correct": bool(correct),
                 "reason": reason,
                 "details": json.dumps(details),
+                # the same truths as plain columns: the agreement view reads these, not the JSON
+                **{f"{d}_ok": details["dimensions"].get(d) for d in DIMENSIONS},
             }
         )
     return out

@@ -69,6 +69,8 @@ class AssessmentRow(Row):
     checkpoint_id: str = Field(description="checkpoint that generated the assessed sample")
     prompt_id: str = Field(description="prompt of the assessed sample")
     sample_index: int = Field(ge=0, description="sample index of the assessed sample")
+    # added in version 2 (null in older partitions): the one-column join key to judgments
+    sample_key: str | None = Field(None, description="r<round>/<checkpoint_id>/<prompt_id>/<sample_index>")
     assessor: Literal["self", "judge"] = Field(description="who wrote the assessment")
     object_verdict: Verdict | None = Field(None, description="are the right objects there; null if unparsed")
     object_reason: str = Field("", description="the assessor's reason for the object verdict")
@@ -95,6 +97,13 @@ class JudgmentRow(Row):
     details: str = Field(
         "{}", description='JSON; "dimensions" maps object/count/color/spatial to a boolean truth'
     )
+    # added in version 2 (null in older partitions): one join key to assessments and the judge's
+    # per-dimension truths as plain columns, so the agreement view parses no JSON
+    sample_key: str | None = Field(None, description="r<round>/<checkpoint_id>/<prompt_id>/<sample_index>")
+    object_ok: bool | None = Field(None, description="judge's truth: the right objects are there")
+    count_ok: bool | None = Field(None, description="judge's truth: the count is right")
+    color_ok: bool | None = Field(None, description="judge's truth: the colours are right")
+    spatial_ok: bool | None = Field(None, description="judge's truth: the spatial relation holds")
 
 
 class SftExampleRow(Row):
@@ -215,8 +224,8 @@ TABLES: dict[str, TableDef] = {
         TableDef("rounds", RoundRow),
         TableDef("prompts", PromptRow),
         TableDef("samples", SampleRow),
-        TableDef("assessments", AssessmentRow),
-        TableDef("judgments", JudgmentRow),
+        TableDef("assessments", AssessmentRow, version=2),
+        TableDef("judgments", JudgmentRow, version=2),
         TableDef("sft_examples", SftExampleRow),
         TableDef("evaluations", EvaluationRow),
         TableDef("checkpoints", CheckpointRow),

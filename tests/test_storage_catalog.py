@@ -45,6 +45,7 @@ def lake(tmp_path_factory):
             dict(
                 base,
                 sample_index=i,
+                sample_key=sample_key(1, "c0", "p0", i),
                 assessor="self",
                 object_verdict=v,
                 color_verdict="yes",
@@ -66,6 +67,10 @@ def lake(tmp_path_factory):
                 correct=t,
                 reason="",
                 details=json.dumps({"dimensions": {"object": t, "color": True, "count": True}}),
+                sample_key=sample_key(1, "c0", "p0", i),
+                object_ok=t,
+                color_ok=True,
+                count_ok=True,  # spatial_ok stays null: the judge had no spatial truth
             )
             for i, t in enumerate(truths)
         ]
@@ -190,3 +195,52 @@ def test_illume_sql_command(lake):
     assert out.exit_code == 0 and "<4 bytes>" in out.stdout
     out = runner.invoke(app, ["sql", "DROP VIEW samples", "--lake", lake.root])
     assert out.exit_code == 2 and "refused" in out.output
+
+
+def test_old_partitions_without_the_version_2_columns_read_through_the_views(tmp_path):
+    """Assessments and judgments written before sample_key and <dim>_ok: same agreement figures."""
+    import pyarrow.parquet as pq
+
+    from storage.catalog import build_catalog
+
+    base = dict(round=2, checkpoint_id="c0", prompt_id="p0", raw_text="...", parse_status="ok")
+    verdicts, truths = ["yes", "yes", "no", "no"], [True, False, False, True]
+    lake = Lake(tmp_path / "lake")
+    lake.write_partition(
+        "assessments",
+        2,
+        [
+            dict(base, sample_index=i, assessor="self", object_verdict=v, count_verdict="yes")
+            for i, v in enumerate(verdicts)
+        ],
+        producer="assess",
+    )
+    lake.write_partition(
+        "judgments",
+        2,
+        [
+            dict(
+                round=2, checkpoint_id="c0", prompt_id="p0", sample_index=i, tag="counting", correct=t,
+                reason="", details=json.dumps({"dimensions": {"object": t, "count": False}}),
+            )
+            for i, t in enumerate(truths)
+        ],
+        producer="judge",
+    )  # fmt: skip
+    # rewrite each file without the version-2 columns, exactly as an older writer left it
+    new_columns = ["sample_key", "object_ok", "count_ok", "color_ok", "spatial_ok"]
+    for table in ("assessments", "judgments"):
+        (uri,) = lake.files(table)
+        old = pq.read_table(uri)
+        pq.write_table(old.drop_columns([c for c in new_columns if c in old.column_names]), uri)
+        assert not set(new_columns) & set(pq.read_schema(uri).names)
+    build_catalog(lake)
+
+    assert lake.read("judgments", 2).column("object_ok").null_count == 4
+    got = {r["dimension"]: r for r in query(lake, "SELECT * FROM assessment_agreement").to_pylist()}
+    assert set(got) == {"object", "count"}  # color and spatial: no verdict / no truth
+    obj, count = got["object"], got["count"]
+    assert (obj["n"], obj["tp"], obj["fp"], obj["tn"], obj["fn"], obj["accuracy"]) == (4, 1, 1, 1, 1, 0.5)
+    assert (count["n"], count["fp"], count["accuracy"]) == (4, 4, 0.0)
+    nulls = query(lake, "SELECT count(*) AS n FROM judgments WHERE sample_key IS NULL AND object_ok IS NULL")
+    assert nulls.column("n")[0].as_py() == 4
