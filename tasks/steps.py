@@ -438,6 +438,7 @@ def assess(
     from illume_core.images import from_png
     from illume_core.judge import detect
     from illume_core.rules import evaluate as rules_evaluate
+    from storage.schemas import sample_key
     from tasks.actors import get_pool
 
     if assessor not in ("self", "judge"):
@@ -480,6 +481,7 @@ def assess(
             "checkpoint_id": ck,
             "prompt_id": r["prompt_id"],
             "sample_index": r["sample_index"],
+            "sample_key": sample_key(round, ck, r["prompt_id"], r["sample_index"]),
             "assessor": assessor,
             **{k: r[k] for k in r if k.endswith(("_verdict", "_reason"))},
             "raw_text": r["raw_text"],
@@ -499,13 +501,22 @@ def assess(
 def judge(lake: str, round: int, samples_ref: str, prompts_ref: str) -> str:
     """The independent judge's GenEval verdict on every sample (with per-dimension truth)."""
     from illume_core.evaluate import judge_rows
+    from storage.schemas import sample_key
 
     t0, c0 = datetime.now(UTC), time.process_time()
     metas = {r["prompt_id"]: Metadata.model_validate_json(r["metadata"]) for r in read_ref(lake, prompts_ref)}
     samples = read_ref(lake, samples_ref)
     rows = judge_rows(samples, metas)
     ck = {(s["prompt_id"], s["sample_index"]): s["checkpoint_id"] for s in samples}
-    out = [{"round": round, "checkpoint_id": ck[(r["prompt_id"], r["sample_index"])], **r} for r in rows]
+    out = [
+        {
+            "round": round,
+            "checkpoint_id": (c := ck[(r["prompt_id"], r["sample_index"])]),
+            "sample_key": sample_key(round, c, r["prompt_id"], r["sample_index"]),
+            **r,  # judge_rows' fields, the per-dimension <dim>_ok truths among them
+        }
+        for r in rows
+    ]
     _, _, part = parse_ref(samples_ref)
     info = get_lake(lake).write_partition("judgments", round, out, producer="judge", part=part)
     record_run(lake, "judge", round, f"judge-{part}", t0, info.rows, time.process_time() - c0)
