@@ -178,7 +178,11 @@ def main() -> None:
 
     t0 = time.perf_counter()
     build_catalog(lake)
-    print(f"catalog rebuild: {(time.perf_counter() - t0) * 1e3:.0f} ms")
+    print(f"catalog rebuild, analyst figures computed: {(time.perf_counter() - t0) * 1e3:.0f} ms")
+    # a write that changes none of the views' inputs: every stored figure is copied
+    t0 = time.perf_counter()
+    build_catalog(lake)
+    print(f"catalog rebuild, analyst figures copied: {(time.perf_counter() - t0) * 1e3:.0f} ms")
     con = connect_readonly(lake)
     for view in ANALYST_VIEWS:
         times, n = [], 0

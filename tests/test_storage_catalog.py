@@ -201,7 +201,7 @@ def test_old_partitions_without_the_version_2_columns_read_through_the_views(tmp
     """Assessments and judgments written before sample_key and <dim>_ok: same agreement figures."""
     import pyarrow.parquet as pq
 
-    from storage.catalog import build_catalog
+    from storage.catalog import build_catalog, catalog_path
 
     base = dict(round=2, checkpoint_id="c0", prompt_id="p0", raw_text="...", parse_status="ok")
     verdicts, truths = ["yes", "yes", "no", "no"], [True, False, False, True]
@@ -234,6 +234,7 @@ def test_old_partitions_without_the_version_2_columns_read_through_the_views(tmp
         old = pq.read_table(uri)
         pq.write_table(old.drop_columns([c for c in new_columns if c in old.column_names]), uri)
         assert not set(new_columns) & set(pq.read_schema(uri).names)
+    catalog_path(lake).unlink()  # built from the files as written; rebuild from the old-format ones
     build_catalog(lake)
 
     assert lake.read("judgments", 2).column("object_ok").null_count == 4
@@ -244,3 +245,22 @@ def test_old_partitions_without_the_version_2_columns_read_through_the_views(tmp
     assert (count["n"], count["fp"], count["accuracy"]) == (4, 4, 0.0)
     nulls = query(lake, "SELECT count(*) AS n FROM judgments WHERE sample_key IS NULL AND object_ok IS NULL")
     assert nulls.column("n")[0].as_py() == 4
+
+    # new-format judgments over the old assessments (no sample_key there): the stored figures
+    # are recomputed because judgments changed, and the pairs still join
+    lake.write_partition(
+        "judgments",
+        2,
+        [
+            dict(
+                round=2, checkpoint_id="c0", prompt_id="p0", sample_index=i, tag="counting", correct=False,
+                reason="", sample_key=sample_key(2, "c0", "p0", i), object_ok=True, count_ok=True,
+            )
+            for i in range(4)
+        ],
+        producer="judge",
+    )  # fmt: skip
+    got = {r["dimension"]: r for r in query(lake, "SELECT * FROM assessment_agreement").to_pylist()}
+    obj, count = got["object"], got["count"]
+    assert (obj["n"], obj["tp"], obj["fp"], obj["tn"], obj["fn"], obj["accuracy"]) == (4, 2, 0, 0, 2, 0.5)
+    assert (count["n"], count["tp"], count["accuracy"]) == (4, 4, 1.0)
