@@ -299,6 +299,18 @@ def main() -> int:
                 ),
             )
             after = snapshot(lake)
+
+            def two_evals() -> list:
+                eval_params = {"lake": lake, "workers": args.workers}
+                ids = [trigger("evaluate-checkpoint/weekly-eval", eval_params, env) for _ in range(2)]
+                for i in ids:
+                    state = wait_flow_run(client, i, args.run_timeout_s, procs, worker_log)
+                    if state != "COMPLETED":
+                        raise PathError(f"weekly-eval run {i} ended {state}; see {worker_log}")
+                return [client.read_flow_run(i) for i in ids]
+
+            evals = timed("2 weekly-eval runs at once", two_evals)
+            failures += check_one_at_a_time(client, evals)
             scheduled = client.read_flow_runs()
             upcoming = sorted(
                 (fr.expected_start_time, fr.name)
@@ -326,6 +338,19 @@ def main() -> int:
         return 1
     print("OK: assess re-ran, sample did not, every table kept its row count")
     return 0
+
+
+def check_one_at_a_time(client, runs: list) -> list[str]:
+    """Two runs of a deployment with concurrency limit 1 must not overlap; the second waits."""
+    (a, b) = sorted(runs, key=lambda fr: fr.start_time)
+    waited = [s.name for s in client.read_flow_run_states(b.id) if s.name == "AwaitingConcurrencySlot"]
+    gap = (b.start_time - a.end_time).total_seconds()
+    print(
+        f"  weekly-eval x2: first {a.start_time:%H:%M:%S}-{a.end_time:%H:%M:%S}, second "
+        f"{b.start_time:%H:%M:%S}-{b.end_time:%H:%M:%S} (started {gap:.1f} s after the first "
+        f"ended; AwaitingConcurrencySlot {len(waited)}x)"
+    )
+    return [] if gap >= 0 else [f"two weekly-eval runs overlapped by {-gap:.1f} s despite limit 1"]
 
 
 def compare(before: dict, after: dict, r: int) -> list[str]:
