@@ -35,6 +35,11 @@ TASK_NAMES = (
 
 
 def _store(lake: str) -> Path:
+    if "://" in lake:
+        raise ValueError(
+            f"the flows keep checkpoints and Prefect results beside the tables, on a local or mounted path; "
+            f"mount {lake} (e.g. with s3fs or gcsfuse) and pass the mount point as the lake"
+        )
     store = Path(lake).resolve() / "_prefect"
     store.mkdir(parents=True, exist_ok=True)
     return store
@@ -133,7 +138,22 @@ def _next_round(lake: str) -> int:
     return min(running) if running else max(r["round"] for r in rows) + 1
 
 
-@flow(name="self-enhancement-round", flow_run_name="round-{round}-{assessor}")
+def _round_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    p = flow_run.parameters
+    r = p.get("round")
+    return f"round-{'next' if r is None else r}-{p.get('assessor', 'self')}"
+
+
+def _eval_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    ck = flow_run.parameters.get("checkpoint")
+    return f"evaluate-{Path(ck).name if ck else 'current'}"
+
+
+@flow(name="self-enhancement-round", flow_run_name=_round_run_name)
 def self_enhancement_round(
     lake: str = "lake",
     round: int | None = None,
@@ -207,7 +227,7 @@ def self_enhancement_round(
     }
 
 
-@flow(name="evaluate-checkpoint", flow_run_name="evaluate-{checkpoint}")
+@flow(name="evaluate-checkpoint", flow_run_name=_eval_run_name)
 def evaluate_checkpoint(
     lake: str = "lake",
     checkpoint: str | None = None,

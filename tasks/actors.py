@@ -99,17 +99,19 @@ class WorkerPool:
         if size < 1:
             raise ValueError(f"a worker pool needs at least one worker, got size={size}")
         self.checkpoint, self.size, self.max_redos = checkpoint, size, max_redos
-        self.options = {"threads": threads, "crash_on": crash_on, "crash_marker": crash_marker}
-        self.options = {k: v for k, v in self.options.items() if v is not None and k != "threads"}
-        gpus = gpus_per_worker()
-        self.workers = [
-            ModelWorker.options(num_gpus=gpus, num_cpus=threads).remote(
-                checkpoint, None, threads, crash_on if i == 0 else None, crash_marker
-            )
-            for i in range(size)
-        ]
+        # what get_pool compares to decide whether a pool must be rebuilt with other fault options
+        self.options = {k: v for k, v in {"crash_on": crash_on, "crash_marker": crash_marker}.items() if v}
+        self._gpus, self._threads = gpus_per_worker(), threads
+        self._crash = (crash_on, crash_marker)
+        self.workers = [self._new_worker(i == 0) for i in range(size)]
         self.redone = 0  # calls resubmitted after a lost actor, for the records
         self.compute_seconds = 0.0
+
+    def _new_worker(self, first: bool):
+        crash_on, marker = self._crash
+        return ModelWorker.options(num_gpus=self._gpus, num_cpus=self._threads).remote(
+            self.checkpoint, None, self._threads, crash_on if first else None, marker
+        )
 
     def map(
         self,
@@ -141,11 +143,13 @@ class WorkerPool:
                 tries[i] += 1
                 if tries[i] > self.max_redos:
                     raise RuntimeError(
-                        f"shard {i} of {method!r} was lost {tries[i]} times (last: {type(e).__name__}); "
+                        f"shard {i} of {method!r} was lost {tries[i]} times (last: {e}); "
                         "the workers keep crashing: check their logs (ray logs) before re-running"
                     ) from e
                 self.redone += 1
-                log.warning("shard %d of %s lost (%s); redoing it", i, method, type(e).__name__)
+                log.warning("shard %d of %s lost (%s); redoing it", i, method, e)
+                if isinstance(e, ActorDiedError):  # restarts used up, or it died placing: a new worker
+                    self.workers[i] = self._new_worker(i == 0)
                 pending[i] = self.workers[i].call.remote(method, shards[i], kwargs)
                 continue
             del pending[i]
@@ -188,3 +192,45 @@ def shutdown_pools() -> None:
     for p in _POOLS.values():
         p.shutdown()
     _POOLS.clear()
+
+
+@ray.remote(max_restarts=0)
+class Trainer:
+    """Runs one stage job (illume_core.jobs.run_stage) in its own process, on a GPU when there is one.
+
+    The trainer writes checkpoint folders only; the calling task records them in the lake, so the
+    flow's writer lock is never needed by another process.
+    """
+
+    def run(self, settings_json: str, stage: str, parent: str, root: str, threads: int, kwargs: dict):
+        from illume_core.jobs import run_stage
+        from illume_core.settings import PipelineSettings
+
+        return run_stage(
+            PipelineSettings.model_validate_json(settings_json),
+            stage,
+            parent,
+            root,
+            threads=threads,
+            **kwargs,
+        )
+
+
+def train_on_actor(
+    settings_json: str, stage: str, parent: str, root: str, threads: int | None = None, **kwargs: Any
+):
+    """Run a stage on a fresh Trainer actor (one GPU when the cluster has them, else all CPU threads).
+
+    Worker pools are shut down first: their actors would hold the CPUs or GPU the trainer needs.
+    A trainer that dies takes its call with it; the task's retry starts a new one, which resumes
+    from the job's last resumable checkpoint.
+    """
+    ensure_ray()
+    shutdown_pools()
+    gpus = gpus_per_worker()
+    threads = threads or max(1, int(ray.available_resources().get("CPU", 1)))
+    actor = Trainer.options(num_gpus=gpus, num_cpus=1).remote()
+    try:
+        return ray.get(actor.run.remote(settings_json, stage, parent, root, threads, kwargs))
+    finally:
+        ray.kill(actor, no_restart=True)

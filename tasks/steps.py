@@ -9,9 +9,9 @@ a cache hit. Cache records and results live in the lake (`<lake>/_prefect/`), no
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
 import time
 import uuid
 from datetime import UTC, datetime
@@ -36,6 +36,18 @@ def get_lake(root: str) -> Lake:
     if key not in _LAKES:
         _LAKES[key] = Lake(root)
     return _LAKES[key]
+
+
+def _logger():
+    """Prefect's run logger inside a run; a plain logger when a task's .fn is called directly."""
+    import logging
+
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("illume.tasks")
 
 
 def ref(info: PartitionInfo) -> str:
@@ -202,51 +214,12 @@ def select_prompts(lake: str, round: int, n_prompts: int, seed: int) -> str:
 # ------------------------------------------------------------------------------- training
 
 
-def _store_checkpoint(lake: str, parts, stage: str, parent: str | None, extra: dict | None = None) -> str:
-    """Save parts under <lake>/checkpoints/<content id>/ (an identical one already there is kept)."""
-    from illume_core.checkpoint import read_manifest
-    from illume_core.stages import save_stage
-
-    root = Path(lake) / "checkpoints"
-    tmp = root / f"_tmp-{uuid.uuid4().hex}"
-    info = save_stage(parts, tmp, stage, parent=parent, extra=extra)
-    final = root / info.id
-    if final.exists():
-        shutil.rmtree(tmp)
-    else:
-        os.rename(tmp, final)
-    manifest = read_manifest(final)
-    get_lake(lake).write_partition(
-        "checkpoints",
-        int((extra or {}).get("round", 0)),
-        [
-            {
-                "checkpoint_id": info.id,
-                "parent": parent,
-                "round": int((extra or {}).get("round", 0)),
-                "stage": stage,
-                "uri": str(final),
-                "manifest_digest": info.manifest_digest,
-                "promoted": False,
-                "created_at": datetime.fromisoformat(manifest["created_at"]),
-            }
-        ],
-        producer=f"train-{stage}",
-        checkpoint=info.id,
-        part=info.id,
-    )
-    return str(final)
-
-
-def _resume_dir(lake: str, key: str) -> Path:
-    return Path(lake) / "checkpoints" / "_resume" / key
-
-
 @task(name="train-vision", cache_policy=CACHE_POLICY, persist_result=True, **RETRIES)
 def train_vision(lake: str, settings_json: str) -> str:
     """Contrastive encoder + semantic tokenizer + text tokenizer -> an untrained-LLM checkpoint."""
     import torch
 
+    from illume_core.jobs import store
     from illume_core.settings import PipelineSettings
     from illume_core.stages import init_model
     from illume_core.stages import train_vision as _train_vision
@@ -256,7 +229,10 @@ def train_vision(lake: str, settings_json: str) -> str:
     torch.manual_seed(s.seed)
     semantic = _train_vision(s.cfg, s.vision, seed=s.seed)
     parts = init_model(s.cfg, semantic, seed=s.seed, n_text=s.b.n_text)
-    uri = _store_checkpoint(lake, parts, "vision", None, {"round": 0, "settings": s.digest()})
+    uri, _ = store(
+        parts, Path(lake).resolve() / "checkpoints", "vision", None, {"round": 0, "settings": s.digest()}
+    )
+    _record_checkpoint(lake, uri, "vision", 0)
     record_run(lake, "train-vision", 0, "train-vision", t0, 1, time.process_time() - c0)
     return uri
 
@@ -277,28 +253,13 @@ def train_stage(
     sft_ref: str | None = None,
     steps: int | None = None,
 ) -> str:
-    """Run one stage recipe from `parent`; resumes from its last periodic checkpoint after a crash."""
-    import hashlib
+    """Run one stage recipe from `parent` on a Ray trainer actor; resumes after a crash."""
+    from tasks.actors import train_on_actor
 
-    import torch
-
-    from illume_core.checkpoint import load_checkpoint, load_optimizer_state, read_manifest
-    from illume_core.data import BaseCorpus
-    from illume_core.recipes import get_recipe
-    from illume_core.reformat import resolve
-    from illume_core.settings import PipelineSettings
-    from illume_core.stages import Parts, save_stage
-    from illume_core.stages import train_stage as _train
-
-    log = get_run_logger()
-    s = PipelineSettings.model_validate_json(settings_json)
-    t0, c0 = datetime.now(UTC), time.process_time()
-    recipe_name = "stage3" if stage == "self_enhance" else stage
-    n_steps = steps or (s.b.finetune_steps if stage == "self_enhance" else s.b.stage_steps[stage])
-    recipe = get_recipe(recipe_name, s.preset, steps=n_steps, batch_size=s.b.batch_size)
-    self_examples = []
+    log = _logger()
+    t0 = datetime.now(UTC)
+    sft_rows, samples = [], {}
     if sft_ref:
-        recipe = recipe.model_copy(update={"mix": {**recipe.mix, "self": sum(recipe.mix.values())}})
         sft_rows = read_ref(lake, sft_ref)
         keys = {k for r in sft_rows for k in r["image_refs"]}
         samples = {
@@ -306,69 +267,55 @@ def train_stage(
             for r in get_lake(lake).read("samples", round, "self").to_pylist()
             if r["sample_key"] in keys
         }
-        self_examples = resolve(sft_rows, samples)
-        log.info("fine-tuning with %d self-enhancement examples", len(self_examples))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    key = hashlib.sha256(f"{stage}|{parent}|{s.digest()}|{sft_ref}|{n_steps}".encode()).hexdigest()[:16]
-    resume = _resume_dir(lake, key)
-    state = None
-    if resume.exists():
-        ck = load_checkpoint(resume)
-        parts = Parts.from_checkpoint(ck)
-        state = {
-            "optimizer": load_optimizer_state(resume),
-            "step": read_manifest(resume)["extra"]["train_step"],
-        }
-        log.info("resuming %s at step %d from %s", stage, state["step"], resume)
-    else:
-        parts = Parts.from_checkpoint(load_checkpoint(parent))
-    base = BaseCorpus(s.cfg, s.corpus)
-    progress = Progress(f"{stage}: optimizer steps")
-
-    def save_resume(st) -> None:
-        tmp = resume.with_name(f"{resume.name}.tmp-{uuid.uuid4().hex[:6]}")
-        save_stage(parts, tmp, stage, parent=read_manifest(parent)["id"], state=st)
-        if resume.exists():
-            shutil.rmtree(resume)
-        os.rename(tmp, resume)
-        parts.model.to(device)
-        parts.semantic.to(device)
-
-    st = _train(
-        parts,
-        recipe,
-        base,
-        seed=s.seed,
-        device=device,
-        self_examples=self_examples,
-        state=state,
-        progress=lambda step, loss, lr: progress(step, n_steps),
-        checkpoint_every=max(1, n_steps // 4),
-        on_checkpoint=save_resume,
+    res = train_on_actor(
+        settings_json,
+        stage,
+        parent,
+        str(Path(lake).resolve() / "checkpoints"),
+        round=round,
+        sft_rows=sft_rows,
+        samples_by_key=samples,
+        sft_key=sft_ref,
+        steps=steps,
     )
     log.info(
-        "%s: %d steps, loss %.3f -> %.3f",
+        "%s: %d steps%s, loss %.3f -> %.3f",
         stage,
-        len(st.losses),
-        st.losses[0] if st.losses else float("nan"),
-        st.losses[-1] if st.losses else float("nan"),
+        len(res.losses),
+        f" (resumed at {res.resumed_from})" if res.resumed_from else "",
+        res.losses[0] if res.losses else float("nan"),
+        res.losses[-1] if res.losses else float("nan"),
     )
-    uri = _store_checkpoint(
-        lake,
-        parts,
-        stage,
-        read_manifest(parent)["id"],
-        {
-            "round": round,
-            "settings": s.digest(),
-            "steps": n_steps,
-            "sft": sft_ref,
-            "final_loss": st.losses[-1] if st.losses else None,
-        },
+    _record_checkpoint(lake, res.path, stage, round)
+    record_run(lake, f"train-{stage}", round, f"train-{stage}", t0, 1, res.compute_seconds)
+    return res.path
+
+
+def _record_checkpoint(lake: str, path: str, stage: str, round: int) -> None:
+    """The checkpoints table row of a checkpoint folder."""
+    from illume_core.checkpoint import read_manifest
+
+    m = read_manifest(path)
+    digest = hashlib.sha256((Path(path) / "manifest.json").read_bytes()).hexdigest()
+    get_lake(lake).write_partition(
+        "checkpoints",
+        round,
+        [
+            {
+                "checkpoint_id": m["id"],
+                "parent": m.get("parent"),
+                "round": round,
+                "stage": stage,
+                "uri": str(path),
+                "manifest_digest": digest,
+                "promoted": False,
+                "created_at": datetime.fromisoformat(m["created_at"]),
+            }
+        ],
+        producer=f"train-{stage}",
+        checkpoint=m["id"],
+        part=m["id"],
     )
-    shutil.rmtree(resume, ignore_errors=True)
-    record_run(lake, f"train-{stage}", round, f"train-{stage}", t0, 1, time.process_time() - c0)
-    return uri
 
 
 # ------------------------------------------------------------------------ the round's steps

@@ -1,0 +1,141 @@
+"""Training jobs: one stage run from a parent checkpoint to a new one, resumable after a crash.
+
+A job saves a resumable checkpoint (weights + optimizer moments) a few times per run under
+`<checkpoints>/_resume/<key>/`, where the key is a digest of everything that defines the run;
+started again with the same arguments, it continues from there instead of starting over. The
+finished checkpoint lands in `<checkpoints>/<content id>/`. Orchestration (a Prefect task, a Ray
+actor) calls `run_stage`; it knows nothing of either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from illume_core.checkpoint import load_checkpoint, load_optimizer_state, read_manifest
+from illume_core.data import BaseCorpus
+from illume_core.recipes import get_recipe
+from illume_core.reformat import resolve
+from illume_core.settings import PipelineSettings
+from illume_core.stages import Parts, save_stage, train_stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageResult:
+    """A finished stage: the checkpoint folder, its id, the losses and the compute it took."""
+
+    path: str
+    checkpoint_id: str
+    losses: list[float] = field(default_factory=list)
+    resumed_from: int = 0
+    compute_seconds: float = 0.0
+
+
+def job_key(stage: str, parent_id: str, settings: PipelineSettings, sft_key: str | None, steps: int) -> str:
+    return hashlib.sha256(f"{stage}|{parent_id}|{settings.digest()}|{sft_key}|{steps}".encode()).hexdigest()[
+        :16
+    ]
+
+
+def store(parts: Parts, root: Path, stage: str, parent: str | None, extra: dict) -> tuple[str, str]:
+    """Save parts under root/<content id>/ (an identical checkpoint already there is kept)."""
+    tmp = root / f"_tmp-{uuid.uuid4().hex}"
+    info = save_stage(parts, tmp, stage, parent=parent, extra=extra)
+    final = root / info.id
+    if final.exists():
+        shutil.rmtree(tmp)
+    else:
+        os.rename(tmp, final)
+    return str(final), info.id
+
+
+def run_stage(
+    settings: PipelineSettings,
+    stage: str,
+    parent: str | Path,
+    checkpoints_root: str | Path,
+    *,
+    round: int = 0,
+    sft_rows: Sequence[dict] = (),
+    samples_by_key: dict[str, dict] | None = None,
+    sft_key: str | None = None,
+    steps: int | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> StageResult:
+    """Train `stage` (stage0..3, or self_enhance = stage 3 plus the round's examples) from `parent`."""
+    c0 = time.process_time()
+    if threads:
+        torch.set_num_threads(threads)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    root = Path(checkpoints_root)
+    parent_id = read_manifest(parent)["id"]
+    name = "stage3" if stage == "self_enhance" else stage
+    n_steps = steps or (
+        settings.b.finetune_steps if stage == "self_enhance" else settings.b.stage_steps[stage]
+    )
+    recipe = get_recipe(name, settings.preset, steps=n_steps, batch_size=settings.b.batch_size)
+    examples = resolve(sft_rows, samples_by_key or {}) if sft_rows else []
+    if examples:  # the round's data weighs as much as the whole base mix
+        recipe = recipe.model_copy(update={"mix": {**recipe.mix, "self": sum(recipe.mix.values())}})
+    resume = root / "_resume" / job_key(stage, parent_id, settings, sft_key, n_steps)
+    state = None
+    if resume.exists():
+        parts = Parts.from_checkpoint(load_checkpoint(resume))
+        state = {
+            "optimizer": load_optimizer_state(resume),
+            "step": read_manifest(resume)["extra"]["train_step"],
+        }
+        log.info("resuming %s at step %d from %s", stage, state["step"], resume)
+    else:
+        parts = Parts.from_checkpoint(load_checkpoint(parent))
+
+    def save_resume(st) -> None:
+        tmp = resume.with_name(f"{resume.name}.tmp-{uuid.uuid4().hex[:6]}")
+        save_stage(parts, tmp, stage, parent=parent_id, state=st)
+        if resume.exists():
+            shutil.rmtree(resume)
+        os.rename(tmp, resume)
+        parts.model.to(device)
+        parts.semantic.to(device)
+
+    st = train_stage(
+        parts,
+        recipe,
+        BaseCorpus(settings.cfg, settings.corpus),
+        seed=settings.seed,
+        device=device,
+        self_examples=examples,
+        state=state,
+        progress=(lambda step, loss, lr: progress(step, n_steps)) if progress else None,
+        checkpoint_every=max(1, n_steps // 4),
+        on_checkpoint=save_resume,
+    )
+    path, ck_id = store(
+        parts,
+        root,
+        stage,
+        parent_id,
+        {
+            "round": round,
+            "settings": settings.digest(),
+            "steps": n_steps,
+            "sft": sft_key,
+            "self_examples": len(examples),
+            "final_loss": st.losses[-1] if st.losses else None,
+        },
+    )
+    shutil.rmtree(resume, ignore_errors=True)
+    return StageResult(path, ck_id, st.losses, int(state["step"]) if state else 0, time.process_time() - c0)
