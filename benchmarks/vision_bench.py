@@ -73,6 +73,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--per-tag", type=int, default=20, help="held-out prompts per tag for the judge")
     ap.add_argument(
+        "--usage-renders",
+        type=int,
+        default=1000,
+        help="held-out renders for pixel accuracy and codebook usage",
+    )
+    ap.add_argument(
         "--pixel-baseline", action="store_true", help="also train and score the pixel-VQ baseline"
     )
     ap.add_argument("--save", type=Path, default=None, help="directory for safetensors weights + config")
@@ -109,7 +115,9 @@ def main() -> None:
         log("tokenizer", max(1, args.tokenizer_steps // 6)),
     )
     t_tok = time.perf_counter() - t1
-    acc = reconstruction_accuracy(tok, n=200, seed=args.seed)
+    # usage over 1,000 held-out renders (64,000 cells): 200 renders hold fewer distinct cell
+    # patterns than a 4,096-code book has codes, so they cannot show whether codes are dead
+    acc = reconstruction_accuracy(tok, n=args.usage_renders, seed=args.seed)
     judged_render, judged_recon = judged_reconstructions(tok, args.per_tag, args.seed)
     results = {
         "preset": cfg.name,
@@ -128,7 +136,7 @@ def main() -> None:
         t2 = time.perf_counter()
         base = train_pixel_tokenizer(cfg, args.tokenizer_steps, args.tokenizer_batch, args.seed, args.lr)
         results["pixel_vq"] = {
-            **reconstruction_accuracy(base, n=200, seed=args.seed),
+            **reconstruction_accuracy(base, n=args.usage_renders, seed=args.seed),
             "judge_reconstructions": judged_reconstructions(base, args.per_tag, args.seed)[1],
             "train_s": round(time.perf_counter() - t2, 1),
         }
