@@ -6,7 +6,7 @@ lake's `task_runs` table: per task, the wall time and the compute seconds its ac
 process) reported. Prints the round's wall time over the summed compute, and the fixed start-up
 cost (Prefect API + Ray + worker pool before the first sample).
 
-    .venv/bin/python benchmarks/orchestration_bench.py --prompts 256 --images-per-prompt 4 --workers 2
+    .venv/bin/python benchmarks/orchestration_bench.py --samples 1024 --workers 2
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--prompts", type=int, default=256)
-    ap.add_argument("--images-per-prompt", type=int, default=4)
+    ap.add_argument("--samples", type=int, default=1024, help="samples in the round (prompts x images per prompt)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--lake", default=None, help="reuse a lake that already has a base model")
     args = ap.parse_args()
@@ -38,8 +37,15 @@ def main() -> None:
         train_pipeline(lake=lake, budget="smoke", workers=args.workers)
     t_train = time.perf_counter() - t0
 
+    # the smoke corpus has few distinct prompts: take them all and enough images of each
+    from illume_core.data import BaseCorpus
+    from illume_core.settings import PipelineSettings
+
+    s = PipelineSettings.load(lake)
+    n_prompts = len(BaseCorpus(s.cfg, s.corpus).prompts)
+    per_prompt = -(-args.samples // n_prompts)
     t1 = time.perf_counter()
-    out = self_enhancement_round(lake=lake, n_prompts=args.prompts, images_per_prompt=args.images_per_prompt,
+    out = self_enhancement_round(lake=lake, n_prompts=n_prompts * 10, images_per_prompt=per_prompt,
                                  workers=args.workers, lock_timeout_s=30)
     wall = time.perf_counter() - t1
     r = out["round"]
