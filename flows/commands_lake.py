@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
         """Query the lake's catalog (tables and analyst views) read-only; see docs/QUERIES.md."""
         import sys
 
+        import duckdb
         import pyarrow.csv as pacsv
 
         from storage.catalog import CatalogQueryError, query
@@ -35,6 +36,13 @@ def register(app: typer.Typer) -> None:
         except CatalogQueryError as e:
             typer.echo(f"refused: {e}", err=True)
             raise typer.Exit(2) from None
+        except duckdb.Error as e:
+            # a read that DuckDB could not run (no such table or column, a type error)
+            typer.echo(
+                f'query failed: {e}\nList the tables and views with: illume sql "SHOW TABLES" --lake {lake}',
+                err=True,
+            )
+            raise typer.Exit(1) from None
         if as_csv:
             pacsv.write_csv(result, sys.stdout.buffer)
             return

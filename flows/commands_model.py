@@ -36,12 +36,16 @@ def current_checkpoint(lake_root: str | Path) -> Path:
 def _load(checkpoint: Path | None, lake: Path):
     import torch
 
-    from illume_core.checkpoint import load_checkpoint
+    from illume_core.checkpoint import CheckpointIntegrityError, load_checkpoint
     from illume_core.processor import Processor
 
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    loaded = load_checkpoint(checkpoint or current_checkpoint(lake), device=device)
+    try:
+        loaded = load_checkpoint(checkpoint or current_checkpoint(lake), device=device)
+    except (CheckpointIntegrityError, FileNotFoundError) as e:
+        # a tampered, incomplete or absent checkpoint: the message names the file and what to do
+        raise typer.BadParameter(str(e), param_hint="--checkpoint") from None
     if loaded.semantic_tokenizer is None:
         raise typer.BadParameter(
             "this checkpoint has no semantic tokenizer (tokenizer.safetensors) to draw images"
@@ -68,11 +72,17 @@ def _save_codes(loaded, codes, out: Path) -> list[Path]:
 
 
 def _read_image(path: Path, size: int):
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
         raise typer.BadParameter(f"no image at {path}")
-    img = Image.open(path).convert("RGB")
+    try:
+        with Image.open(path) as im:
+            img = im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise typer.BadParameter(
+            f"cannot read image {path} ({e}); re-save it as a PNG", param_hint="IMAGE"
+        ) from None
     return img if img.size == (size, size) else img.resize((size, size), Image.Resampling.NEAREST)
 
 

@@ -126,9 +126,18 @@ def read_manifest(directory: str | Path) -> dict:
     path = Path(directory) / MANIFEST_FILE
     if not path.is_file():
         raise CheckpointMissingFileError(
-            f"{path} is missing: {directory} is not a complete checkpoint folder"
+            f"{path} is missing: {directory} is not a complete checkpoint folder; "
+            "pass a folder written by save_checkpoint, or re-save the checkpoint"
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointIntegrityError(f"{path} is not valid JSON ({e}); re-save the checkpoint") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) or "id" not in manifest:
+        raise CheckpointIntegrityError(
+            f"{path} lacks the 'id' and 'files' entries of a checkpoint manifest; re-save the checkpoint"
+        )
+    return manifest
 
 
 def verify_checkpoint(directory: str | Path) -> dict:

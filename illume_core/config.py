@@ -10,32 +10,42 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class IllumeConfig(BaseModel):
-    """Shapes of every part of the model. Defaults are the `tiny` preset."""
+    """Shapes of every part of the model. Defaults are the `tiny` preset.
+
+    Upper bounds sit far above the `illume-7b` preset: they only refuse sizes no machine could
+    allocate (a typo of a few zeros), with a message naming the field, before any memory is used.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = "tiny"
     # images
     image_size: int = Field(64, ge=32, le=1024)  # square input/output canvas in pixels
-    patch_size: int = Field(8, ge=1)  # pixels per side of one grid cell (one image token)
+    patch_size: int = Field(8, ge=1, le=256)  # pixels per side of one grid cell (one image token)
     # understanding encoder (continuous features) + adapter
-    vision_width: int = Field(128, ge=8)  # encoder feature dimension per grid cell
-    vision_layers: int = Field(2, ge=0)  # transformer blocks on top of the patch embedding
-    vision_heads: int = Field(4, ge=1)
+    vision_width: int = Field(128, ge=8, le=65536)  # encoder feature dimension per grid cell
+    vision_layers: int = Field(2, ge=0, le=1024)  # transformer blocks on top of the patch embedding
+    vision_heads: int = Field(4, ge=1, le=1024)
     # semantic vision tokenizer (discrete output)
-    codebook_size: int = Field(4096, ge=2)  # number of image codes (image tokens in the LLM vocab)
-    code_dim: int = Field(32, ge=2)  # dimension of a codebook entry (low-dim codes use codebooks well)
-    decoder_width: int = Field(128, ge=8)  # channels of the pixel decoder (it works on the code grid)
+    codebook_size: int = Field(
+        4096, ge=2, le=1 << 20
+    )  # number of image codes (image tokens in the LLM vocab)
+    code_dim: int = Field(
+        32, ge=2, le=65536
+    )  # dimension of a codebook entry (low-dim codes use codebooks well)
+    decoder_width: int = Field(
+        128, ge=8, le=65536
+    )  # channels of the pixel decoder (it works on the code grid)
     # language model (transformers Llama from config)
     llm_arch: str = "llama"
-    hidden_size: int = Field(192, ge=8)
-    num_layers: int = Field(4, ge=1)
-    num_heads: int = Field(4, ge=1)
-    num_kv_heads: int = Field(4, ge=1)
-    intermediate_size: int = Field(512, ge=8)
-    text_vocab_size: int = Field(1024, ge=64)  # trained BPE vocab incl. special tokens
-    max_seq_len: int = Field(256, ge=16)
-    rope_theta: float = 10000.0
+    hidden_size: int = Field(192, ge=8, le=65536)
+    num_layers: int = Field(4, ge=1, le=1024)
+    num_heads: int = Field(4, ge=1, le=1024)
+    num_kv_heads: int = Field(4, ge=1, le=1024)
+    intermediate_size: int = Field(512, ge=8, le=1 << 20)
+    text_vocab_size: int = Field(1024, ge=64, le=1 << 20)  # trained BPE vocab incl. special tokens
+    max_seq_len: int = Field(256, ge=16, le=1 << 20)
+    rope_theta: float = Field(10000.0, gt=0)
     # where real weights live for a from_pretrained load (None: build from config)
     pretrained_path: str | None = None
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from illume_core.world import COLORS, RELATIONS, SHAPES
 
@@ -56,6 +56,16 @@ class Metadata(BaseModel):
     include: list[Clause] = Field(min_length=1)
     exclude: list[Clause] = Field(default_factory=list)
     prompt: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _positions_name_clauses(self) -> Metadata:
+        for i, c in enumerate(self.include):
+            if c.position is not None and not (0 <= c.position[1] < len(self.include) and c.position[1] != i):
+                raise ValueError(
+                    f"include.{i}.position names include clause {c.position[1]}; "
+                    f"it must be the index of another include clause (0..{len(self.include) - 1})"
+                )
+        return self
 
     def dump(self) -> dict:
         d: dict = {"tag": self.tag, "include": [c.dump() for c in self.include]}
@@ -104,10 +114,23 @@ def parse_line(text: str, path: str | Path = "<string>", line: int = 1) -> Metad
 def iter_metadata(path: str | Path) -> Iterator[tuple[int, Metadata | MetadataError]]:
     """Yield (line number, Metadata or the MetadataError) for each non-empty line of a jsonl file.
 
-    Errors are yielded, not raised, so one bad line never hides the rest of the file.
+    Errors are yielded, not raised, so one bad line never hides the rest of the file. Lines are
+    decoded one by one, so a line that is not UTF-8 is one error too; a leading BOM is allowed.
     """
-    with open(path, encoding="utf-8") as f:
-        for i, text in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8-sig" if i == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                yield (
+                    i,
+                    MetadataError(
+                        path,
+                        i,
+                        f"not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); re-save the file as UTF-8",
+                    ),
+                )
+                continue
             if not text.strip():
                 continue
             try:

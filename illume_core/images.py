@@ -37,6 +37,12 @@ def to_pil(x: torch.Tensor) -> list[Image.Image]:
         x = x.unsqueeze(0)
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"to_pil expects (B, 3, H, W) or (3, H, W); got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        # clamp keeps NaN, and NaN cast to uint8 is arbitrary: a silent garbage image otherwise
+        raise ValueError(
+            "to_pil: pixels are not finite (NaN or inf); the decoder or its checkpoint is broken, "
+            "load another checkpoint"
+        )
     arr = (x.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)  # (B, 3, H, W)
     arr = arr.permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
     return [Image.fromarray(a, mode="RGB") for a in arr]
@@ -58,6 +64,12 @@ def from_png(data: bytes) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
+    except Image.DecompressionBombError as e:
+        # the header claims more pixels than PIL decodes: refuse before allocating them
+        raise ValueError(
+            f"from_png: refused a decompression bomb ({e}); images here are canvas-sized, "
+            "so re-render it at the canvas size"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"from_png: corrupt PNG data ({e}); re-encode the image with png_bytes()") from e
     return img.convert("RGB")

@@ -97,18 +97,18 @@ def to_rgb_array(img: Image.Image | np.ndarray) -> np.ndarray:
     sizes are refused (the judge is for canvases, not posters).
     """
     if isinstance(img, Image.Image):
-        arr = _pil_to_array(img)
+        w, h = img.size  # checked before converting: a zero-filled bomb is small only as PNG
     elif isinstance(img, np.ndarray):
-        arr = _numpy_to_array(img)
+        img = _numpy_to_array(img)  # already in memory: its shape is checked first
+        h, w = img.shape[:2]
     else:
         raise TypeError(f"detect needs a PIL image or a numpy array, got {type(img).__name__}")
-    h, w = arr.shape[:2]
     if h * w > MAX_PIXELS or min(h, w) < MIN_SIDE:
         raise ValueError(
             f"image of {w}x{h} pixels is outside what the judge handles "
             f"(sides >= {MIN_SIDE}, at most {MAX_PIXELS} pixels); resize it to the canvas size first"
         )
-    return arr
+    return _pil_to_array(img) if isinstance(img, Image.Image) else img
 
 
 def _pil_to_array(img: Image.Image) -> np.ndarray:
@@ -663,6 +663,8 @@ def _load_png(path: Path) -> Image.Image:
         raise ValueError(
             "cannot read image (not an image file PIL recognises); re-save it as a PNG"
         ) from None
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"refused a decompression bomb ({e}); resize it to the canvas size first") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot read image ({e}); re-save it as a PNG") from None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +26,12 @@ if TYPE_CHECKING:
 
 CATALOG_NAME = "catalog.duckdb"
 READ_STATEMENTS = {"SELECT", "EXPLAIN"}  # everything else (ATTACH, COPY, SET, CREATE, ...) is refused
+# what precedes the explained statement: comments, EXPLAIN, its options, ANALYZE
+_EXPLAIN_PREFIX = re.compile(
+    r"^(?:\s|--[^\n]*|/\*.*?\*/)*EXPLAIN(?:\s|--[^\n]*|/\*.*?\*/)*(?:\([^)]*\))?"
+    r"(?:\s|--[^\n]*|/\*.*?\*/)*(?:ANALY[SZ]E\b)?",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 class CatalogQueryError(ValueError):
@@ -260,7 +267,13 @@ def check_read_only(sql: str) -> None:
         raise CatalogQueryError("the query is empty; pass a SELECT statement")
     for st in statements:
         kind = st.type.name
-        if kind not in READ_STATEMENTS:
+        if kind == "EXPLAIN":
+            # EXPLAIN ANALYZE runs what it explains (a COPY ... TO writes its file): check that too
+            inner = _EXPLAIN_PREFIX.sub("", st.query, count=1)
+            if inner == st.query:
+                raise CatalogQueryError("could not read what the EXPLAIN explains; write EXPLAIN SELECT ...")
+            check_read_only(inner)
+        elif kind not in READ_STATEMENTS:
             raise CatalogQueryError(
                 f"{kind} statements are refused: the catalog is read-only (only SELECT, WITH, FROM, "
                 "DESCRIBE, SHOW, SUMMARIZE and EXPLAIN). Write through storage.Lake instead."

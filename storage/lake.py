@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args, get_origin
@@ -47,6 +47,10 @@ class LakeValidationError(ValueError):
             where += f", column {column!r}"
         where += f", row {row}" if row is not None else ", all rows"
         super().__init__(f"{where}: {problem}. {todo} Nothing was written.")
+
+
+class LakeWriteError(OSError):
+    """A write that failed at the filesystem (full disk, permissions); the lake is unchanged."""
 
 
 @dataclass(frozen=True)
@@ -254,7 +258,13 @@ class Lake:
         self.catalog = catalog and self.local  # the DuckDB catalog file needs a local lake
         self.grace_s = grace_s  # retired files stay this long for readers of an older catalog
         self.lock_timeout_s = lock_timeout_s
-        self.fs.create_dir(self.root, recursive=True)
+        try:
+            self.fs.create_dir(self.root, recursive=True)
+        except OSError as e:
+            raise LakeWriteError(
+                e.errno,
+                f"cannot use {self.uri} as the lake root ({e}); pass a writable folder as the lake root",
+            ) from None
         self._lock: WriterLock | None = None
 
     # ---------------------------------------------------------------- paths and manifests
@@ -281,11 +291,16 @@ class Lake:
         tmp = self._path(table, f"_manifest.{uuid.uuid4().hex}.tmp")
         body = json.dumps(manifest, indent=1).encode()
         if self.local:
-            with open(tmp, "wb") as f:
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)  # atomic: readers see the old manifest or the new one
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(body)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, final)  # atomic: readers see the old manifest or the new one
+            except BaseException:
+                with suppress(OSError):
+                    os.unlink(tmp)
+                raise
         else:
             with self.fs.open_output_stream(tmp) as f:
                 f.write(body)
@@ -391,42 +406,62 @@ class Lake:
                 "illume.content_digest": digest,
                 "illume.written_at": datetime.now(UTC).isoformat(),
             }
-            staged_dir = self._path("_staging", uuid.uuid4().hex)
-            self.fs.create_dir(staged_dir, recursive=True)
-            staged = f"{staged_dir}/data.parquet"
-            pq.write_table(data.replace_schema_metadata(meta), staged, filesystem=self.fs, compression="zstd")
-            back = pq.read_table(staged, filesystem=self.fs)
-            if _plain(back.schema) != _plain(data.schema) or back.num_rows != data.num_rows:
-                raise OSError(f"staged file {staged} does not read back as written; the lake is unchanged")
-            if content_digest(back) != digest:
-                raise OSError(f"staged file {staged} reads back with other content; the lake is unchanged")
-            size = self.fs.get_file_info(staged).size
-            _pause("staged")
-            self.fs.create_dir(self._path(table, f"round={round}/part={part_name}"), recursive=True)
-            self.fs.move(staged, self._path(table, rel))
-            self.fs.delete_dir(staged_dir)
-            _pause("moved")
-            now = time.time()
-            gone = {e["path"] for e in replaced} - {rel}
-            entry = {
-                "round": round,
-                "part": part_name,
-                "path": rel,
-                "rows": data.num_rows,
-                "digest": digest,
-                "bytes": size,
-                "producer": producer,
-                "written_at": meta["illume.written_at"],
-            }
-            manifest = {
-                "table": table,
-                "schema_version": tdef.version,
-                "version": manifest["version"] + 1,
-                "files": [e for e in manifest["files"] if e not in replaced] + [entry],
-                "retired": [r for r in manifest["retired"] if r["path"] != rel]
-                + [{"path": p, "retired_at": now} for p in sorted(gone)],
-            }
-            self._write_manifest(table, manifest)
+            try:
+                staged_dir = self._path("_staging", uuid.uuid4().hex)
+                self.fs.create_dir(staged_dir, recursive=True)
+                staged = f"{staged_dir}/data.parquet"
+                pq.write_table(
+                    data.replace_schema_metadata(meta), staged, filesystem=self.fs, compression="zstd"
+                )
+                back = pq.read_table(staged, filesystem=self.fs)
+                if _plain(back.schema) != _plain(data.schema) or back.num_rows != data.num_rows:
+                    raise LakeWriteError(
+                        f"staged file {staged} does not read back as written; the lake is unchanged"
+                    )
+                if content_digest(back) != digest:
+                    raise LakeWriteError(
+                        f"staged file {staged} reads back with other content; the lake is unchanged"
+                    )
+                size = self.fs.get_file_info(staged).size
+                _pause("staged")
+                self.fs.create_dir(self._path(table, f"round={round}/part={part_name}"), recursive=True)
+                self.fs.move(staged, self._path(table, rel))
+                self.fs.delete_dir(staged_dir)
+                _pause("moved")
+                now = time.time()
+                gone = {e["path"] for e in replaced} - {rel}
+                entry = {
+                    "round": round,
+                    "part": part_name,
+                    "path": rel,
+                    "rows": data.num_rows,
+                    "digest": digest,
+                    "bytes": size,
+                    "producer": producer,
+                    "written_at": meta["illume.written_at"],
+                }
+                manifest = {
+                    "table": table,
+                    "schema_version": tdef.version,
+                    "version": manifest["version"] + 1,
+                    "files": [e for e in manifest["files"] if e not in replaced] + [entry],
+                    "retired": [r for r in manifest["retired"] if r["path"] != rel]
+                    + [{"path": p, "retired_at": now} for p in sorted(gone)],
+                }
+                self._write_manifest(table, manifest)
+            except OSError as e:
+                # a full disk or lost permissions mid-write: the manifest still lists the old
+                # files; what this write left (staged or moved, never listed) goes now
+                with suppress(OSError):
+                    self.fs.delete_dir_contents(self._path("_staging"), missing_dir_ok=True)
+                    self._collect(table, self.grace_s)
+                if isinstance(e, LakeWriteError):
+                    raise
+                raise LakeWriteError(
+                    e.errno,
+                    f"table {table!r}, round {round}: the write failed ({e.strerror or e}); the lake is "
+                    f"unchanged. Free space (or fix permissions) under {self.uri} and write again.",
+                ) from e
             _pause("committed")
             self._collect(table, self.grace_s)
             if self.catalog:
