@@ -228,7 +228,11 @@ def train_on_actor(
     ensure_ray()
     shutdown_pools()
     gpus = gpus_per_worker()
-    threads = threads or max(1, int(ray.available_resources().get("CPU", 1)))
+    # a fixed count (the largest node's CPUs), not what happens to be free this instant: a retry
+    # right after a crash sees other free CPUs, float sums depend on the thread count, and a
+    # resumed stage must end with the weights of an uninterrupted one
+    cpus = [n["Resources"].get("CPU", 1) for n in ray.nodes() if n["Alive"]]
+    threads = threads or max(1, int(max(cpus, default=1)))
     actor = Trainer.options(num_gpus=gpus, num_cpus=1).remote()
     try:
         return ray.get(actor.run.remote(settings_json, stage, parent, root, threads, kwargs))
