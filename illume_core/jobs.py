@@ -74,8 +74,15 @@ def run_stage(
     device: str | None = None,
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    rank: int = 0,
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
 ) -> StageResult:
-    """Train `stage` (stage0..3, or self_enhance = stage 3 plus the round's examples) from `parent`."""
+    """Train `stage` (stage0..3, or self_enhance = stage 3 plus the round's examples) from `parent`.
+
+    Data-parallel: every rank calls this with its `rank` and a `wrap` that makes the model
+    data-parallel (Ray Train's prepare_model); ranks draw different batches (the seed is offset
+    by the rank) and only rank 0 writes checkpoints.
+    """
     c0 = time.process_time()
     if threads:
         torch.set_num_threads(threads)
@@ -103,6 +110,8 @@ def run_stage(
         parts = Parts.from_checkpoint(load_checkpoint(parent))
 
     def save_resume(st) -> None:
+        if rank != 0:
+            return
         tmp = resume.with_name(f"{resume.name}.tmp-{uuid.uuid4().hex[:6]}")
         save_stage(parts, tmp, stage, parent=parent_id, state=st)
         if resume.exists():
@@ -115,14 +124,18 @@ def run_stage(
         parts,
         recipe,
         BaseCorpus(settings.cfg, settings.corpus),
-        seed=settings.seed,
+        seed=settings.seed + 1_000_003 * rank,
         device=device,
+        wrap=wrap,
         self_examples=examples,
         state=state,
         progress=(lambda step, loss, lr: progress(step, n_steps)) if progress else None,
         checkpoint_every=max(1, n_steps // 4),
         on_checkpoint=save_resume,
     )
+    resumed = int(state["step"]) if state else 0
+    if rank != 0:
+        return StageResult("", "", st.losses, resumed, time.process_time() - c0)
     path, ck_id = store(
         parts,
         root,

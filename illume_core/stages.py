@@ -119,8 +119,12 @@ def train_stage(
     progress: Callable[[int, float, float], None] | None = None,
     checkpoint_every: int | None = None,
     on_checkpoint: Callable[[TrainState], None] | None = None,
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
 ) -> TrainState:
-    """Run one recipe on the parts (in place). The semantic tokenizer stays frozen throughout."""
+    """Run one recipe on the parts (in place). The semantic tokenizer stays frozen throughout.
+
+    `wrap` (optional) wraps the model for the forward and backward passes (DistributedDataParallel).
+    """
     device = torch.device(device)
     parts.semantic.to(device).eval()
     for p in parts.semantic.parameters():
@@ -131,7 +135,7 @@ def train_stage(
     if state is not None:
         data.skip(int(state["step"]) * cfg.grad_accum)
     return train_loop(
-        parts.model,
+        wrap(parts.model) if wrap else parts.model,
         groups,
         data,
         cfg,

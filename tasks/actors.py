@@ -221,12 +221,21 @@ def train_on_actor(
 ):
     """Run a stage on a fresh Trainer actor (one GPU when the cluster has them, else all CPU threads).
 
+    With several GPUs in the cluster (or ILLUME_TRAIN_WORKERS=N set), the stage runs data-parallel
+    on N Ray Train workers instead (`train_data_parallel`).
+
     Worker pools are shut down first: their actors would hold the CPUs or GPU the trainer needs.
     A trainer that dies takes its call with it; the task's retry starts a new one, which resumes
     from the job's last resumable checkpoint.
     """
     ensure_ray()
     shutdown_pools()
+    n_gpus = int(ray.cluster_resources().get("GPU", 0))
+    workers = int(os.environ.get("ILLUME_TRAIN_WORKERS", "0")) or (n_gpus if n_gpus >= 2 else 1)
+    if workers > 1:
+        return train_data_parallel(
+            settings_json, stage, parent, root, workers, use_gpu=n_gpus >= workers, **kwargs
+        )
     gpus = gpus_per_worker()
     # a fixed count (the largest node's CPUs), not what happens to be free this instant: a retry
     # right after a crash sees other free CPUs, float sums depend on the thread count, and a
@@ -238,3 +247,69 @@ def train_on_actor(
         return ray.get(actor.run.remote(settings_json, stage, parent, root, threads, kwargs))
     finally:
         ray.kill(actor, no_restart=True)
+
+
+def train_data_parallel(
+    settings_json: str, stage: str, parent: str, root: str, workers: int, use_gpu: bool, **kwargs: Any
+):
+    """Run a stage with Ray Train's TorchTrainer: `workers` DDP ranks (GPUs, or CPUs with gloo).
+
+    Each rank trains on its own batches (illume_core.jobs offsets the data seed by the rank);
+    gradients are averaged by DistributedDataParallel; rank 0 writes the checkpoint and a small
+    JSON of its result beside it, which this function reads back.
+    """
+    import json
+    import tempfile
+    import uuid
+
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from illume_core.jobs import StageResult
+
+    result_file = os.path.join(root, f"_dp-{uuid.uuid4().hex}.json")
+
+    def loop(config: dict) -> None:
+        import ray.train
+        from ray.train.torch import prepare_model
+
+        from illume_core.jobs import run_stage
+        from illume_core.settings import PipelineSettings
+
+        rank = ray.train.get_context().get_world_rank()
+        res = run_stage(
+            PipelineSettings.model_validate_json(config["settings"]),
+            config["stage"],
+            config["parent"],
+            config["root"],
+            rank=rank,
+            threads=1,
+            device=None if use_gpu else "cpu",
+            wrap=lambda m: prepare_model(m, parallel_strategy_kwargs={"find_unused_parameters": True}),
+            **config["kwargs"],
+        )
+        if rank == 0:
+            with open(config["result_file"], "w") as f:
+                json.dump({**res.__dict__, "compute_seconds": res.compute_seconds * workers}, f)
+
+    os.makedirs(root, exist_ok=True)
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config={
+            "settings": settings_json,
+            "stage": stage,
+            "parent": parent,
+            "root": root,
+            "kwargs": kwargs,
+            "result_file": result_file,
+        },
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+        run_config=RunConfig(storage_path=tempfile.mkdtemp(prefix="illume-train-"), name=stage),
+    )
+    trainer.fit()
+    try:
+        with open(result_file) as f:
+            return StageResult(**json.load(f))
+    finally:
+        if os.path.exists(result_file):
+            os.remove(result_file)

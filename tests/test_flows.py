@@ -15,13 +15,8 @@ ROUND = {"n_prompts": 4, "images_per_prompt": 2, "workers": 2, "lock_timeout_s":
 
 
 @pytest.fixture(scope="module")
-def base_lake(tmp_path_factory, prefect_harness, ray_session):
-    from flows.pipeline import train_pipeline
-
-    lake = tmp_path_factory.mktemp("lake") / "base"
-    out = train_pipeline(lake=str(lake), budget="smoke", workers=2)
-    assert (lake / "checkpoints" / "current").is_file() and out["shapeseval_overall"] is not None
-    return lake
+def base_lake(smoke_lake):
+    return smoke_lake  # trained once per session (tests/conftest.py), shared with the fault matrix tests
 
 
 def _copy(base, tmp_path, name):
@@ -148,3 +143,20 @@ def test_second_round_on_a_busy_lake_is_refused(base_lake, tmp_path):
     with other.writer(owner="someone-else"):
         with pytest.raises(LakeBusyError, match="someone-else.*another round is running"):
             self_enhancement_round(lake=str(lake), **ROUND)
+
+
+def test_data_parallel_stage_on_two_cpu_workers(base_lake, tmp_path, monkeypatch):
+    """The Ray Train path (TorchTrainer + DDP over gloo on CPU) trains and writes one checkpoint."""
+    from illume_core.checkpoint import read_manifest
+    from illume_core.settings import PipelineSettings
+    from tasks.actors import train_on_actor
+    from tasks.steps import current_checkpoint
+
+    monkeypatch.setenv("ILLUME_TRAIN_WORKERS", "2")
+    s = PipelineSettings.load(base_lake)
+    parent = current_checkpoint(str(base_lake))
+    res = train_on_actor(s.model_dump_json(), "stage3", parent, str(tmp_path / "checkpoints"), steps=2)
+    assert len(res.losses) == 2 and all(x == x for x in res.losses)
+    manifest = read_manifest(res.path)
+    assert manifest["id"] == res.checkpoint_id and manifest["parent"] == read_manifest(parent)["id"]
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir() if not p.name.startswith("_")] == [res.checkpoint_id]
