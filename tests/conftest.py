@@ -35,3 +35,29 @@ def ray_session():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smoke_lake(tmp_path_factory, prefect_harness, ray_session):
+    """A lake with a smoke-budget base model, trained once per session (copy it before writing)."""
+    from flows.pipeline import train_pipeline
+
+    lake = tmp_path_factory.mktemp("smoke-lake") / "base"
+    out = train_pipeline(lake=str(lake), budget="smoke", workers=2)
+    assert (lake / "checkpoints" / "current").is_file() and out["shapeseval_overall"] is not None
+    return lake
+
+
+SMOKE_ROUND = {"n_prompts": 4, "images_per_prompt": 2, "workers": 2, "lock_timeout_s": 2.0}
+
+
+@pytest.fixture(scope="session")
+def smoke_round_lake(smoke_lake, tmp_path_factory):
+    """A copy of smoke_lake with one undisturbed round (SMOKE_ROUND): (lake, the flow's result)."""
+    import shutil
+
+    from flows.pipeline import self_enhancement_round
+
+    lake = tmp_path_factory.mktemp("smoke-round") / "lake"
+    shutil.copytree(smoke_lake, lake)
+    return lake, self_enhancement_round(lake=str(lake), **SMOKE_ROUND)

@@ -53,12 +53,8 @@ def _task_runs(lake: str) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def round_lake(base_lake, tmp_path_factory):
-    from flows.pipeline import self_enhancement_round
-
-    lake = _copy(base_lake, tmp_path_factory.mktemp("r"), "lake")
-    out = self_enhancement_round(lake=str(lake), **ROUND)
-    return lake, out
+def round_lake(smoke_round_lake):
+    return smoke_round_lake  # a round with ROUND's parameters, shared with tests/test_fault_matrix.py
 
 
 def test_base_pipeline_wrote_every_table(base_lake):
