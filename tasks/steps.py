@@ -415,11 +415,12 @@ def assess(
         rows = []
         for it in items:
             meta = Metadata.model_validate_json(prompts[it["prompt_id"]]["metadata"])
-            objs = detect(from_png(it["png"])).objects
-            a = from_evaluation(meta, objs, rules_evaluate(meta, objs))
-            rows.append(
-                {**{k: v for k, v in it.items() if k != "png"}, **assessment_fields(format_assessment(a))}
-            )
+            try:
+                objs = detect(from_png(it["png"])).objects
+                text = format_assessment(from_evaluation(meta, objs, rules_evaluate(meta, objs)))
+            except ValueError as e:  # an unreadable sample is a recorded failure, not a failed task
+                text = f"image could not be read: {e}"
+            rows.append({**{k: v for k, v in it.items() if k != "png"}, **assessment_fields(text)})
         compute = time.process_time() - c0
     ck = samples[0]["checkpoint_id"] if samples else _checkpoint_id(checkpoint)
     out = [
