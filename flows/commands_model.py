@@ -18,19 +18,20 @@ class NoCheckpointError(FileNotFoundError):
 
 
 def current_checkpoint(lake_root: str | Path) -> Path:
-    """The lake's current (last promoted) checkpoint folder, read from `<lake>/checkpoints/current`."""
-    pointer = Path(lake_root) / CURRENT_POINTER
-    if not pointer.is_file():
+    """The lake's current (last promoted) checkpoint folder (see tasks.steps.current_checkpoint)."""
+    from tasks.steps import current_checkpoint as pointer
+
+    target = pointer(str(lake_root))
+    if target is None:
         raise NoCheckpointError(
-            f"no current checkpoint in the lake at {lake_root} ({pointer} is missing); "
+            f"no current checkpoint in the lake at {lake_root} ({Path(lake_root) / CURRENT_POINTER} is missing); "
             "run `illume demo` to train one, or pass --checkpoint DIR"
         )
-    target = Path(pointer.read_text(encoding="utf-8").strip())
-    if not target.is_absolute():
-        target = Path(lake_root) / target
-    if not target.is_dir():
-        raise NoCheckpointError(f"{pointer} names {target}, which is not a folder; pass --checkpoint DIR")
-    return target
+    if not Path(target).is_dir():
+        raise NoCheckpointError(
+            f"the lake's current checkpoint {target} is not a folder; pass --checkpoint DIR"
+        )
+    return Path(target)
 
 
 def _load(checkpoint: Path | None, lake: Path):
