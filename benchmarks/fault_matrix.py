@@ -852,6 +852,15 @@ def render(results: list[Result], readers: dict | None, cmd: str) -> str:
             + (f" Partial: {readers['partial_states'][:3]}." if readers.get("partial_states") else ""),
             "",
         ]
+    ran = {r.case for r in results}
+    missing = [f"{w}:{t}" for t in ROUND_TASKS for w in ("start", "end") if f"SIGKILL {w}:{t}" not in ran]
+    if missing:
+        lines += [
+            f"Task-boundary points not run in this work folder yet ({len(missing)} of 16): "
+            + ", ".join(f"`{m}`" for m in missing)
+            + " (`--cases boundary --points ...` runs them).",
+            "",
+        ]
     lines += ["Findings:", ""] + [f"- {f}" for f in FINDINGS] + [""]
     failed = [r for r in results if not r.survived]
     if failed:
