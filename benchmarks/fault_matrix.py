@@ -594,8 +594,14 @@ class Matrix:
                     res.notes.append(f"re-run exited {rc2}")
             return self.finish(res, lake, rerun=False)
         finally:
-            subprocess.run(
-                [ray, "stop", "--force"], env=self.env, capture_output=True, timeout=60, check=False
+            # only this cluster's processes (its port or temp dir on their command line): `ray stop`
+            # would stop every Ray instance of this user, other people's test sessions included
+            kill(
+                {
+                    q: started(q)
+                    for q in _parents()
+                    if str(tmpdir) in cmdline(q) or f":{port} " in cmdline(q) + " "
+                }
             )
             for pr in started:
                 pr.stop()
