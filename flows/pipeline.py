@@ -9,11 +9,11 @@ refreshes the named tasks while everything downstream of a changed output follow
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
 from illume_core.settings import PipelineSettings
 from storage.lock import LakeBusyError
@@ -47,10 +47,29 @@ def _store(lake: str) -> Path:
     return store
 
 
+_RESULT_BLOCKS: dict[str, str] = {}
+
+
+def _result_storage(lake: str) -> str:
+    """A saved LocalFileSystem block for <lake>/_prefect/results (tasks accept only saved blocks).
+
+    Saved once per lake and process, under a name derived from the path, so every process
+    (CLI, worker, test) writes task results into the lake, whatever its PREFECT_HOME.
+    """
+    path = str(_store(lake) / "results")
+    if path not in _RESULT_BLOCKS:
+        from prefect.filesystems import LocalFileSystem
+
+        name = "illume-results-" + hashlib.sha256(path.encode()).hexdigest()[:12]
+        LocalFileSystem(basepath=path).save(name, overwrite=True)
+        _RESULT_BLOCKS[path] = f"local-file-system/{name}"
+    return _RESULT_BLOCKS[path]
+
+
 def _opts(lake: str, rerun: list[str], name: str) -> dict:
-    """Per-run task options: cache records in the lake; refresh the named tasks."""
+    """Per-run task options: results and cache records in the lake; refresh the named tasks."""
     policy = steps.CACHE_POLICY.configure(key_storage=str(_store(lake) / "cache-keys"))
-    return {"cache_policy": policy, "refresh_cache": name in rerun}
+    return {"cache_policy": policy, "refresh_cache": name in rerun, "result_storage": _result_storage(lake)}
 
 
 def _check_rerun(rerun: list[str]) -> list[str]:
@@ -77,29 +96,20 @@ class _Locked:
         self.lake, self.owner, self.timeout_s = lake, owner, timeout_s
 
     def __enter__(self):
-        # task results persist in the lake (an unsaved storage block cannot be passed per task)
-        self.settings = temporary_settings(
-            updates={PREFECT_LOCAL_STORAGE_PATH: _store(self.lake) / "results"}
-        )
-        self.settings.__enter__()
         try:
             self.ctx = get_lake(self.lake).writer(owner=self.owner, timeout_s=self.timeout_s)
             self.ctx.__enter__()
         except LakeBusyError as e:
-            self.settings.__exit__(None, None, None)
             raise LakeBusyError(
                 f"{e} (another round is running on this lake; this one did not start)"
             ) from None
         return self
 
     def __exit__(self, *exc):
-        try:
-            self.ctx.__exit__(*exc)
-            from storage.catalog import build_catalog
+        self.ctx.__exit__(*exc)
+        from storage.catalog import build_catalog
 
-            build_catalog(get_lake(self.lake))
-        finally:
-            self.settings.__exit__(*exc)
+        build_catalog(get_lake(self.lake))
 
 
 @flow(name="train-pipeline", flow_run_name="train-{preset}-{budget}-seed{seed}")

@@ -10,6 +10,7 @@ actor) calls `run_stage`; it knows nothing of either.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -40,6 +41,24 @@ class StageResult:
     losses: list[float] = field(default_factory=list)
     resumed_from: int = 0
     compute_seconds: float = 0.0
+
+
+def _reporter(progress: Callable[[int, int], None] | None, path: str | None, total: int):
+    """A train-loop progress callback: the caller's, plus a small JSON file another process can poll."""
+    if progress is None and path is None:
+        return None
+    every = max(1, total // 20)
+
+    def report(step: int, loss: float, lr: float) -> None:
+        if progress is not None:
+            progress(step, total)
+        if path is not None and (step % every == 0 or step == total):
+            tmp = f"{path}.tmp"
+            with open(tmp, "w") as f:
+                json.dump({"step": step, "total": total, "loss": loss}, f)
+            os.replace(tmp, path)
+
+    return report
 
 
 def job_key(stage: str, parent_id: str, settings: PipelineSettings, sft_key: str | None, steps: int) -> str:
@@ -74,6 +93,7 @@ def run_stage(
     device: str | None = None,
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    progress_file: str | None = None,
     rank: int = 0,
     wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
 ) -> StageResult:
@@ -129,7 +149,7 @@ def run_stage(
         wrap=wrap,
         self_examples=examples,
         state=state,
-        progress=(lambda step, loss, lr: progress(step, n_steps)) if progress else None,
+        progress=_reporter(progress, progress_file if rank == 0 else None, n_steps),
         checkpoint_every=max(1, n_steps // 4),
         on_checkpoint=save_resume,
     )

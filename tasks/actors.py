@@ -10,6 +10,7 @@ same result; a call lost to an actor crash is resubmitted, and since workers onl
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -217,7 +218,13 @@ class Trainer:
 
 
 def train_on_actor(
-    settings_json: str, stage: str, parent: str, root: str, threads: int | None = None, **kwargs: Any
+    settings_json: str,
+    stage: str,
+    parent: str,
+    root: str,
+    threads: int | None = None,
+    on_progress: Callable[[int, int, float], None] | None = None,
+    **kwargs: Any,
 ):
     """Run a stage on a fresh Trainer actor (one GPU when the cluster has them, else all CPU threads).
 
@@ -243,10 +250,32 @@ def train_on_actor(
     cpus = [n["Resources"].get("CPU", 1) for n in ray.nodes() if n["Alive"]]
     threads = threads or max(1, int(max(cpus, default=1)))
     actor = Trainer.options(num_gpus=gpus, num_cpus=1).remote()
+    # the trainer reports its step through a small file the caller polls (works across nodes
+    # that share the checkpoint folder, and needs no channel back into this process)
+    os.makedirs(root, exist_ok=True)
+    progress_file = os.path.join(root, f"_progress-{os.getpid()}-{time.time_ns()}.json")
     try:
-        return ray.get(actor.run.remote(settings_json, stage, parent, root, threads, kwargs))
+        ref = actor.run.remote(
+            settings_json, stage, parent, root, threads, {**kwargs, "progress_file": progress_file}
+        )
+        seen = -1
+        while True:
+            done, _ = ray.wait([ref], timeout=5.0)
+            if on_progress is not None and os.path.exists(progress_file):
+                try:
+                    with open(progress_file) as f:
+                        p = json.load(f)
+                    if p["step"] != seen:
+                        seen = p["step"]
+                        on_progress(p["step"], p["total"], p["loss"])
+                except (OSError, ValueError, KeyError):
+                    pass  # a report being replaced; the next poll reads it
+            if done:
+                return ray.get(ref)
     finally:
         ray.kill(actor, no_restart=True)
+        if os.path.exists(progress_file):
+            os.remove(progress_file)
 
 
 def train_data_parallel(

@@ -120,7 +120,7 @@ class Progress:
 
     def __call__(self, done: int, total: int) -> None:
         pct = 100.0 * done / max(1, total)
-        if self.id is not None and pct - self.last >= 5 or done == total:
+        if self.id is not None and (pct - self.last >= 5 or done == total):
             self.last = pct
             try:
                 update_progress_artifact(self.id, pct)
@@ -227,7 +227,17 @@ def train_vision(lake: str, settings_json: str) -> str:
     s = PipelineSettings.model_validate_json(settings_json)
     t0, c0 = datetime.now(UTC), time.process_time()
     torch.manual_seed(s.seed)
-    semantic = _train_vision(s.cfg, s.vision, seed=s.seed)
+    log = _logger()
+    total = {"encoder": s.vision.encoder_steps, "tokenizer": s.vision.tokenizer_steps}
+    bars = {part: Progress(f"train-vision: {part} steps") for part in total}
+
+    def progress(part: str, step: int, metrics: dict) -> None:
+        bars[part](step + 1, total[part])
+        if (step + 1) % max(1, total[part] // 10) == 0:
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+            log.info("%s step %d/%d: %s", part, step + 1, total[part], shown)
+
+    semantic = _train_vision(s.cfg, s.vision, seed=s.seed, progress=progress)
     parts = init_model(s.cfg, semantic, seed=s.seed, n_text=s.b.n_text)
     uri, _ = store(
         parts, Path(lake).resolve() / "checkpoints", "vision", None, {"round": 0, "settings": s.digest()}
@@ -267,6 +277,12 @@ def train_stage(
             for r in get_lake(lake).read("samples", round, "self").to_pylist()
             if r["sample_key"] in keys
         }
+    bar = Progress(f"train-{stage}: optimizer steps")
+
+    def progress(step: int, total: int, loss: float) -> None:
+        bar(step, total)
+        log.info("train-%s step %d/%d, loss %.3f", stage, step, total, loss)
+
     res = train_on_actor(
         settings_json,
         stage,
@@ -277,6 +293,7 @@ def train_stage(
         samples_by_key=samples,
         sft_key=sft_ref,
         steps=steps,
+        on_progress=progress,
     )
     log.info(
         "%s: %d steps%s, loss %.3f -> %.3f",
