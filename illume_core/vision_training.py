@@ -159,13 +159,18 @@ def retrieval_top1(model: ContrastiveModel, n: int = 100, seed: int = 0) -> floa
 
 
 def _train_codes(
-    model: SemanticTokenizer | PixelVQTokenizer,
+    make: Callable[[], SemanticTokenizer | PixelVQTokenizer],
     steps: int,
     batch_size: int,
     seed: int,
     lr: float,
     progress: Progress | None,
-) -> None:
+) -> SemanticTokenizer | PixelVQTokenizer:
+    """Build a tokenizer with `make` (after seeding) and train it on fresh ShapesWorld renders."""
+    if steps < 1 or batch_size < 1:
+        raise ValueError("tokenizer training needs steps >= 1 and batch_size >= 1")
+    torch.manual_seed(seed)
+    model = make()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     rng = train_stream(seed + 1)
@@ -179,7 +184,7 @@ def _train_codes(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         _report(progress, step, out)
-    model.eval()
+    return model.eval()
 
 
 def train_tokenizer(
@@ -192,12 +197,7 @@ def train_tokenizer(
     progress: Progress | None = None,
 ) -> SemanticTokenizer:
     """Train the semantic tokenizer (quantizer, feature reconstructor, pixel decoder) on a frozen encoder."""
-    if steps < 1 or batch_size < 1:
-        raise ValueError("tokenizer training needs steps >= 1 and batch_size >= 1")
-    torch.manual_seed(seed)
-    model = SemanticTokenizer(cfg, encoder)
-    _train_codes(model, steps, batch_size, seed, lr, progress)
-    return model
+    return _train_codes(lambda: SemanticTokenizer(cfg, encoder), steps, batch_size, seed, lr, progress)
 
 
 def train_pixel_tokenizer(
@@ -209,12 +209,7 @@ def train_pixel_tokenizer(
     progress: Progress | None = None,
 ) -> PixelVQTokenizer:
     """Train the pixel-VQ baseline tokenizer (conv encoder, quantizer, pixel decoder) on pixels only."""
-    if steps < 1 or batch_size < 1:
-        raise ValueError("tokenizer training needs steps >= 1 and batch_size >= 1")
-    torch.manual_seed(seed)
-    model = PixelVQTokenizer(cfg)
-    _train_codes(model, steps, batch_size, seed, lr, progress)
-    return model
+    return _train_codes(lambda: PixelVQTokenizer(cfg), steps, batch_size, seed, lr, progress)
 
 
 @torch.no_grad()
