@@ -58,12 +58,14 @@ BUDGETS: dict[str, Budget] = {
     ),
     # the README's `illume demo`: everything in well under 20 minutes on 2 CPU cores
     "demo": Budget(
-        encoder_steps=300,
-        tokenizer_steps=800,
+        # sized from one measured run: at 300/800 vision steps and 1,200 LLM steps the demo took
+        # 23 min for the vision part and ~2 s per LLM step on this 2-core machine under load
+        encoder_steps=150,
+        tokenizer_steps=250,
         vision_batch=64,
-        stage_steps={"stage0": 100, "stage1": 150, "stage2": 700, "stage3": 250},
+        stage_steps={"stage0": 60, "stage1": 80, "stage2": 250, "stage3": 100},
         batch_size=32,
-        finetune_steps=120,
+        finetune_steps=50,
         n_t2i=12000,
         n_scenes=6000,
         n_assess=4000,
