@@ -321,7 +321,8 @@ def _publish(lake: str, r: int, base_eval: str, cand_eval: str, decision: dict, 
             "",
             decision["reason"],
             "",
-            f"Parse rate of self-assessments: {decision['parse_rate']:.2f}",
+            f"Parse rate of the candidate's self-assessments: {decision['parse_rate']:.2f} "
+            f"(the round's, by its base model: {decision['round_parse_rate']:.2f})",
             "",
         ]
         if grid:

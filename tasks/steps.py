@@ -593,22 +593,31 @@ def promote(
     min_parse_rate: float,
     params_json: str,
 ) -> dict:
-    """Make the candidate current unless ShapesEval fell by more than `margin` or parsing failed."""
+    """Make the candidate current unless ShapesEval fell by more than `margin` or parsing failed.
+
+    The parse rate that gates is the candidate's own (its assessments of its evaluation images
+    must stay parseable); the round's rate, from the base model's assessments, is reported beside it.
+    """
     rows = read_ref(lake, assessments_ref)
-    parse_rate = sum(r["parse_status"] == "ok" for r in rows) / max(1, len(rows))
+    round_parse_rate = sum(r["parse_status"] == "ok" for r in rows) / max(1, len(rows))
+    cand_rate = overall(lake, candidate_eval_ref, benchmark="self_assessment", metric="parse_rate")
+    parse_rate = round_parse_rate if cand_rate is None else cand_rate
     before, after = overall(lake, base_eval_ref), overall(lake, candidate_eval_ref)
     ok_score = before is None or after is None or after >= before - margin
     ok_parse = parse_rate >= min_parse_rate
     if ok_score and ok_parse:
         status = "promoted"
-        reason = f"ShapesEval overall {before} -> {after} (margin {margin}); parse rate {parse_rate:.2f}"
+        reason = (
+            f"ShapesEval overall {before} -> {after} (margin {margin}); candidate parse rate {parse_rate:.2f}"
+            f" (round's assessments {round_parse_rate:.2f})"
+        )
     else:
         status = "rejected"
         why = []
         if not ok_score:
             why.append(f"ShapesEval overall fell {before:.3f} -> {after:.3f}, more than the margin {margin}")
         if not ok_parse:
-            why.append(f"assessment parse rate {parse_rate:.2f} is below {min_parse_rate}")
+            why.append(f"the candidate's assessment parse rate {parse_rate:.2f} is below {min_parse_rate}")
         reason = "; ".join(why)
     decision = {
         "round": round,
@@ -617,6 +626,7 @@ def promote(
         "before": before,
         "after": after,
         "parse_rate": parse_rate,
+        "round_parse_rate": round_parse_rate,
         "current": candidate if status == "promoted" else base,
     }
     set_round(lake, round, base, candidate, status, reason, params_json)
