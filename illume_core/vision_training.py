@@ -89,6 +89,21 @@ def _schedule(opt: torch.optim.Optimizer, step: int, steps: int, lr: float) -> N
         g["lr"] = lr * f
 
 
+def _optimizer_step(
+    opt: torch.optim.Optimizer,
+    params: list,
+    out: dict[str, torch.Tensor],
+    progress: Progress | None,
+    step: int,
+) -> None:
+    """Backward the batch's loss, clip to norm 1, step, and report the step's figures."""
+    opt.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    _report(progress, step, out)
+
+
 def _report(progress: Progress | None, step: int, out: dict[str, torch.Tensor]) -> None:
     if progress is not None:
         progress(step, {k: float(v.detach()) for k, v in out.items() if v.dim() == 0})
@@ -125,11 +140,7 @@ def train_contrastive(
             negatives = model.text.tokenize([caption(hard_negative(s, rng), rng) for s in scenes])
         _schedule(opt, step, steps, lr)
         out = model(pixels, ids, palette_index(pixels), negatives)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        _report(progress, step, out)
+        _optimizer_step(opt, list(model.parameters()), out, progress, step)
     return model.eval()
 
 
@@ -179,11 +190,7 @@ def _train_codes(
         _, pixels = sample_batch(rng, model.cfg, batch_size)
         _schedule(opt, step, steps, lr)
         out = model.losses(pixels)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        _report(progress, step, out)
+        _optimizer_step(opt, params, out, progress, step)
     return model.eval()
 
 
