@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--tokenizer-batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--override", default="{}", help="JSON of preset fields to replace")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--per-tag", type=int, default=20, help="held-out prompts per tag for the judge")
     ap.add_argument(
@@ -82,9 +83,37 @@ def main() -> None:
         "--pixel-baseline", action="store_true", help="also train and score the pixel-VQ baseline"
     )
     ap.add_argument("--save", type=Path, default=None, help="directory for safetensors weights + config")
+    ap.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="score the semantic tokenizer of this checkpoint folder (no training) and exit",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = get_preset(args.preset)
+    if args.checkpoint is not None:
+        from illume_core.checkpoint import load_checkpoint
+
+        tok = load_checkpoint(args.checkpoint).semantic_tokenizer
+        if tok is None:
+            raise SystemExit(f"{args.checkpoint} holds no semantic tokenizer")
+        tok.eval()
+        acc = reconstruction_accuracy(tok, n=args.usage_renders, seed=args.seed)
+        judged_render, judged_recon = judged_reconstructions(tok, args.per_tag, args.seed)
+        print(
+            json.dumps(
+                {
+                    "checkpoint": str(args.checkpoint),
+                    "seed": args.seed,
+                    **acc,
+                    "judge_renders": judged_render,
+                    "judge_reconstructions": judged_recon,
+                },
+                indent=2,
+            )
+        )
+        return
+    cfg = get_preset(args.preset, **json.loads(args.override))
 
     def log(name: str, every: int):
         def progress(step: int, d: dict[str, float]) -> None:

@@ -21,14 +21,17 @@ class IllumeConfig(BaseModel):
     name: str = "tiny"
     # images
     image_size: int = Field(64, ge=32, le=1024)  # square input/output canvas in pixels
-    patch_size: int = Field(8, ge=1, le=256)  # pixels per side of one grid cell (one image token)
+    patch_size: int = Field(4, ge=1, le=256)  # pixels per side of one grid cell (one image token)
     # understanding encoder (continuous features) + adapter
     vision_width: int = Field(128, ge=8, le=65536)  # encoder feature dimension per grid cell
     vision_layers: int = Field(2, ge=0, le=1024)  # transformer blocks on top of the patch embedding
     vision_heads: int = Field(4, ge=1, le=1024)
+    # the adapter merges each adapter_pool x adapter_pool block of encoder cells into one LLM
+    # input position (concatenated features -> MLP), so understanding costs grid^2 / pool^2 tokens
+    adapter_pool: int = Field(2, ge=1, le=64)
     # semantic vision tokenizer (discrete output)
     codebook_size: int = Field(
-        4096, ge=2, le=1 << 20
+        2048, ge=2, le=1 << 20
     )  # number of image codes (image tokens in the LLM vocab)
     code_dim: int = Field(
         32, ge=2, le=65536
@@ -44,7 +47,7 @@ class IllumeConfig(BaseModel):
     num_kv_heads: int = Field(4, ge=1, le=1024)
     intermediate_size: int = Field(512, ge=8, le=1 << 20)
     text_vocab_size: int = Field(1024, ge=64, le=1 << 20)  # trained BPE vocab incl. special tokens
-    max_seq_len: int = Field(256, ge=16, le=1 << 20)
+    max_seq_len: int = Field(384, ge=16, le=1 << 20)
     rope_theta: float = Field(10000.0, gt=0)
     # where real weights live for a from_pretrained load (None: build from config)
     pretrained_path: str | None = None
@@ -60,6 +63,11 @@ class IllumeConfig(BaseModel):
             raise ValueError("hidden_size must divide by num_heads, and num_heads by num_kv_heads")
         if self.vision_width % self.vision_heads:
             raise ValueError("vision_width must divide by vision_heads")
+        if self.grid % self.adapter_pool:
+            raise ValueError(
+                f"adapter_pool {self.adapter_pool} does not divide the {self.grid}x{self.grid} grid; "
+                "choose a divisor of image_size / patch_size"
+            )
         if self.max_seq_len < self.image_tokens + 32:
             raise ValueError(
                 f"max_seq_len {self.max_seq_len} leaves no room around {self.image_tokens} image tokens"
@@ -76,15 +84,22 @@ class IllumeConfig(BaseModel):
         """Image tokens per image (grid x grid)."""
         return self.grid * self.grid
 
+    @property
+    def understanding_tokens(self) -> int:
+        """LLM input positions per image on the understanding path (the adapter's merged grid)."""
+        return (self.grid // self.adapter_pool) ** 2
+
 
 PRESETS: dict[str, IllumeConfig] = {
-    # trains on 2 CPU cores in minutes
+    # trains on 2 CPU cores in minutes: 64 px, a 16x16 grid of 4-px cells (256 image tokens, as
+    # ILLUME), 2,048 codes; the adapter merges 2x2 cells, so understanding costs 64 positions
     "tiny": IllumeConfig(),
     # one GPU: 128 px, 256 tokens, codebook 4096, LLM about 100M parameters
     "small": IllumeConfig(
         name="small",
         image_size=128,
         patch_size=8,
+        adapter_pool=1,
         vision_width=384,
         vision_layers=4,
         vision_heads=6,
@@ -104,6 +119,7 @@ PRESETS: dict[str, IllumeConfig] = {
         name="illume-7b",
         image_size=256,
         patch_size=16,
+        adapter_pool=1,
         vision_width=1024,
         vision_layers=24,
         vision_heads=16,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -56,14 +57,25 @@ def llama_config(cfg: IllumeConfig, vocab_size: int) -> LlamaConfig:
 
 
 class Aligner(nn.Module):
-    """The vision adapter: encoder features (..., vision_width) -> LLM embeddings (..., hidden_size)."""
+    """The vision adapter: encoder features (I, grid^2, vision_width) -> LLM embeddings
+    (I, understanding_tokens, hidden_size).
 
-    def __init__(self, vision_width: int, hidden_size: int) -> None:
+    Each `pool x pool` block of neighbouring cells is concatenated into one vector before the
+    two-layer MLP (pool 1: one position per cell), so a fine encoder grid need not cost the LLM
+    one input position per cell.
+    """
+
+    def __init__(self, vision_width: int, hidden_size: int, grid: int = 1, pool: int = 1) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(vision_width, hidden_size)
+        self.grid, self.pool = grid, pool
+        self.fc1 = nn.Linear(vision_width * pool * pool, hidden_size)
         self.fc2 = nn.Linear(hidden_size, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool > 1:  # (I, (h p w q), W) -> (I, (h w), (p q W)), row-major blocks
+            x = rearrange(
+                x, "i (h p w q) d -> i (h w) (p q d)", p=self.pool, q=self.pool, w=self.grid // self.pool
+            )
         return self.fc2(F.gelu(self.fc1(x)))
 
 
@@ -85,7 +97,7 @@ class IllumeModel(nn.Module):
         self.vocab_size = text_vocab_size + cfg.codebook_size
         # understanding path
         self.vision_model = VisionEncoder(cfg)
-        self.aligner = Aligner(cfg.vision_width, cfg.hidden_size)
+        self.aligner = Aligner(cfg.vision_width, cfg.hidden_size, cfg.grid, cfg.adapter_pool)
         # the language model; its image-code rows are the generation path
         if llm_config is not None:
             self.llm = LlamaForCausalLM(llm_config)
@@ -110,7 +122,7 @@ class IllumeModel(nn.Module):
         """Token embeddings (B, T, D) with adapter outputs scattered into the <image> positions.
 
         input_ids (B, T); pixel_values (I, 3, H, W), the images in order of appearance;
-        image_mask (B, T) bool, True at the I * cfg.image_tokens placeholder positions.
+        image_mask (B, T) bool, True at the I * cfg.understanding_tokens placeholder positions.
         """
         embeds = self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
         if pixel_values is None or image_mask is None or not bool(image_mask.any()):
@@ -120,7 +132,7 @@ class IllumeModel(nn.Module):
         if n_slots != n_feats:
             raise ValueError(
                 f"{n_slots} <image> placeholders but {feats.shape[0]} images x {feats.shape[1]} features; "
-                "build batches with the Processor so each image gets cfg.image_tokens placeholders"
+                "build batches with the Processor so each image gets cfg.understanding_tokens placeholders"
             )
         # masked_scatter fills the True positions in row-major order: batch row, then position
         return embeds.masked_scatter(image_mask.unsqueeze(-1), feats.to(embeds.dtype))  # (B, T, D)

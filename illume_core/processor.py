@@ -22,7 +22,7 @@ from illume_core.text_tokenizer import SPECIAL_TOKENS, TextTokenizer
 IGNORE_INDEX = -100  # label of a position that is not trained on (prompt, padding)
 CFG_DROP_PROB = 0.1  # ILLUME drops the text condition of 10% of text-to-image examples
 
-# templates: "<image>" stands for cfg.image_tokens placeholder positions; answers follow <assistant>
+# templates: "<image>" stands for cfg.understanding_tokens placeholder positions; answers follow <assistant>
 CAPTION_PROMPT = "<user> <image> describe the image. <assistant>"
 VQA_PROMPT = "<user> <image> {question} <assistant>"
 T2I_PROMPT = "<user> generate an image: {prompt} <assistant> <soi>"
@@ -161,7 +161,7 @@ class Processor:
             raise ValueError(f"template has {n_ph} <image> placeholders but {len(images)} images were given")
         expanded: list[int] = []
         for i in ids:  # one placeholder per image feature
-            expanded.extend([i] * self.cfg.image_tokens if i == self.tokenizer.image_id else [i])
+            expanded.extend([i] * self.cfg.understanding_tokens if i == self.tokenizer.image_id else [i])
         return Example(expanded, [IGNORE_INDEX] * len(expanded), [self._pixels(im) for im in images])
 
     def _text_answer(self, template: str, images: Sequence[ImageLike], answer: str) -> Example:

@@ -78,6 +78,11 @@ def sample_batch(rng: random.Random, cfg: IllumeConfig, batch_size: int) -> tupl
     return scenes, to_tensor([render(s) for s in scenes])
 
 
+# dead-code restarts run for this fraction of tokenizer training; the rest lets the decoder
+# settle on codes that stay put
+RESTARTS_UNTIL = 0.6
+
+
 def _schedule(opt: torch.optim.Optimizer, step: int, steps: int, lr: float) -> None:
     """Linear warmup over 5% of the steps, then cosine decay to 10% of `lr`."""
     warm = max(1, steps // 20)
@@ -189,6 +194,7 @@ def _train_codes(
     for step in range(steps):
         _, pixels = sample_batch(rng, model.cfg, batch_size)
         _schedule(opt, step, steps, lr)
+        model.quantizer.restarts = step < RESTARTS_UNTIL * steps
         out = model.losses(pixels)
         _optimizer_step(opt, params, out, progress, step)
     return model.eval()

@@ -21,6 +21,7 @@ from illume_core.world import render, sample_scene
 MICRO = {
     "image_size": 32,
     "patch_size": 8,
+    "adapter_pool": 1,
     "vision_width": 32,
     "vision_layers": 1,
     "vision_heads": 2,

@@ -15,7 +15,9 @@ def test_shapes_of_named_presets():
     assert get_preset("illume-7b").codebook_size == 16384
     assert get_preset("illume-7b").image_tokens == 256
     assert get_preset("small").image_tokens == 256
-    assert get_preset("tiny").image_tokens == 64
+    tiny = get_preset("tiny")
+    assert tiny.image_tokens == 256 and tiny.understanding_tokens == 64  # the adapter merges 2x2 cells
+    assert get_preset("small").understanding_tokens == 256
 
 
 def test_unknown_preset_names_choices():

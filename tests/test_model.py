@@ -34,8 +34,27 @@ def test_preset_builds_with_expected_shapes(name):
     with torch.no_grad():
         feats = model.aligner(model.vision_model(torch.rand(1, 3, cfg.image_size, cfg.image_size)))
         logits = model.image_logits(torch.zeros(2, cfg.hidden_size))
-    assert feats.shape == (1, cfg.image_tokens, cfg.hidden_size)
+    assert feats.shape == (1, cfg.understanding_tokens, cfg.hidden_size)
     assert logits.shape == (2, cfg.codebook_size)
+
+
+def test_adapter_pool_merges_each_block_of_neighbouring_cells():
+    from illume_core.model import Aligner
+
+    torch.manual_seed(0)
+    al = Aligner(vision_width=3, hidden_size=8, grid=4, pool=2)
+    x = torch.randn(2, 16, 3)  # a 4x4 grid, row-major
+    out = al(x)
+    assert out.shape == (2, 4, 8)
+    # position 1 of the merged 2x2 grid is cells (0,2), (0,3), (1,2), (1,3) = 2, 3, 6, 7, in that order
+    block = torch.cat([x[:, 2], x[:, 3], x[:, 6], x[:, 7]], -1)  # (2, 12)
+    torch.testing.assert_close(out[:, 1], al.fc2(torch.nn.functional.gelu(al.fc1(block))))
+    # changing a cell outside the block leaves that position alone
+    y = x.clone()
+    y[:, 0] += 1
+    torch.testing.assert_close(al(y)[:, 1], out[:, 1])
+    with pytest.raises(ValueError, match="adapter_pool 3 does not divide"):
+        get_preset("tiny", patch_size=4, adapter_pool=3)
 
 
 def test_illume_7b_builds_on_meta_with_its_parameter_count():
