@@ -513,7 +513,11 @@ class Matrix:
         name = "ray-node-lost"
         lake = self.copy(name)
         port = free_port()
-        env = {**self.env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+        # Ray >= 2.59 turns token authentication on for a `ray start --head` cluster (token in
+        # ~/.ray/auth_token); a joining node and a driver must say RAY_AUTH_MODE=token too, else
+        # the GCS refuses them ("Authentication token is missing or incorrect")
+        auth = {**self.env, "RAY_AUTH_MODE": "token"}
+        env = {**auth, "RAY_ADDRESS": f"127.0.0.1:{port}"}
         ray = str(BIN / "ray")
         tmpdir = self.work / "ray-tmp"
         started: list[Proc] = []
@@ -552,7 +556,7 @@ class Matrix:
                     "--node-ip-address=127.0.0.1",
                     "--disable-usage-stats",
                 ],
-                self.env,
+                auth,
                 self.log("ray-node"),
             )
             started.append(node)
@@ -584,7 +588,7 @@ class Matrix:
                         "--node-ip-address=127.0.0.1",
                         "--disable-usage-stats",
                     ],
-                    self.env,
+                    auth,
                     self.log("ray-node2"),
                 )
                 started.append(node2)
