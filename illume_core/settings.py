@@ -75,20 +75,20 @@ BUDGETS: dict[str, Budget] = {
     ),
     # the self-enhancement experiment (benchmarks/self_enhancement.py)
     "experiment": Budget(
-        # sized for the 256-token tiny preset: about 45 min a seed on the 2-core machine (LLM
-        # steps measured at 0.7 s for captions, 1.3 s for text-to-image and 1.9 s for editing)
+        # sized for the 256-token tiny preset so that two seeds fit about 90 min on the 2-core
+        # machine: measured there, vision 7.7 min, stage 1 at 1.7 s and stage 2 at 2.0 s a step
         encoder_steps=200,
         tokenizer_steps=500,
         vision_batch=64,
-        stage_steps={"stage0": 100, "stage1": 120, "stage2": 500, "stage3": 200},
+        stage_steps={"stage0": 100, "stage1": 80, "stage2": 300, "stage3": 120},
         batch_size=32,
-        finetune_steps=100,
+        finetune_steps=60,
         n_t2i=12000,
         n_scenes=6000,
         n_assess=4000,
-        eval_per_tag=12,
+        eval_per_tag=10,
         eval_images_per_prompt=4,
-        vqa_questions=200,
+        vqa_questions=150,
     ),
 }
 
