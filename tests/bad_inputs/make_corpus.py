@@ -313,8 +313,12 @@ def configs() -> None:
         "string-size": ({"image_size": "big"}, [r"image_size", r"valid integer"]),
         "unknown-field": ({"dropout": 0.1}, [r"dropout", r"Extra inputs are not permitted"]),
         "not-a-multiple": (
+            {"image_size": 102},
+            [r"image_size 102 is not a multiple of patch_size 4", r"choose"],
+        ),
+        "pool-not-a-divisor": (
             {"image_size": 100},
-            [r"image_size 100 is not a multiple of patch_size 8", r"choose"],
+            [r"adapter_pool 2 does not divide the 25x25 grid", r"choose a divisor"],
         ),
         "heads-mismatch": ({"num_heads": 5}, [r"hidden_size must divide by num_heads"]),
     }
