@@ -58,20 +58,21 @@ BUDGETS: dict[str, Budget] = {
     ),
     # the README's `illume demo`: everything in well under 20 minutes on 2 CPU cores
     "demo": Budget(
-        # sized from one measured run: at 300/800 vision steps and 1,200 LLM steps the demo took
-        # 23 min for the vision part and ~2 s per LLM step on this 2-core machine under load
-        encoder_steps=150,
+        # sized from the per-step costs the experiment measured on the 2-core machine with the
+        # 256-token tiny preset (encoder 0.75 s, tokenizer 0.6 s, stage 1 1.7 s, stage 2 2.0 s,
+        # stage 3 1.7 s a step; an evaluation about 1 min): about 18 min in all, by that sum
+        encoder_steps=120,
         tokenizer_steps=250,
         vision_batch=64,
-        stage_steps={"stage0": 60, "stage1": 80, "stage2": 250, "stage3": 100},
+        stage_steps={"stage0": 60, "stage1": 60, "stage2": 150, "stage3": 80},
         batch_size=32,
-        finetune_steps=50,
+        finetune_steps=40,
         n_t2i=12000,
         n_scenes=6000,
         n_assess=4000,
         eval_per_tag=10,
         eval_images_per_prompt=4,
-        vqa_questions=200,
+        vqa_questions=150,
     ),
     # the self-enhancement experiment (benchmarks/self_enhancement.py)
     "experiment": Budget(
