@@ -64,12 +64,17 @@ FINDINGS = [
     "`Unable to connect to 'ws://.../api/events/in'` and `Error logging to API` until killed (240 s "
     "here). Nothing is half-written (the lake is checked after the re-run), and with the server back "
     "the same round finishes from its caches.",
-    "**Two-node Ray cluster: not formed on this machine**, so the node-loss case was never injected: "
+    "**Two-node Ray cluster: not formed in the matrix run**, so the node-loss case was never injected: "
     "`ray start --head --port=P --num-cpus=1` starts (it reports node IP 192.0.2.2 even with "
     "`--node-ip-address=127.0.0.1`), and the second `ray start --address=127.0.0.1:P --num-cpus=1` "
-    "exits with `Failed to connect to GCS at address 192.0.2.2:P within 5 seconds`. Whether the "
-    "pipeline survives losing a node is therefore not measured; what the code would do: the lost "
-    "worker's shard is resubmitted to a new ModelWorker, which needs a free CPU on a live node.",
+    "exited with `Failed to connect to GCS at address 192.0.2.2:P within 5 seconds`. Found later "
+    "(2026-11-25, by hand, quiet machine): Ray 2.60 turns token authentication on for a "
+    "`ray start --head` cluster, and a joining node without `RAY_AUTH_MODE=token` is refused "
+    "(`Authentication token is missing or incorrect`); with it, the second node joins and `ray "
+    "status` shows 2 active nodes. The case now starts joining nodes and the driver with "
+    "`RAY_AUTH_MODE=token`, but has not been re-run. Whether the pipeline survives losing a node "
+    "is therefore not measured; what the code would do: the lost worker's shard is resubmitted to "
+    "a new ModelWorker, which needs a free CPU on a live node.",
 ]
 DOC = ROOT / "docs" / "RELIABILITY.md"
 SECTION = "## Fault matrix"
