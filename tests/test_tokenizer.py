@@ -128,3 +128,33 @@ def test_pixel_baseline_training_reduces_loss():
         cfg, steps=15, batch_size=8, seed=0, lr=3e-3, progress=lambda s, d: logs.append(d["pixel"])
     )
     assert sum(logs[-3:]) / 3 < sum(logs[:3]) / 3
+
+
+def test_semantic_tokenizer_codes_depend_on_the_cells_own_pixels_only():
+    """A cell's code is keyed on its exact pixels: the same 4x4 content gets the same code in any
+    surroundings, and the semantic features (which carry context) only shape training."""
+    cfg = get_preset("tiny", codebook_size=64, decoder_width=16)
+    torch.manual_seed(0)
+    tok = SemanticTokenizer(cfg).eval()
+    a = _pixels(1, cfg.image_size, seed=3)
+    b = _pixels(1, cfg.image_size, seed=4)
+    p = cfg.patch_size
+    # copy cell (5, 7) of a into cell (5, 7) of b; every other cell of b stays different
+    b[:, :, 5 * p : 6 * p, 7 * p : 8 * p] = a[:, :, 5 * p : 6 * p, 7 * p : 8 * p]
+    ids_a, ids_b = tok.encode(a), tok.encode(b)
+    cell = 5 * cfg.grid + 7
+    assert int(ids_a[0, cell]) == int(ids_b[0, cell])
+    # and the encoder is not consulted: changing its weights leaves the codes as they are
+    with torch.no_grad():
+        for w in tok.encoder.parameters():
+            w.add_(1.0)
+    assert torch.equal(tok.encode(a), ids_a)
+
+
+def test_first_training_call_spreads_codes_over_distinct_vectors():
+    vq = VectorQuantizer(8, 2).train()
+    # 90 copies of one vector (the background) and 10 distinct ones
+    flat = torch.cat([torch.zeros(90, 2), torch.arange(1, 11).float()[:, None].repeat(1, 2)])
+    vq(flat[None])
+    # the first call put the 8 codes on 8 different data vectors, not 7 of them on the background
+    assert len(torch.unique(vq.codebook.round(decimals=1), dim=0)) == 8
