@@ -134,7 +134,10 @@ def write_report(results: dict[int, dict[str, dict[str, float]]], out: Path, cmd
     png = out.with_suffix(".png")
     fig.savefig(png)
     lines += ["", f"![ShapesEval per arm and tag]({png.name})", ""]
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # a hand-written reading below the tables (from "## Reading" on) survives a re-run
+    old = out.read_text(encoding="utf-8") if out.exists() else ""
+    kept = old[old.index("## Reading") :] if "## Reading" in old else ""
+    out.write_text("\n".join(lines) + "\n" + kept, encoding="utf-8")
 
 
 def main() -> None:
