@@ -40,6 +40,10 @@ class CheckpointIntegrityError(ValueError):
     """A checkpoint file does not match the digest its manifest recorded."""
 
 
+class CheckpointFormatError(ValueError):
+    """A checkpoint whose files verify but do not fit this version's model shapes."""
+
+
 class CheckpointMissingFileError(FileNotFoundError):
     """A file a checkpoint needs is absent."""
 
@@ -174,7 +178,8 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     directory = Path(directory)
     manifest = verify_checkpoint(directory)
     config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
-    cfg = IllumeConfig(**config["illume"])
+    # checkpoints written before the adapter could merge cells had one LLM position per cell
+    cfg = IllumeConfig(**{"adapter_pool": 1, **config["illume"]})
     text_tokenizer = TextTokenizer.from_file(directory / TEXT_TOKENIZER_FILE)
     if text_tokenizer.vocab_size != config["text_vocab_size"]:
         raise CheckpointIntegrityError(
@@ -190,7 +195,14 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         from illume_core.tokenizer import SemanticTokenizer
 
         semantic = SemanticTokenizer(cfg)
-        load_model(semantic, str(directory / SEMANTIC_FILE), strict=True, device=str(device))
+        try:
+            load_model(semantic, str(directory / SEMANTIC_FILE), strict=True, device=str(device))
+        except RuntimeError as e:  # missing, unexpected or reshaped tensors
+            raise CheckpointFormatError(
+                f"{directory / SEMANTIC_FILE} does not fit this version's semantic tokenizer "
+                f"({str(e).splitlines()[0]}); it was written by an older illume (before the tiny preset's "
+                "256-token tokenizer): train a new base model with `illume train`"
+            ) from e
         semantic.to(device).eval()
     return LoadedCheckpoint(model, semantic, text_tokenizer, cfg, manifest)
 

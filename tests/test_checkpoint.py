@@ -136,3 +136,38 @@ def test_cli_generate_ask_edit_on_a_checkpoint(saved, tmp_path):
         ["edit", str(tmp_path / "img_0.png"), "remove it", "-o", str(out), "--checkpoint", str(info.path)],
     )
     assert res.exit_code == 0 and out.is_file(), res.output
+
+
+def _resign(directory) -> None:
+    """Recompute the manifest's digests after a file was rewritten on purpose (an older writer)."""
+    from illume_core.checkpoint import MANIFEST_FILE, _files_id, _sha256
+
+    manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    manifest["files"] = {name: _sha256(directory / name) for name in manifest["files"]}
+    manifest["id"] = _files_id(manifest["files"])
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+def test_checkpoint_from_before_adapter_pool_loads_with_one_position_per_cell(tmp_path):
+    model, proc = micro_model()  # adapter_pool 1
+    ck = tmp_path / "old"
+    save_checkpoint(ck, model, SemanticTokenizer(proc.cfg), text_tokenizer(), stage=1)
+    config = json.loads((ck / "config.json").read_text())
+    del config["illume"]["adapter_pool"]  # what an older illume wrote
+    (ck / "config.json").write_text(json.dumps(config))
+    _resign(ck)
+    loaded = load_checkpoint(ck)
+    assert loaded.config.adapter_pool == 1
+    torch.testing.assert_close(loaded.model.aligner.fc1.weight, model.aligner.fc1.weight)
+
+
+def test_tokenizer_of_an_older_shape_is_refused_with_what_to_do(tmp_path):
+    from illume_core.checkpoint import CheckpointFormatError
+
+    model, proc = micro_model()
+    old = SemanticTokenizer(proc.cfg)
+    del old.decoder.code_embed  # the decoder before it had a vector per code
+    ck = tmp_path / "old"
+    save_checkpoint(ck, model, old, text_tokenizer(), stage=1)
+    with pytest.raises(CheckpointFormatError, match=r"tokenizer\.safetensors does not fit.*illume train"):
+        load_checkpoint(ck)
