@@ -8,6 +8,7 @@ only on its own request (a seed per sample), never on batch composition or worke
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 
 from illume_core.assessment import DIMENSIONS, assessment_question, parse_assessment
 from illume_core.checkpoint import load_checkpoint
+from illume_core.constrained import AssessmentGrammar
 from illume_core.images import from_png, png_bytes, to_pil
 from illume_core.sampling import answer, edit_images, generate_images
 from illume_core.stages import Parts
@@ -49,6 +51,11 @@ class Engine:
     @property
     def model(self):
         return self.parts.model
+
+    @functools.cached_property
+    def grammar(self) -> AssessmentGrammar:
+        """The assessment grammar over this checkpoint's text tokenizer (masks built lazily)."""
+        return AssessmentGrammar(self.parts.processor.tokenizer)
 
     @torch.no_grad()
     def draw(
@@ -106,17 +113,29 @@ class Engine:
         max_new_tokens: int = 64,
         batch_size: int = 16,
         progress: Progress | None = None,
+        constrained: bool = True,
     ) -> list[dict]:
         """items: {prompt_id, sample_index, prompt, png} -> the model's own assessment rows.
 
-        Unparseable answers come back with parse_status 'failed' and their raw text, never an
-        exception: one bad answer must not cost the batch.
+        `constrained` (the default) decodes under the assessment grammar (illume_core/constrained.py):
+        the model picks verdicts and reasons, the keys and separators are fixed; False lets it
+        write freely (ILLUME's way, and the ablation). Unparseable answers come back with
+        parse_status 'failed' or 'partial' and their raw text, never an exception: one bad
+        answer must not cost the batch.
         """
+        grammar = self.grammar if constrained else None
         out: list[dict] = []
         for chunk in _batches(items, batch_size):
             images = [from_png(it["png"]) for it in chunk]
             questions = [assessment_question(it["prompt"]) for it in chunk]
-            texts = answer(self.model, self.parts.processor, images, questions, max_new_tokens=max_new_tokens)
+            texts = answer(
+                self.model,
+                self.parts.processor,
+                images,
+                questions,
+                max_new_tokens=max_new_tokens,
+                grammar=grammar,
+            )
             for it, text in zip(chunk, texts, strict=True):
                 out.append({**{k: v for k, v in it.items() if k != "png"}, **assessment_fields(text)})
             if progress:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from transformers import StaticCache
 
+from illume_core.constrained import AssessmentGrammar
 from illume_core.model import IllumeModel
 from illume_core.processor import Batch, ImageLike, Processor
 
@@ -192,9 +193,10 @@ def answer(
     top_p: float = 1.0,
     seeds: Sequence[int] | None = None,
     no_cache: bool = False,
+    grammar: AssessmentGrammar | None = None,
 ) -> list[str]:
     """Text answers about images (None: a text-only question), greedy by default, each stopping
-    at <eos>; logits are restricted to text ids."""
+    at <eos>; logits are restricted to text ids, and with a `grammar` to the ids it allows next."""
     if len(images) != len(questions):
         raise ValueError(f"{len(images)} images but {len(questions)} questions; give one each")
     model.eval()
@@ -209,9 +211,16 @@ def answer(
         generators = _generators(seeds, device)
     eos = processor.tokenizer.eos_id
     prefix, hidden = prefill(model, batch.to(device), max_new_tokens, no_cache)
+    states = [grammar.start() for _ in questions] if grammar is not None else []
 
     def pick(h: torch.Tensor) -> torch.Tensor:
-        return sample_logits(model.text_logits(h), generators, temperature, top_k, top_p)  # (B,)
+        logits = model.text_logits(h)  # (B, Vt)
+        if grammar is None:
+            return sample_logits(logits, generators, temperature, top_k, top_p)  # (B,)
+        logits = logits.masked_fill(~grammar.mask(states).to(logits.device), float("-inf"))  # (B, Vt)
+        ids = sample_logits(logits, generators, temperature, top_k, top_p)  # (B,)
+        states[:] = [grammar.advance(s, t) for s, t in zip(states, ids.tolist(), strict=True)]
+        return ids
 
     def stop(tokens: torch.Tensor) -> bool:
         return bool((tokens == eos).any(1).all())
