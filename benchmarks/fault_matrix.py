@@ -15,6 +15,7 @@ out. With --write-doc the figures replace the "Fault matrix" section of docs/REL
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -119,7 +120,7 @@ def _parents() -> dict[int, int]:
     return out
 
 
-def started(pid: int) -> int | None:
+def started_at(pid: int) -> int | None:
     """The process's start time (clock ticks since boot): a pid and this name one process, never a reused pid."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -148,7 +149,7 @@ def cmdline(pid: int) -> str:
 def kill(pids: set[int] | list[int] | dict[int, int | None], sig: int = signal.SIGKILL) -> None:
     """Signal processes; with a {pid: start time} map, only those still the same process."""
     for p in pids:
-        if isinstance(pids, dict) and started(p) != pids[p]:
+        if isinstance(pids, dict) and started_at(p) != pids[p]:
             continue  # gone, and the pid may now belong to someone else's process
         try:
             os.kill(p, sig)
@@ -189,7 +190,7 @@ class Proc:
     def track(self) -> None:
         if self.p.poll() is None:
             for d in descendants(self.p.pid) - self.seen.keys():
-                self.seen[d] = started(d)
+                self.seen[d] = started_at(d)
 
     def wait_for(self, pred: Callable[[], bool], timeout_s: float, every: float = 0.1) -> bool:
         end = time.monotonic() + timeout_s
@@ -337,6 +338,10 @@ def round1_current(lake: Path) -> str:
 
 
 # ------------------------------------------------------------------------------ the matrix
+
+
+class ClusterError(RuntimeError):
+    """The local Ray cluster of a case could not be formed."""
 
 
 @dataclass
@@ -513,10 +518,11 @@ class Matrix:
             res.survived = False
         return res
 
-    def two_node(self) -> Result:
-        """A head and a worker node (ray start, 1 CPU each); the worker node's raylet is SIGKILLed mid sampling."""
-        name = "ray-node-lost"
-        lake = self.copy(name)
+    @contextlib.contextmanager
+    def cluster(self, tag: str):
+        """A local 2-node Ray cluster (`ray start`, 1 CPU each): yields (env for a driver, the
+        worker node's raylet pids, a function starting one more worker node, the processes
+        started); every process of this cluster is killed on the way out."""
         port = free_port()
         # Ray >= 2.59 turns token authentication on for a `ray start --head` cluster (token in
         # ~/.ray/auth_token); a joining node and a driver must say RAY_AUTH_MODE=token too, else
@@ -526,10 +532,22 @@ class Matrix:
         ray = str(BIN / "ray")
         tmpdir = self.work / "ray-tmp"
         started: list[Proc] = []
-        res = Result("worker node lost mid sampling", "2-node local Ray cluster, second raylet SIGKILLed")
+        node_cmd = [
+            ray,
+            "start",
+            f"--address=127.0.0.1:{port}",
+            "--num-cpus=1",
+            "--disable-usage-stats",
+        ]
 
         def raylets() -> set[int]:
             return {p for p in _parents() if "raylet/raylet" in cmdline(p) and str(port) in cmdline(p)}
+
+        def add_node(name: str) -> str | None:
+            """Start a worker node; None when it joined, else why not."""
+            node = Proc(node_cmd, auth, self.log(name))
+            started.append(node)
+            return None if node.wait(120) == 0 else f"{name} (ray start --address) failed: {_tail(node.text)}"
 
         try:
             head = Proc(
@@ -540,80 +558,99 @@ class Matrix:
                     f"--port={port}",
                     "--num-cpus=1",
                     "--include-dashboard=false",
-                    "--node-ip-address=127.0.0.1",
                     f"--temp-dir={tmpdir}",
                     "--disable-usage-stats",
                 ],
                 self.env,
-                self.log("ray-head"),
+                self.log(f"{tag}-head"),
             )
             started.append(head)
             if head.wait(120) != 0:
-                res.notes.append(f"ray start --head failed: {_tail(head.text)}")
-                return self.finish(res, lake, rerun=False)
+                raise ClusterError(f"ray start --head failed: {_tail(head.text)}")
             first = raylets()
-            node = Proc(
-                [
-                    ray,
-                    "start",
-                    f"--address=127.0.0.1:{port}",
-                    "--num-cpus=1",
-                    "--node-ip-address=127.0.0.1",
-                    "--disable-usage-stats",
-                ],
-                auth,
-                self.log("ray-node"),
-            )
-            started.append(node)
-            if node.wait(120) != 0:
-                res.notes.append(f"second ray start (worker node) failed: {_tail(node.text)}")
-                return self.finish(res, lake, rerun=False)
-            second = raylets() - first
-            res.notes.append(f"raylets: head {sorted(first)}, worker node {sorted(second)}")
-            samples_dir = lake / "prompts" / "round=1" / "part=self"
-            p = Proc(round_cmd(lake), env, self.log(name))
-            started.append(p)
-            # select-prompts written -> sampling starts; give the workers time to get their shards
-            if p.wait_for(lambda: samples_dir.is_dir() and any(samples_dir.iterdir()), self.timeout_s):
-                time.sleep(4.0)
-                kill(second)
-                res.injected = bool(second)
-            rc = p.wait(min(self.timeout_s, 240))
-            res.notes.append(
-                "faulted run: "
-                + ("finished" if rc == 0 else "no end within 240 s (killed)" if rc is None else f"exit {rc}")
-            )
-            if rc != 0:  # a replacement node joins, and the round is run again
-                node2 = Proc(
-                    [
-                        ray,
-                        "start",
-                        f"--address=127.0.0.1:{port}",
-                        "--num-cpus=1",
-                        "--node-ip-address=127.0.0.1",
-                        "--disable-usage-stats",
-                    ],
-                    auth,
-                    self.log("ray-node2"),
-                )
-                started.append(node2)
-                node2.wait(120)
-                rc2 = self.round(lake, f"{name}-rerun", env)
-                if rc2 != 0:
-                    res.notes.append(f"re-run exited {rc2}")
-            return self.finish(res, lake, rerun=False)
+            why = add_node(f"{tag}-node")
+            if why:
+                raise ClusterError(why)
+            yield env, raylets() - first, add_node, started
         finally:
             # only this cluster's processes (its port or temp dir on their command line): `ray stop`
             # would stop every Ray instance of this user, other people's test sessions included
             kill(
                 {
-                    q: started(q)
+                    q: started_at(q)
                     for q in _parents()
                     if str(tmpdir) in cmdline(q) or f":{port} " in cmdline(q) + " "
                 }
             )
             for pr in started:
                 pr.stop()
+
+    def two_node(self) -> Result:
+        """A head and a worker node (ray start, 1 CPU each); the worker node's raylet is SIGKILLed mid sampling."""
+        name = "ray-node-lost"
+        lake = self.copy(name)
+        res = Result("worker node lost mid sampling", "2-node local Ray cluster, second raylet SIGKILLed")
+        try:
+            with self.cluster("ray") as (env, second, add_node, started):
+                res.notes.append(f"worker node raylet {sorted(second)}")
+                samples_dir = lake / "prompts" / "round=1" / "part=self"
+                p = Proc(round_cmd(lake), env, self.log(name))
+                started.append(p)
+                # select-prompts written -> sampling starts; give the workers time to get their shards
+                if p.wait_for(lambda: samples_dir.is_dir() and any(samples_dir.iterdir()), self.timeout_s):
+                    time.sleep(4.0)
+                    kill(second)
+                    res.injected = bool(second)
+                rc = p.wait(min(self.timeout_s, 240))
+                res.notes.append(
+                    "faulted run: "
+                    + (
+                        "finished"
+                        if rc == 0
+                        else "no end within 240 s (killed)"
+                        if rc is None
+                        else f"exit {rc}"
+                    )
+                )
+                if rc != 0:  # a replacement node joins, and the round is run again
+                    why = add_node("ray-node2")
+                    if why:
+                        res.notes.append(why)
+                    rc2 = self.round(lake, f"{name}-rerun", env)
+                    if rc2 != 0:
+                        res.notes.append(f"re-run exited {rc2}")
+        except ClusterError as e:
+            res.notes.append(str(e))
+        return self.finish(res, lake, rerun=False)
+
+    def on_cluster(self) -> Result:
+        """No fault: the round against a 2-node cluster must equal the single-process reference,
+        with model workers placed on the worker node too."""
+        name = "ray-cluster"
+        lake = self.copy(name)
+        res = Result("none: round on a 2-node Ray cluster", "RAY_ADDRESS of a head + worker node")
+        try:
+            with self.cluster("cluster") as (env, second, _, started):
+                p = Proc(round_cmd(lake), env, self.log(name))
+                started.append(p)
+                remote: set[str] = set()
+
+                def watch() -> bool:  # actors whose process descends from the worker node's raylet
+                    for r in second:
+                        remote.update(
+                            m.group(0) for q in descendants(r) if (m := re.search(r"ray::\w+", cmdline(q)))
+                        )
+                    return p.p.poll() is not None
+
+                p.wait_for(watch, self.timeout_s, every=0.5)
+                rc = p.wait(30)
+                res.injected = rc == 0 and bool(remote)
+                res.notes.append(
+                    f"round exit {rc}; processes on the worker node: {', '.join(sorted(remote)) or 'none'}"
+                )
+        except ClusterError as e:
+            res.notes.append(str(e))
+        return self.finish(res, lake, rerun=False)
 
     def prefect_server(self) -> Result:
         """`prefect server start` on loopback; the round uses it; the server is SIGKILLed mid sampling."""
@@ -928,7 +965,7 @@ def main() -> int:
     )
     ap.add_argument(
         "--cases",
-        default="readers,prefect,ray-node,write,worker,trainer,two-rounds,boundary",
+        default="readers,prefect,ray-cluster,ray-node,write,worker,trainer,two-rounds,boundary",
         help="comma-separated groups to run",
     )
     ap.add_argument("--points", default="", help="only these boundary points (e.g. end:sample,start:promote)")
@@ -968,6 +1005,7 @@ def main() -> int:
         "readers": lambda: m.readers(args.min_queries),
         "prefect": m.prefect_server,
         "ray-node": m.two_node,
+        "ray-cluster": m.on_cluster,
         "boundary": lambda: [m.boundary(pt) for pt in points],
     }
     unknown = [g for g in groups if g not in run]
