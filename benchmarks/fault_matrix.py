@@ -161,11 +161,12 @@ class Proc:
     """A subprocess in its own session whose output is read line by line; remembers descendants.
 
     Ray workers leave the process group of the flow, so the descendants are sampled while it
-    runs and every one still alive is killed by `stop`.
+    runs and every one still alive is killed by `stop`. `daemons=True` is for a command that
+    starts daemons meant to outlive it (`ray start`): its end leaves them running.
     """
 
-    def __init__(self, cmd: list[str], env: dict, log: Path, cwd: Path = ROOT) -> None:
-        self.log = log
+    def __init__(self, cmd: list[str], env: dict, log: Path, cwd: Path = ROOT, daemons: bool = False) -> None:
+        self.log, self.daemons = log, daemons
         self.lines: list[str] = []
         self.seen: dict[int, int | None] = {}  # pid -> start time
         self.p = subprocess.Popen(
@@ -215,7 +216,8 @@ class Proc:
         if self.p.poll() is None:
             self.stop()
             return None
-        self.stop()
+        if not self.daemons:
+            self.stop()
         return self.p.returncode
 
     def stop(self) -> None:
@@ -545,7 +547,7 @@ class Matrix:
 
         def add_node(name: str) -> str | None:
             """Start a worker node; None when it joined, else why not."""
-            node = Proc(node_cmd, auth, self.log(name))
+            node = Proc(node_cmd, auth, self.log(name), daemons=True)
             started.append(node)
             return None if node.wait(120) == 0 else f"{name} (ray start --address) failed: {_tail(node.text)}"
 
@@ -563,6 +565,7 @@ class Matrix:
                 ],
                 self.env,
                 self.log(f"{tag}-head"),
+                daemons=True,
             )
             started.append(head)
             if head.wait(120) != 0:

@@ -47,14 +47,17 @@ def _metrics(rows: list[dict]) -> dict[str, float]:
 
 
 def run_seed(work: Path, seed: int, budget: str, n_prompts: int, images_per_prompt: int, workers: int,
-             log) -> dict[str, dict[str, float]]:
+             log, rerun: list[str] | None = None) -> dict[str, dict[str, float]]:
     from flows.pipeline import _eval_refs, self_enhancement_round, train_pipeline
     from illume_core.settings import PipelineSettings
     from tasks import steps
 
     base = work / f"seed{seed}" / "base"
     t0 = time.perf_counter()
-    out = train_pipeline(lake=str(base), budget=budget, seed=seed, workers=workers, lock_timeout_s=60)
+    # a base lake left by an earlier run of this work folder is reused through the flow's caches;
+    # `rerun` refreshes the named tasks (and what depends on them) there
+    out = train_pipeline(lake=str(base), budget=budget, seed=seed, workers=workers, lock_timeout_s=60,
+                         rerun=rerun or [])
     log(f"seed {seed}: base training {time.perf_counter() - t0:.0f} s, ShapesEval {out['shapeseval_overall']}")
     results = {"baseline": _metrics(steps.read_ref(str(base), out["evaluation"]))}
     for arm in ("control", "round", "judge_round"):
@@ -73,8 +76,11 @@ def run_seed(work: Path, seed: int, budget: str, n_prompts: int, images_per_prom
                                        assessor="self" if arm == "round" else "judge", seed=seed, workers=workers,
                                        margin=1.0, min_parse_rate=0.0, lock_timeout_s=60)
             ev = r["evaluation"]
-            log(f"seed {seed} {arm}: {len(steps.read_ref(str(lake), r['sft']))} self-enhancement examples")
+            n_sft = len(steps.read_ref(str(lake), r["sft"]))
+            log(f"seed {seed} {arm}: {n_sft} self-enhancement examples")
         results[arm] = _metrics(steps.read_ref(str(lake), ev))
+        if arm != "control":
+            results[arm]["sft_examples"] = float(n_sft)
         log(f"seed {seed} {arm}: {time.perf_counter() - t1:.0f} s, ShapesEval {results[arm].get('overall')}")
     return results
 
@@ -90,10 +96,10 @@ def write_report(results: dict[int, dict[str, dict[str, float]]], out: Path, cmd
         vals = [results[s][arm][key] for s in results if key in results[s].get(arm, {})]
         return statistics.mean(vals) if vals else None
 
-    def fmt(v: float | None) -> str:
-        return "-" if v is None else f"{v:.3f}"
+    def fmt(v: float | None, col: str = "") -> str:
+        return "-" if v is None else f"{v:.0f}" if col == "sft_examples" else f"{v:.3f}"
 
-    cols = ["overall", *TAGS, "heldout_overall", "vqa_overall", "agree_overall", "parse_rate"]
+    cols = ["overall", *TAGS, "heldout_overall", "vqa_overall", "agree_overall", "parse_rate", "sft_examples"]
     lines = [
         "# Self-enhancement experiment",
         "",
@@ -103,13 +109,13 @@ def write_report(results: dict[int, dict[str, dict[str, float]]], out: Path, cmd
         "",
         "Mean over seeds (ShapesEval accuracy per tag; `heldout` = compositions never trained on; "
         "`vqa` = exact-match VQA on held-out scenes; `agree` = self-assessment agreement with the judge over "
-        "the four dimensions):",
+        "the four dimensions; `sft_examples` = the round's reformatted training examples):",
         "",
         "| arm | " + " | ".join(cols) + " |",
         "|---|" + "---|" * len(cols),
     ]
     for arm in ARMS:
-        lines.append(f"| {arm} | " + " | ".join(fmt(mean(arm, c)) for c in cols) + " |")
+        lines.append(f"| {arm} | " + " | ".join(fmt(mean(arm, c), c) for c in cols) + " |")
     lines += ["", "Per seed (ShapesEval overall / held-out overall / agreement):", "",
               "| seed | " + " | ".join(ARMS) + " |", "|---|" + "---|" * len(ARMS)]
     for s in sorted(results):
@@ -149,6 +155,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--work", default="/tmp/illume-experiment")
     ap.add_argument("--out", default="docs/RESULTS.md")
+    ap.add_argument("--rerun", nargs="*", default=[],
+                    help="with a --work folder of an earlier run: reuse its base training and refresh "
+                         "these train_pipeline tasks (e.g. evaluate, after a change to assessment decoding)")
     args = ap.parse_args()
     from illume_core.settings import PipelineSettings
 
@@ -165,11 +174,13 @@ def main() -> None:
 
     results = {}
     for seed in args.seeds:
-        results[seed] = run_seed(work, seed, args.budget, args.n_prompts, args.images_per_prompt, args.workers, log)
+        results[seed] = run_seed(work, seed, args.budget, args.n_prompts, args.images_per_prompt, args.workers, log,
+                                 args.rerun)
         (work / "results.json").write_text(json.dumps(results, indent=2))
     corpus = PipelineSettings(budget=args.budget).corpus.__dict__
     cmd = ("python benchmarks/self_enhancement.py --seeds " + " ".join(map(str, args.seeds))
-           + f" --budget {args.budget} --n-prompts {args.n_prompts} --images-per-prompt {args.images_per_prompt}")
+           + f" --budget {args.budget} --n-prompts {args.n_prompts} --images-per-prompt {args.images_per_prompt}"
+           + (f" --work {args.work} --rerun {' '.join(args.rerun)}" if args.rerun else ""))
     write_report(results, Path(args.out), cmd, (time.perf_counter() - t0) / 60, {k: v for k, v in corpus.items()})
     log(f"wrote {args.out}")
 
