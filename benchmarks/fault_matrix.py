@@ -522,9 +522,15 @@ class Matrix:
 
     @contextlib.contextmanager
     def cluster(self, tag: str):
-        """A local 2-node Ray cluster (`ray start`, 1 CPU each): yields (env for a driver, the
-        worker node's raylet pids, a function starting one more worker node, the processes
-        started); every process of this cluster is killed on the way out."""
+        """A local 2-node Ray cluster (`ray start`: a 1-CPU head, a 2-CPU worker node): yields
+        (env for a driver, the worker node's raylet pids, a function starting one more worker
+        node, the processes started); every process of this cluster is killed on the way out.
+
+        The worker node has 2 CPUs because the trainer takes as many torch threads as the
+        largest node has CPUs, and float sums depend on the thread count: with 1-CPU nodes the
+        fine-tuned candidate differs from the single-machine reference (2 CPUs) in its last bits
+        (measured: every partition before `finetune` equal, the candidate's id not). The head
+        holds one model worker, so the second one must run on the worker node."""
         port = free_port()
         # Ray >= 2.59 turns token authentication on for a `ray start --head` cluster (token in
         # ~/.ray/auth_token); a joining node and a driver must say RAY_AUTH_MODE=token too, else
@@ -538,7 +544,7 @@ class Matrix:
             ray,
             "start",
             f"--address=127.0.0.1:{port}",
-            "--num-cpus=1",
+            "--num-cpus=2",
             "--disable-usage-stats",
         ]
 
