@@ -610,13 +610,13 @@ class Matrix:
                     time.sleep(4.0)
                     kill(second)
                     res.injected = bool(second)
-                rc = p.wait(min(self.timeout_s, 240))
+                rc = p.wait(self.timeout_s)
                 res.notes.append(
                     "faulted run: "
                     + (
                         "finished"
                         if rc == 0
-                        else "no end within 240 s (killed)"
+                        else f"no end within {self.timeout_s:.0f} s (killed)"
                         if rc is None
                         else f"exit {rc}"
                     )

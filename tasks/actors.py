@@ -96,10 +96,12 @@ class WorkerPool:
         max_redos: int = 3,
         crash_on: str | None = None,
         crash_marker: str | None = None,
+        place_timeout_s: float = 60.0,
     ) -> None:
         if size < 1:
             raise ValueError(f"a worker pool needs at least one worker, got size={size}")
         self.checkpoint, self.size, self.max_redos = checkpoint, size, max_redos
+        self.place_timeout_s = place_timeout_s
         # what get_pool compares to decide whether a pool must be rebuilt with other fault options
         self.options = {k: v for k, v in {"crash_on": crash_on, "crash_marker": crash_marker}.items() if v}
         self._gpus, self._threads = gpus_per_worker(), threads
@@ -113,6 +115,44 @@ class WorkerPool:
         return ModelWorker.options(num_gpus=self._gpus, num_cpus=self._threads).remote(
             self.checkpoint, None, self._threads, crash_on if first else None, marker
         )
+
+    def _answers(self, worker) -> bool:
+        """Whether `worker` answers a ping within place_timeout_s (a restart included)."""
+        ready, _ = ray.wait([worker.ping.remote()], timeout=self.place_timeout_s)
+        if not ready:
+            return False
+        try:
+            ray.get(ready[0])
+            return True
+        except LOST_CALL_ERRORS:
+            return False
+
+    def _replacement(self, i: int):
+        """A worker for shard i after its call was lost: the same actor if it is back (Ray restarts
+        a crashed worker), else a new one if the cluster places it within place_timeout_s, else a
+        live worker of this pool (the shard then runs after that worker's own).
+
+        A lost node takes its CPUs with it: a restart or a new actor that asks for them would
+        wait forever, and the round would hang instead of finishing on the nodes that are left.
+        """
+        dead = self.workers[i]
+        if self._answers(dead):
+            return dead
+        ray.kill(dead, no_restart=True)  # a restart still pending must not take the CPUs later
+        fresh = self._new_worker(i == 0)
+        if self._answers(fresh):
+            return fresh
+        ray.kill(fresh, no_restart=True)
+        live = [w for w in self.workers if w is not dead]
+        if not live:
+            raise RuntimeError(
+                f"no model worker could be placed within {self.place_timeout_s:.0f} s and none is left "
+                "alive: the cluster has lost the CPUs/GPUs the pool needs (check `ray status`)"
+            )
+        log.warning(
+            "no room for a new worker within %.0f s; shard %d moves to a live worker", self.place_timeout_s, i
+        )
+        return live[i % len(live)]
 
     def map(
         self,
@@ -149,8 +189,7 @@ class WorkerPool:
                     ) from e
                 self.redone += 1
                 log.warning("shard %d of %s lost (%s); redoing it", i, method, e)
-                if isinstance(e, ActorDiedError):  # restarts used up, or it died placing: a new worker
-                    self.workers[i] = self._new_worker(i == 0)
+                self.workers[i] = self._replacement(i)
                 pending[i] = self.workers[i].call.remote(method, shards[i], kwargs)
                 continue
             del pending[i]

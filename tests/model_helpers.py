@@ -64,3 +64,15 @@ def micro_model(seed: int = 0, **overrides) -> tuple[IllumeModel, Processor]:
 def scene_image(seed: int, size: int = 32) -> torch.Tensor:
     """A rendered ShapesWorld scene as (3, size, size) in [0, 1]."""
     return to_tensor([render(sample_scene(random.Random(seed), size=size, n_max=2))])[0]
+
+
+def save_micro_checkpoint(path):
+    """A micro model with an untrained tokenizer saved as a stage-3 checkpoint at `path`."""
+    from illume_core.stages import Parts, save_stage
+    from illume_core.tokenizer import SemanticTokenizer
+
+    model, proc = micro_model(max_seq_len=192)
+    torch.manual_seed(0)
+    parts = Parts(model, SemanticTokenizer(proc.cfg).eval(), proc.tokenizer, proc)
+    save_stage(parts, path, "stage3")
+    return parts

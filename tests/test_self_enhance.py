@@ -5,7 +5,7 @@ import random
 
 import pytest
 import torch
-from model_helpers import micro_model
+from model_helpers import micro_model, save_micro_checkpoint
 
 from illume_core.data import BaseCorpus, CorpusSpec, SelfExample, StageData, conversation_example
 from illume_core.engine import Engine, assessment_fields, sample_seed
@@ -13,8 +13,7 @@ from illume_core.evaluate import agreement, tag_scores
 from illume_core.geneval import parse_line
 from illume_core.recipes import RECIPES, get_recipe
 from illume_core.reformat import check_strategies, reformat
-from illume_core.stages import Parts, save_stage, stage_groups, train_stage
-from illume_core.tokenizer import SemanticTokenizer
+from illume_core.stages import stage_groups, train_stage
 from illume_core.world import render, sample_scene
 
 META = parse_line(
@@ -140,12 +139,8 @@ def test_assessment_fields_never_raise():
 
 @pytest.fixture(scope="module")
 def micro_checkpoint(tmp_path_factory):
-    model, proc = micro_model(max_seq_len=192)
-    torch.manual_seed(0)
-    parts = Parts(model, SemanticTokenizer(proc.cfg).eval(), proc.tokenizer, proc)
     path = tmp_path_factory.mktemp("ck") / "ck"
-    save_stage(parts, path, "stage3")
-    return path, parts
+    return path, save_micro_checkpoint(path)
 
 
 def test_engine_sample_is_seeded_per_sample(micro_checkpoint):

@@ -1,0 +1,71 @@
+"""The model-worker pool: a shard whose worker is lost is redone once, on a new worker or, when
+the cluster has no room for one (a lost node took its CPUs), on a live worker of the pool."""
+
+from __future__ import annotations
+
+import pytest
+from model_helpers import save_micro_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ck") / "ck"
+    save_micro_checkpoint(path)
+    return str(path)
+
+
+ITEMS = [{"id": f"q{i}", "png": None, "question": f"how many circles are there? {i}"} for i in range(6)]
+
+
+def _key(it: dict) -> str:
+    return it["id"]
+
+
+def test_lost_worker_without_room_moves_its_shard_to_a_live_worker(ray_session, checkpoint):
+    from tasks.actors import ModelWorker, WorkerPool
+
+    ray = ray_session
+    pool = WorkerPool(checkpoint, size=2, place_timeout_s=3.0)
+    try:
+        undisturbed = pool.map("ask", ITEMS, key=_key, kwargs={"max_new_tokens": 4})
+        # a replacement asks for a resource no node has: it can never be placed
+        pool._new_worker = lambda first: ModelWorker.options(num_cpus=1, resources={"lost-node": 1}).remote(
+            checkpoint, None, 1, None, None
+        )
+        ray.kill(pool.workers[0], no_restart=True)
+        again = pool.map("ask", ITEMS, key=_key, kwargs={"max_new_tokens": 4})
+        assert again == undisturbed  # same rows, same order, none twice
+        assert pool.redone == 1 and pool.workers[0] is pool.workers[1]
+    finally:
+        pool.shutdown()
+
+
+def test_lost_worker_with_room_gets_a_new_worker(ray_session, checkpoint):
+    from tasks.actors import WorkerPool
+
+    ray = ray_session
+    pool = WorkerPool(checkpoint, size=2, place_timeout_s=60.0)
+    try:
+        undisturbed = pool.map("ask", ITEMS, key=_key, kwargs={"max_new_tokens": 4})
+        lost = pool.workers[0]
+        ray.kill(lost, no_restart=True)
+        assert pool.map("ask", ITEMS, key=_key, kwargs={"max_new_tokens": 4}) == undisturbed
+        assert pool.redone == 1 and pool.workers[0] is not lost and pool.workers[0] is not pool.workers[1]
+    finally:
+        pool.shutdown()
+
+
+def test_no_live_worker_and_no_room_is_a_clear_error(ray_session, checkpoint):
+    from tasks.actors import ModelWorker, WorkerPool
+
+    ray = ray_session
+    pool = WorkerPool(checkpoint, size=1, place_timeout_s=2.0)
+    try:
+        pool._new_worker = lambda first: ModelWorker.options(num_cpus=1, resources={"lost-node": 1}).remote(
+            checkpoint, None, 1, None, None
+        )
+        ray.kill(pool.workers[0], no_restart=True)
+        with pytest.raises(RuntimeError, match="no model worker could be placed"):
+            pool.map("ask", ITEMS, key=_key, kwargs={"max_new_tokens": 4})
+    finally:
+        pool.shutdown()
