@@ -127,7 +127,9 @@ def train_pipeline(
     log = get_run_logger()
     s = PipelineSettings(preset=preset, budget=budget, seed=seed)
     sj = s.model_dump_json()
-    with _Locked(lake, "train-pipeline", lock_timeout_s):
+    from tasks.actors import pinned_train_threads  # imports ray: only when a flow runs
+
+    with _Locked(lake, "train-pipeline", lock_timeout_s), pinned_train_threads():
         eval_refs = _t(steps.prepare_data, lake, rerun)(lake, sj)
         ck = _t(steps.train_vision, lake, rerun)(lake, sj)
         for stage in ("stage0", "stage1", "stage2", "stage3"):
@@ -187,7 +189,9 @@ def self_enhancement_round(
     rerun = _check_rerun(rerun or [])
     strategies = strategies or ["assessment", "accepted_t2i"]
     log = get_run_logger()
-    with _Locked(lake, "self-enhancement-round", lock_timeout_s):
+    from tasks.actors import pinned_train_threads  # imports ray: only when a flow runs
+
+    with _Locked(lake, "self-enhancement-round", lock_timeout_s), pinned_train_threads():
         r = _next_round(lake) if round is None else round
         s = PipelineSettings.load(lake)
         sj = s.model_dump_json()

@@ -9,6 +9,7 @@ same result; a call lost to an actor crash is resubmitted, and since workers onl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -35,6 +36,36 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=False)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def largest_node_cpus() -> int:
+    """The CPU count of the cluster's largest live node (the trainer's torch thread count)."""
+    ensure_ray()
+    cpus = [n["Resources"].get("CPU", 1) for n in ray.nodes() if n["Alive"]]
+    return max(1, int(max(cpus, default=1)))
+
+
+_PINNED_THREADS: list[int] = []  # the innermost pinned_train_threads block's count, if any
+
+
+@contextlib.contextmanager
+def pinned_train_threads():
+    """Fix the trainer's thread count for a flow run at the cluster's shape when it starts.
+
+    Float sums depend on the thread count, so a stage trained after a node was lost (fewer CPUs
+    on the largest live node) would end with other weights than the same stage on the cluster
+    the run started on; inside this block every `train_on_actor` uses the count taken here.
+    """
+    _PINNED_THREADS.append(largest_node_cpus())
+    try:
+        yield _PINNED_THREADS[-1]
+    finally:
+        _PINNED_THREADS.pop()
+
+
+def trainer_threads(threads: int | None = None) -> int:
+    """The trainer's torch threads: as given, else pinned by the flow run, else the largest node's CPUs."""
+    return threads or (_PINNED_THREADS[-1] if _PINNED_THREADS else largest_node_cpus())
 
 
 def gpus_per_worker() -> float:
@@ -283,11 +314,10 @@ def train_on_actor(
             settings_json, stage, parent, root, workers, use_gpu=n_gpus >= workers, **kwargs
         )
     gpus = gpus_per_worker()
-    # a fixed count (the largest node's CPUs), not what happens to be free this instant: a retry
-    # right after a crash sees other free CPUs, float sums depend on the thread count, and a
-    # resumed stage must end with the weights of an uninterrupted one
-    cpus = [n["Resources"].get("CPU", 1) for n in ray.nodes() if n["Alive"]]
-    threads = threads or max(1, int(max(cpus, default=1)))
+    # a fixed count (pinned by the flow run, else the largest node's CPUs), not what happens to
+    # be free this instant: a retry right after a crash sees other free CPUs, float sums depend
+    # on the thread count, and a resumed stage must end with the weights of an uninterrupted one
+    threads = trainer_threads(threads)
     actor = Trainer.options(num_gpus=gpus, num_cpus=1).remote()
     # the trainer reports its step through a small file the caller polls (works across nodes
     # that share the checkpoint folder, and needs no channel back into this process)
