@@ -72,9 +72,10 @@ FINDINGS = [
     "rows were equal to the single-machine reference in every partition up to `finetune`, and the "
     "candidate was another checkpoint (`6d579615...` instead of `310784b2...`), because the trainer "
     "takes as many torch threads as the largest live node has CPUs (1 there, 2 here) and float sums "
-    "depend on the thread count. The cluster cases therefore give the worker node 2 CPUs. A round "
-    "that loses its largest node before fine-tuning trains with fewer threads and ends with other "
-    "(equally valid) weights.",
+    "depend on the thread count. The cluster cases therefore give the worker node 2 CPUs, and a flow "
+    "run now fixes the count when it starts (`tasks/actors.py` `pinned_train_threads`), so a node "
+    "lost mid-round no longer changes it. A round re-run in a new process on a cluster of another "
+    "shape still takes that cluster's count, and ends with other (equally valid) weights.",
     "**Fixed (tasks/actors.py `WorkerPool._replacement`)**: with 1-CPU nodes, losing the worker node "
     "mid-sampling made the round hang (no end within 240 s): Ray restarted the lost worker's actor, "
     "and the restart waited for a CPU that no live node had. A lost call now goes back to the same "
