@@ -76,12 +76,15 @@ FINDINGS = [
     "run now fixes the count when it starts (`tasks/actors.py` `pinned_train_threads`), so a node "
     "lost mid-round no longer changes it. A round re-run in a new process on a cluster of another "
     "shape still takes that cluster's count, and ends with other (equally valid) weights.",
-    "**Fixed (tasks/actors.py `WorkerPool._replacement`)**: with 1-CPU nodes, losing the worker node "
-    "mid-sampling made the round hang (no end within 240 s): Ray restarted the lost worker's actor, "
-    "and the restart waited for a CPU that no live node had. A lost call now goes back to the same "
-    "actor only if it answers within `place_timeout_s` (60 s), else to a new worker if the cluster "
-    "places one in that time, else to a live worker of the pool (tests/test_actors.py covers the "
-    "three paths).",
+    "**Fixed (tasks/actors.py `WorkerPool._replacement`, `WorkerPool._settle`)**: losing the worker "
+    "node mid-sampling made the round hang (no end within 240 s): Ray restarted the lost worker's "
+    "actor, and the restart waited for a CPU that no live node had; with that fixed, the next worker "
+    "pool (the evaluation's) hung the same way waiting to place its second worker. A lost call now "
+    "goes back to the same actor only if it answers within `place_timeout_s`, else to a new worker "
+    "if the cluster places one in that time, else to a live worker of the pool; a pool whose "
+    "worker cannot be placed at its start gives that worker's shard to a live one. "
+    "`place_timeout_s` is `ILLUME_PLACE_TIMEOUT_S` (default 120 s; the node-loss case sets 20 s). "
+    "tests/test_actors.py covers the four paths.",
 ]
 DOC = ROOT / "docs" / "RELIABILITY.md"
 SECTION = "## Fault matrix"
@@ -550,7 +553,7 @@ class Matrix:
         # Ray >= 2.59 turns token authentication on for a `ray start --head` cluster (token in
         # ~/.ray/auth_token); a joining node and a driver must say RAY_AUTH_MODE=token too, else
         # the GCS refuses them ("Authentication token is missing or incorrect")
-        auth = {**self.env, "RAY_AUTH_MODE": "token"}
+        auth = {**self.env, "RAY_AUTH_MODE": "token", "ILLUME_PLACE_TIMEOUT_S": "20"}
         env = {**auth, "RAY_ADDRESS": f"127.0.0.1:{port}"}
         ray = str(BIN / "ray")
         tmpdir = self.work / "ray-tmp"

@@ -127,12 +127,14 @@ class WorkerPool:
         max_redos: int = 3,
         crash_on: str | None = None,
         crash_marker: str | None = None,
-        place_timeout_s: float = 60.0,
+        place_timeout_s: float | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"a worker pool needs at least one worker, got size={size}")
         self.checkpoint, self.size, self.max_redos = checkpoint, size, max_redos
-        self.place_timeout_s = place_timeout_s
+        # how long a worker may take to be placed and load its checkpoint before its shard goes
+        # to a live worker (raise it for models that load slowly)
+        self.place_timeout_s = place_timeout_s or float(os.environ.get("ILLUME_PLACE_TIMEOUT_S", "120"))
         # what get_pool compares to decide whether a pool must be rebuilt with other fault options
         self.options = {k: v for k, v in {"crash_on": crash_on, "crash_marker": crash_marker}.items() if v}
         self._gpus, self._threads = gpus_per_worker(), threads
@@ -140,6 +142,42 @@ class WorkerPool:
         self.workers = [self._new_worker(i == 0) for i in range(size)]
         self.redone = 0  # calls resubmitted after a lost actor, for the records
         self.compute_seconds = 0.0
+        self._settle()
+
+    def _settle(self) -> None:
+        """Wait until every worker is up; one the cluster cannot place within place_timeout_s
+        (a node was lost) hands its shard to a live worker, so the pool works on what is left.
+
+        Shards stay keyed by `size`, so the rows are the same whichever actor runs a shard.
+        """
+        pings = {w.ping.remote(): i for i, w in enumerate(self.workers)}
+        ready, _ = ray.wait(list(pings), num_returns=len(pings), timeout=self.place_timeout_s)
+        up = []
+        for ref in ready:
+            try:
+                ray.get(ref)
+                up.append(pings[ref])
+            except LOST_CALL_ERRORS:
+                pass
+        if len(up) == len(self.workers):
+            return
+        if not up:
+            raise RuntimeError(
+                f"none of {len(self.workers)} model workers came up within {self.place_timeout_s:.0f} s: "
+                "the cluster lacks the CPUs/GPUs they ask for, or they fail loading the checkpoint "
+                "(check `ray status` and the worker logs)"
+            )
+        up.sort()
+        for i in range(len(self.workers)):
+            if i not in up:
+                ray.kill(self.workers[i], no_restart=True)
+                self.workers[i] = self.workers[up[i % len(up)]]
+                log.warning(
+                    "model worker %d not placed within %.0f s; its shard runs on worker %d",
+                    i,
+                    self.place_timeout_s,
+                    up[i % len(up)],
+                )
 
     def _new_worker(self, first: bool):
         crash_on, marker = self._crash

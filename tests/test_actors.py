@@ -25,7 +25,8 @@ def test_lost_worker_without_room_moves_its_shard_to_a_live_worker(ray_session, 
     from tasks.actors import ModelWorker, WorkerPool
 
     ray = ray_session
-    pool = WorkerPool(checkpoint, size=2, place_timeout_s=3.0)
+    pool = WorkerPool(checkpoint, size=2, place_timeout_s=60.0)
+    pool.place_timeout_s = 3.0  # up and loaded: from now on only placement can take long
     try:
         undisturbed = pool.map("ask", ITEMS, key=_key, kwargs={"max_new_tokens": 4})
         # a replacement asks for a resource no node has: it can never be placed
@@ -59,7 +60,8 @@ def test_no_live_worker_and_no_room_is_a_clear_error(ray_session, checkpoint):
     from tasks.actors import ModelWorker, WorkerPool
 
     ray = ray_session
-    pool = WorkerPool(checkpoint, size=1, place_timeout_s=2.0)
+    pool = WorkerPool(checkpoint, size=1, place_timeout_s=60.0)
+    pool.place_timeout_s = 2.0
     try:
         pool._new_worker = lambda first: ModelWorker.options(num_cpus=1, resources={"lost-node": 1}).remote(
             checkpoint, None, 1, None, None
@@ -79,3 +81,28 @@ def test_a_flow_run_pins_the_trainer_threads_at_its_start(ray_session, monkeypat
         monkeypatch.setattr(actors, "largest_node_cpus", lambda: 1)  # the largest node is lost
         assert actors.trainer_threads() == 2 and actors.trainer_threads(3) == 3
     assert actors.trainer_threads() == 1  # outside a flow run: the cluster as it is now
+
+
+def test_a_worker_without_room_at_start_leaves_its_shard_to_a_live_one(ray_session, checkpoint):
+    from tasks.actors import ModelWorker, WorkerPool
+
+    class SecondUnplaceable(WorkerPool):
+        def _new_worker(self, first: bool):
+            if first:
+                return super()._new_worker(first)
+            return ModelWorker.options(num_cpus=1, resources={"lost-node": 1}).remote(
+                checkpoint, None, 1, None, None
+            )
+
+    whole = WorkerPool(checkpoint, size=2, place_timeout_s=60.0)
+    try:
+        undisturbed = whole.map("ask", ITEMS, key=_key, kwargs={"max_new_tokens": 4})
+    finally:
+        whole.shutdown()
+    # long enough for the first worker to start and load on a busy machine
+    pool = SecondUnplaceable(checkpoint, size=2, place_timeout_s=30.0)
+    try:
+        assert pool.workers[1] is pool.workers[0]
+        assert pool.map("ask", ITEMS, key=_key, kwargs={"max_new_tokens": 4}) == undisturbed
+    finally:
+        pool.shutdown()
