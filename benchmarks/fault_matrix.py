@@ -905,7 +905,7 @@ def render(results: list[Result], readers: dict | None, cmd: str) -> str:
         "compared). `checkpoints.uri` is compared relative to the lake root (each case is its own folder).",
         "",
         "Measured on this project's 2-core CPU machine (shared with other work), by these runs of one "
-        "work folder (each run adds its cases; the table shows the latest result per case):",
+        "work folder (each run adds its cases; the table shows the latest result per case; a run's comment names the commit whose code it ran):",
         "",
         "```bash",
         cmd,
