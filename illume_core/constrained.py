@@ -73,7 +73,13 @@ class AssessmentGrammar:
         # ids with reason chars and then a ';' (a reason that ends inside the token)
         self._semi = [i for i, t in enumerate(self.text) if ";" in t and _lead(t) == t.index(";")]
         self._masks: dict[State, torch.Tensor] = {}
+        self._closing: dict[State, torch.Tensor] = {}
         self._next: dict[tuple[State, int], State | None] = {}
+        # worst-case tokens (one per character) to finish after dimension i's verdict, <eos> included
+        self._tail = [
+            sum(len(self.lits[j]) + 3 for j in range(i + 1, len(self.dims))) + 1
+            for i in range(len(self.dims))
+        ]
 
     # ---- the character automaton -----------------------------------------------------------
     def start(self) -> State:
@@ -144,9 +150,42 @@ class AssessmentGrammar:
             self._masks[st] = m
         return self._masks[st]
 
-    def mask(self, states: Sequence[State]) -> torch.Tensor:
-        """Bool (B, V) of the allowed text ids for each row's state."""
-        return torch.stack([self.allowed(s) for s in states])  # (B, V)
+    def cost(self, st: State) -> int:
+        """Tokens that always suffice to finish from `st` without more reason text (a token holds
+        at least one character; a verdict is counted as 'yes')."""
+        kind = st[0]
+        if st == DONE:
+            return 0
+        if kind == "lit":
+            return len(self.lits[st[1]]) - st[2] + 3 + self._tail[st[1]]
+        if kind == "verdict":
+            return 3 - len(st[2]) + self._tail[st[1]]
+        return self._tail[st[1]]
+
+    def closing(self, st: State) -> torch.Tensor:
+        """Bool (V,): the ids allowed in `st` that do not start or extend a reason."""
+        if st not in self._closing:
+            m = self.allowed(st).clone()
+            if st[0] in ("after", "reason"):
+                for i in m.nonzero().flatten().tolist():
+                    nxt = self.advance(st, i)
+                    if nxt is not None and nxt[0] == "reason" and nxt[1] == st[1]:
+                        m[i] = False
+            self._closing[st] = m
+        return self._closing[st]
+
+    def mask(self, states: Sequence[State], remaining: int | None = None) -> torch.Tensor:
+        """Bool (B, V) of the allowed text ids for each row's state.
+
+        With `remaining` (the tokens left for the answer, this one included), a row whose reason
+        would leave too few tokens to write the other keys is made to close it now, so an answer
+        that fits at its start (`cost(start()) <= remaining`) is never cut.
+        """
+        rows = []
+        for s in states:
+            tight = remaining is not None and s[0] in ("after", "reason") and self.cost(s) > remaining - 1
+            rows.append(self.closing(s) if tight else self.allowed(s))
+        return torch.stack(rows)  # (B, V)
 
 
 def _plain_ids(tokenizer: TextTokenizer) -> list[int]:

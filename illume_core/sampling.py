@@ -212,12 +212,15 @@ def answer(
     eos = processor.tokenizer.eos_id
     prefix, hidden = prefill(model, batch.to(device), max_new_tokens, no_cache)
     states = [grammar.start() for _ in questions] if grammar is not None else []
+    step = [0]
 
     def pick(h: torch.Tensor) -> torch.Tensor:
         logits = model.text_logits(h)  # (B, Vt)
         if grammar is None:
             return sample_logits(logits, generators, temperature, top_k, top_p)  # (B,)
-        logits = logits.masked_fill(~grammar.mask(states).to(logits.device), float("-inf"))  # (B, Vt)
+        allowed = grammar.mask(states, remaining=max_new_tokens - step[0])  # (B, Vt)
+        step[0] += 1
+        logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))  # (B, Vt)
         ids = sample_logits(logits, generators, temperature, top_k, top_p)  # (B,)
         states[:] = [grammar.advance(s, t) for s, t in zip(states, ids.tolist(), strict=True)]
         return ids

@@ -112,3 +112,15 @@ def test_too_few_tokens_leave_a_partial_answer_not_an_error():
 def test_bad_reason_length_is_refused():
     with pytest.raises(ValueError, match="max_reason_chars"):
         AssessmentGrammar(text_tokenizer(), max_reason_chars=0)
+
+
+def test_an_answer_that_fits_at_its_start_is_never_cut():
+    # an untrained model rambles in its reasons; near the token limit the grammar makes it close
+    # them, so the whole answer fits in cost(start) tokens, the least that is always enough
+    model, proc = micro_model()
+    g = AssessmentGrammar(proc.tokenizer)  # reasons up to 64 characters
+    images = [scene_image(i) for i in range(4)]
+    questions = [assessment_question("two red circles left of a blue square")] * 4
+    texts = answer(model, proc, images, questions, max_new_tokens=g.cost(g.start()), grammar=g)
+    assert all(parse_assessment(t).status == "ok" for t in texts), texts
+    assert any(parse_assessment(t).assessment.object.reason for t in texts)  # reasons were allowed
