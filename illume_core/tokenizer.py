@@ -23,6 +23,10 @@ from illume_core.images import palette_index, palette_render
 from illume_core.vision import NUM_CLASSES, VisionEncoder
 
 OBJECT_WEIGHT = 4.0  # cross-entropy weight of object pixels against 1 for background pixels
+# the decoder's per-code pattern table: the weight of its uniform start (a code's first cells
+# outweigh it at once) and the probability floor inside its log
+PATTERN_PRIOR = 1e-3
+PATTERN_FLOOR = 1e-3
 
 
 def cell_patterns(pixels: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -54,6 +58,7 @@ class VectorQuantizer(nn.Module):
         # the trainer turns restarts off for the last part of training, so that the decoder
         # settles on codes that no longer move
         self.restarts = True
+        self.last_restarted = torch.zeros(0, dtype=torch.long)  # codes the latest restart moved
         self.register_buffer("codebook", torch.randn(codebook_size, code_dim) * 0.1)
         self.register_buffer("ema_count", torch.ones(codebook_size))
         self.register_buffer("ema_sum", self.codebook.clone())
@@ -127,6 +132,7 @@ class VectorQuantizer(nn.Module):
         self.ema_sum[dead] = pick
         self.ema_count[dead] = 1.0
         self.unused_for[dead] = 0
+        self.last_restarted = dead
         return len(dead)
 
 
@@ -156,23 +162,60 @@ class PixelDecoder(nn.Module):
     and full-resolution convs were most of the decoder's cost on CPU.
     """
 
-    def __init__(self, cfg: IllumeConfig, blocks: int = 3) -> None:
+    def __init__(self, cfg: IllumeConfig, blocks: int = 3, pattern_decay: float = 0.95) -> None:
         super().__init__()
         w, p = cfg.decoder_width, cfg.patch_size
         self.trunk = nn.Sequential(
             nn.Conv2d(cfg.code_dim, w, 3, padding=1), *(_ResBlock(w) for _ in range(blocks)), nn.GELU()
         )
         self.head = nn.Sequential(nn.Conv2d(w, NUM_CLASSES * p * p, 1), nn.PixelShuffle(p))
+        self.shuffle = nn.PixelShuffle(p)
         # a decoder-side vector per code id, added to the code's quantizer vector: codes whose
         # vectors lie close together still decode to different pixels
         self.code_embed = nn.Embedding(cfg.codebook_size, cfg.code_dim)
         nn.init.zeros_(self.code_embed.weight)
+        # each code's pixel pattern, estimated like the EMA codebook: the running mean of the
+        # palette one-hots of the cells the quantizer gave that code (rows in cell_patterns'
+        # (k p q) layout). Its log is added to the trunk's logits, so a code that stands for one
+        # pattern decodes to exactly that pattern from its first use, and the trunk only has to
+        # learn what the neighbours change (a code shared by several patterns). Without it the
+        # trunk had to learn every code's 16 pixels by gradient, and most wrong cells of the
+        # reconstructions were cells whose code meant one pattern only (docs/VISION.md).
+        self.pattern_decay = pattern_decay
+        cells = NUM_CLASSES * p * p
+        self.register_buffer("pattern_count", torch.full((cfg.codebook_size,), PATTERN_PRIOR))
+        self.register_buffer("pattern_sum", torch.full((cfg.codebook_size, cells), PATTERN_PRIOR / NUM_CLASSES))
+
+    def code_prior(self, ids: torch.Tensor) -> torch.Tensor:
+        """Log of each code's estimated pixel pattern, laid out as an image: (B, g*g) -> (B, K, H, W)."""
+        g = int(round(ids.shape[1] ** 0.5))
+        probs = self.pattern_sum / self.pattern_count.unsqueeze(1)  # (C, K*p*p)
+        cell = F.embedding(ids, torch.log(probs + PATTERN_FLOOR))  # (B, N, K*p*p)
+        return self.shuffle(rearrange(cell, "b (h w) c -> b c h w", h=g, w=g))  # (B, K, H, W)
+
+    @torch.no_grad()
+    def update_patterns(self, ids: torch.Tensor, patterns: torch.Tensor, moved: torch.Tensor) -> None:
+        """Fold a training batch into the pattern table: ids (B, N), patterns (B, K*p*p, g, g).
+
+        `moved` are codes the quantizer just restarted elsewhere: their old pattern is dropped.
+        """
+        if len(moved):
+            self.pattern_count[moved] = PATTERN_PRIOR
+            self.pattern_sum[moved] = PATTERN_PRIOR / NUM_CLASSES
+        flat_ids = ids.reshape(-1)  # (M,)
+        flat = rearrange(patterns, "b c h w -> (b h w) c")  # (M, K*p*p)
+        count = torch.bincount(flat_ids, minlength=len(self.pattern_count)).type_as(flat)  # (C,)
+        total = torch.zeros_like(self.pattern_sum).index_add_(0, flat_ids, flat)  # (C, K*p*p)
+        seen = count > 0  # codes not in the batch keep their estimate unchanged
+        d = self.pattern_decay
+        self.pattern_count[seen] = d * self.pattern_count[seen] + (1 - d) * count[seen]
+        self.pattern_sum[seen] = d * self.pattern_sum[seen] + (1 - d) * total[seen]
 
     def forward(self, grid: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """grid (B, code_dim, g, g) quantized vectors, ids (B, g*g) their code ids."""
         g = grid.shape[-1]
         grid = grid + rearrange(self.code_embed(ids), "b (h w) d -> b d h w", h=g, w=g)
-        return self.head(self.trunk(grid))  # (B, K, H, W)
+        return self.head(self.trunk(grid)) + self.code_prior(ids)  # (B, K, H, W)
 
 
 class _CodeTokenizer(nn.Module, abc.ABC):
@@ -212,6 +255,11 @@ class _CodeTokenizer(nn.Module, abc.ABC):
     def _pixel_losses(self, pixels: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
         zq, ids, commit = self.quantizer(z)  # (B, N, D), (B, N), ()
         logits = self.decoder(self._grid(zq), ids)  # (B, K, H, W)
+        if self.training:
+            # after the forward, so that the loss scores the table on cells it has not yet seen
+            moved = self.quantizer.last_restarted
+            self.quantizer.last_restarted = moved[:0]
+            self.decoder.update_patterns(ids, cell_patterns(pixels, self.cfg.patch_size), moved)
         target = palette_index(pixels)  # (B, H, W)
         # objects cover about a tenth of the canvas, yet every judged verdict rests on their
         # pixels: weight them up so the decoder's errors do not hide in the background's mass

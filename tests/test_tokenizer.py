@@ -158,3 +158,43 @@ def test_first_training_call_spreads_codes_over_distinct_vectors():
     vq(flat[None])
     # the first call put the 8 codes on 8 different data vectors, not 7 of them on the background
     assert len(torch.unique(vq.codebook.round(decimals=1), dim=0)) == 8
+
+
+def test_pattern_table_decodes_a_single_pattern_code_to_its_exact_pixels():
+    # two training calls, no gradient step (the first only places the codes): the table alone
+    # must already draw every cell whose code stands for one pattern exactly
+    from illume_core.images import palette_index
+
+    torch.manual_seed(0)
+    cfg = get_preset("tiny")
+    tok = SemanticTokenizer(cfg).train()
+    pixels = _pixels(4)
+    tok.losses(pixels)
+    tok.losses(pixels)
+    tok.eval()
+    ids = tok.encode(pixels)  # (4, N)
+    truth = palette_index(pixels)  # (4, H, W)
+    p, g = cfg.patch_size, cfg.grid
+    cells = truth.reshape(4, g, p, g, p).permute(0, 1, 3, 2, 4).reshape(-1, p * p)  # (4N, p*p)
+    flat = ids.reshape(-1)
+    pure = torch.tensor(
+        [bool((cells[flat == c] == cells[i]).all()) for i, c in enumerate(flat.tolist())]
+    )  # cells whose code no other pattern shares in this batch
+    assert pure.float().mean() > 0.9
+    table = tok.decoder.code_prior(ids).argmax(1)  # (4, H, W): the table's own drawing
+    got = table.reshape(4, g, p, g, p).permute(0, 1, 3, 2, 4).reshape(-1, p * p)
+    assert bool((got[pure] == cells[pure]).all())
+
+
+def test_a_restarted_code_forgets_its_old_pattern():
+    cfg = get_preset("tiny", codebook_size=8, code_dim=4)
+    tok = SemanticTokenizer(cfg)
+    dec = tok.decoder
+    ids = torch.zeros(1, cfg.image_tokens, dtype=torch.long)  # every cell code 0
+    red = torch.zeros(1, dec.pattern_sum.shape[1], cfg.grid, cfg.grid)
+    red[:, 1 * cfg.patch_size**2 : 2 * cfg.patch_size**2] = 1.0  # palette class 1 everywhere
+    dec.update_patterns(ids, red, torch.zeros(0, dtype=torch.long))
+    assert int(dec.code_prior(ids).argmax(1).unique().item()) == 1
+    dec.update_patterns(torch.ones_like(ids), red, torch.tensor([0]))  # code 0 moved; code 1 used
+    prior = dec.code_prior(ids)  # code 0 again: back to the uniform start
+    assert float(prior.std()) < 1e-6
