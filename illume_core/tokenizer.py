@@ -184,7 +184,9 @@ class PixelDecoder(nn.Module):
         self.pattern_decay = pattern_decay
         cells = NUM_CLASSES * p * p
         self.register_buffer("pattern_count", torch.full((cfg.codebook_size,), PATTERN_PRIOR))
-        self.register_buffer("pattern_sum", torch.full((cfg.codebook_size, cells), PATTERN_PRIOR / NUM_CLASSES))
+        self.register_buffer(
+            "pattern_sum", torch.full((cfg.codebook_size, cells), PATTERN_PRIOR / NUM_CLASSES)
+        )
 
     def code_prior(self, ids: torch.Tensor) -> torch.Tensor:
         """Log of each code's estimated pixel pattern, laid out as an image: (B, g*g) -> (B, K, H, W)."""

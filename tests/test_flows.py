@@ -155,4 +155,6 @@ def test_data_parallel_stage_on_two_cpu_workers(base_lake, tmp_path, monkeypatch
     assert len(res.losses) == 2 and all(x == x for x in res.losses)
     manifest = read_manifest(res.path)
     assert manifest["id"] == res.checkpoint_id and manifest["parent"] == read_manifest(parent)["id"]
-    assert [p.name for p in (tmp_path / "checkpoints").iterdir() if not p.name.startswith("_")] == [res.checkpoint_id]
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir() if not p.name.startswith("_")] == [
+        res.checkpoint_id
+    ]
