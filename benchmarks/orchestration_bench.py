@@ -29,7 +29,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--samples", type=int, default=1024, help="samples in the round (prompts x images per prompt)")
+    ap.add_argument(
+        "--samples", type=int, default=1024, help="samples in the round (prompts x images per prompt)"
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--lake", default=None, help="reuse a lake that already has a base model")
     ap.add_argument(
@@ -55,15 +57,22 @@ def main() -> None:
     n_prompts = len(BaseCorpus(s.cfg, s.corpus).prompts)
     per_prompt = -(-args.samples // n_prompts)
     t1 = time.perf_counter()
-    out = self_enhancement_round(lake=lake, n_prompts=n_prompts * 10, images_per_prompt=per_prompt,
-                                 workers=args.workers, lock_timeout_s=30)
+    out = self_enhancement_round(
+        lake=lake,
+        n_prompts=n_prompts * 10,
+        images_per_prompt=per_prompt,
+        workers=args.workers,
+        lock_timeout_s=30,
+    )
     wall = time.perf_counter() - t1
     r = out["round"]
     runs = [x for x in get_lake(lake).read("task_runs", r).to_pylist()]
     samples = get_lake(lake).read("samples", r, "self").num_rows
 
     print(f"lake: {lake}")
-    print(f"samples in the round: {samples}; workers: {args.workers}; imports {t0 - t_import:.1f} s; base training {t_train:.1f} s")
+    print(
+        f"samples in the round: {samples}; workers: {args.workers}; imports {t0 - t_import:.1f} s; base training {t_train:.1f} s"
+    )
     print(f"{'task':<28}{'wall s':>10}{'compute s':>12}{'wall/compute':>14}")
     tot_wall = tot_compute = 0.0
     for x in sorted(runs, key=lambda x: x["started_at"]):
@@ -76,12 +85,20 @@ def main() -> None:
     first = min(x["started_at"] for x in runs)
     last = max(x["ended_at"] for x in runs)
     in_tasks = (last - first).total_seconds()
-    print(f"round wall time (flow call): {wall:.1f} s; from first task start to last task end: {in_tasks:.1f} s")
+    print(
+        f"round wall time (flow call): {wall:.1f} s; from first task start to last task end: {in_tasks:.1f} s"
+    )
     print(f"summed task compute: {tot_compute:.1f} s; summed task wall: {tot_wall:.1f} s")
-    print(f"wall / summed compute: {wall / max(tot_compute, 1e-9):.3f}  (goal <= 1.10; parallel workers can push it below 1)")
-    print(f"fixed start-up (flow call to first task start, Prefect API + lock + Ray): {wall - in_tasks:.1f} s (goal <= 15 s)")
+    print(
+        f"wall / summed compute: {wall / max(tot_compute, 1e-9):.3f}  (goal <= 1.10; parallel workers can push it below 1)"
+    )
+    print(
+        f"fixed start-up (flow call to first task start, Prefect API + lock + Ray): {wall - in_tasks:.1f} s (goal <= 15 s)"
+    )
     for k in range(args.fresh_process):
-        print(f"fresh process {k + 1}: process start to first task start {fresh_start_up(lake, args.workers):.1f} s")
+        print(
+            f"fresh process {k + 1}: process start to first task start {fresh_start_up(lake, args.workers):.1f} s"
+        )
 
 
 def fresh_start_up(lake: str, workers: int) -> float:
@@ -90,7 +107,18 @@ def fresh_start_up(lake: str, workers: int) -> float:
 
     illume = str(Path(sys.executable).parent / "illume")
     t0 = datetime.now(UTC)
-    cmd = [illume, "round", "--lake", lake, "--n-prompts", "1", "--images-per-prompt", "1", "--workers", str(workers)]
+    cmd = [
+        illume,
+        "round",
+        "--lake",
+        lake,
+        "--n-prompts",
+        "1",
+        "--images-per-prompt",
+        "1",
+        "--workers",
+        str(workers),
+    ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = get_lake(lake).read("task_runs").to_pylist()
     first = min(x["started_at"] for x in runs if x["started_at"] >= t0)

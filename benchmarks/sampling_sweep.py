@@ -35,7 +35,10 @@ def parse_setting(text: str) -> tuple[float, float, int | None]:
     parts = text.split(":")
     if len(parts) != 3:
         raise ValueError(f"setting {text!r}: expected cfg:temperature:top_k, e.g. 2:0.7:0")
-    cfg, temp, k = float(parts[0]), float(parts[1]), int(parts[2])
+    try:
+        cfg, temp, k = float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise ValueError(f"setting {text!r}: expected numbers cfg:temperature:top_k, e.g. 2:0.7:0") from None
     if cfg < 0 or temp < 0 or k < 0:
         raise ValueError(f"setting {text!r}: cfg, temperature and top_k must be >= 0")
     return cfg, temp, (k or None)

@@ -46,8 +46,16 @@ def _metrics(rows: list[dict]) -> dict[str, float]:
     return out
 
 
-def run_seed(work: Path, seed: int, budget: str, n_prompts: int, images_per_prompt: int, workers: int,
-             log, rerun: list[str] | None = None) -> dict[str, dict[str, float]]:
+def run_seed(
+    work: Path,
+    seed: int,
+    budget: str,
+    n_prompts: int,
+    images_per_prompt: int,
+    workers: int,
+    log,
+    rerun: list[str] | None = None,
+) -> dict[str, dict[str, float]]:
     from flows.pipeline import _eval_refs, self_enhancement_round, train_pipeline
     from illume_core.settings import PipelineSettings
     from tasks import steps
@@ -56,9 +64,12 @@ def run_seed(work: Path, seed: int, budget: str, n_prompts: int, images_per_prom
     t0 = time.perf_counter()
     # a base lake left by an earlier run of this work folder is reused through the flow's caches;
     # `rerun` refreshes the named tasks (and what depends on them) there
-    out = train_pipeline(lake=str(base), budget=budget, seed=seed, workers=workers, lock_timeout_s=60,
-                         rerun=rerun or [])
-    log(f"seed {seed}: base training {time.perf_counter() - t0:.0f} s, ShapesEval {out['shapeseval_overall']}")
+    out = train_pipeline(
+        lake=str(base), budget=budget, seed=seed, workers=workers, lock_timeout_s=60, rerun=rerun or []
+    )
+    log(
+        f"seed {seed}: base training {time.perf_counter() - t0:.0f} s, ShapesEval {out['shapeseval_overall']}"
+    )
     results = {"baseline": _metrics(steps.read_ref(str(base), out["evaluation"]))}
     for arm in ("control", "round", "judge_round"):
         lake = work / f"seed{seed}" / arm
@@ -72,9 +83,17 @@ def run_seed(work: Path, seed: int, budget: str, n_prompts: int, images_per_prom
             cand = steps.train_stage.fn(str(lake), s.model_dump_json(), "self_enhance", ck, 1, None, None)
             ev = steps.evaluate.fn(str(lake), 1, cand, _eval_refs(str(lake)), workers)
         else:
-            r = self_enhancement_round(lake=str(lake), n_prompts=n_prompts, images_per_prompt=images_per_prompt,
-                                       assessor="self" if arm == "round" else "judge", seed=seed, workers=workers,
-                                       margin=1.0, min_parse_rate=0.0, lock_timeout_s=60)
+            r = self_enhancement_round(
+                lake=str(lake),
+                n_prompts=n_prompts,
+                images_per_prompt=images_per_prompt,
+                assessor="self" if arm == "round" else "judge",
+                seed=seed,
+                workers=workers,
+                margin=1.0,
+                min_parse_rate=0.0,
+                lock_timeout_s=60,
+            )
             ev = r["evaluation"]
             n_sft = len(steps.read_ref(str(lake), r["sft"]))
             log(f"seed {seed} {arm}: {n_sft} self-enhancement examples")
@@ -85,8 +104,9 @@ def run_seed(work: Path, seed: int, budget: str, n_prompts: int, images_per_prom
     return results
 
 
-def write_report(results: dict[int, dict[str, dict[str, float]]], out: Path, cmd: str, minutes: float,
-                 corpus: dict) -> None:
+def write_report(
+    results: dict[int, dict[str, dict[str, float]]], out: Path, cmd: str, minutes: float, corpus: dict
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,16 +136,28 @@ def write_report(results: dict[int, dict[str, dict[str, float]]], out: Path, cmd
     ]
     for arm in ARMS:
         lines.append(f"| {arm} | " + " | ".join(fmt(mean(arm, c), c) for c in cols) + " |")
-    lines += ["", "Per seed (ShapesEval overall / held-out overall / agreement):", "",
-              "| seed | " + " | ".join(ARMS) + " |", "|---|" + "---|" * len(ARMS)]
+    lines += [
+        "",
+        "Per seed (ShapesEval overall / held-out overall / agreement):",
+        "",
+        "| seed | " + " | ".join(ARMS) + " |",
+        "|---|" + "---|" * len(ARMS),
+    ]
     for s in sorted(results):
-        cells = [f"{fmt(results[s][a].get('overall'))} / {fmt(results[s][a].get('heldout_overall'))} / "
-                 f"{fmt(results[s][a].get('agree_overall'))}" for a in ARMS if a in results[s]]
+        cells = [
+            f"{fmt(results[s][a].get('overall'))} / {fmt(results[s][a].get('heldout_overall'))} / "
+            f"{fmt(results[s][a].get('agree_overall'))}"
+            for a in ARMS
+            if a in results[s]
+        ]
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     d_overall = (mean("round", "overall") or 0) - (mean("control", "overall") or 0)
     d_agree = (mean("round", "agree_overall") or 0) - (mean("control", "agree_overall") or 0)
-    lines += ["", f"Round minus control: ShapesEval overall {d_overall:+.3f} (goal >= +0.05), "
-              f"agreement {100 * d_agree:+.1f} points (goal >= +5)."]
+    lines += [
+        "",
+        f"Round minus control: ShapesEval overall {d_overall:+.3f} (goal >= +0.05), "
+        f"agreement {100 * d_agree:+.1f} points (goal >= +5).",
+    ]
     fig, ax = plt.subplots(figsize=(8, 3.8), dpi=100)
     width = 0.2
     keys = ["overall", *TAGS]
@@ -155,9 +187,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--work", default="/tmp/illume-experiment")
     ap.add_argument("--out", default="docs/RESULTS.md")
-    ap.add_argument("--rerun", nargs="*", default=[],
-                    help="with a --work folder of an earlier run: reuse its base training and refresh "
-                         "these train_pipeline tasks (e.g. evaluate, after a change to assessment decoding)")
+    ap.add_argument(
+        "--rerun",
+        nargs="*",
+        default=[],
+        help="with a --work folder of an earlier run: reuse its base training and refresh "
+        "these train_pipeline tasks (e.g. evaluate, after a change to assessment decoding)",
+    )
     args = ap.parse_args()
     from illume_core.settings import PipelineSettings
 
@@ -174,14 +210,20 @@ def main() -> None:
 
     results = {}
     for seed in args.seeds:
-        results[seed] = run_seed(work, seed, args.budget, args.n_prompts, args.images_per_prompt, args.workers, log,
-                                 args.rerun)
+        results[seed] = run_seed(
+            work, seed, args.budget, args.n_prompts, args.images_per_prompt, args.workers, log, args.rerun
+        )
         (work / "results.json").write_text(json.dumps(results, indent=2))
     corpus = PipelineSettings(budget=args.budget).corpus.__dict__
-    cmd = ("python benchmarks/self_enhancement.py --seeds " + " ".join(map(str, args.seeds))
-           + f" --budget {args.budget} --n-prompts {args.n_prompts} --images-per-prompt {args.images_per_prompt}"
-           + (f" --work {args.work} --rerun {' '.join(args.rerun)}" if args.rerun else ""))
-    write_report(results, Path(args.out), cmd, (time.perf_counter() - t0) / 60, {k: v for k, v in corpus.items()})
+    cmd = (
+        "python benchmarks/self_enhancement.py --seeds "
+        + " ".join(map(str, args.seeds))
+        + f" --budget {args.budget} --n-prompts {args.n_prompts} --images-per-prompt {args.images_per_prompt}"
+        + (f" --work {args.work} --rerun {' '.join(args.rerun)}" if args.rerun else "")
+    )
+    write_report(
+        results, Path(args.out), cmd, (time.perf_counter() - t0) / 60, {k: v for k, v in corpus.items()}
+    )
     log(f"wrote {args.out}")
 
 
