@@ -200,8 +200,8 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         except RuntimeError as e:  # missing, unexpected or reshaped tensors
             raise CheckpointFormatError(
                 f"{directory / SEMANTIC_FILE} does not fit this version's semantic tokenizer "
-                f"({str(e).splitlines()[0]}); it was written by an older illume (before the tiny preset's "
-                "256-token tokenizer): train a new base model with `illume train`"
+                f"({str(e).splitlines()[0]}); it was written by an older illume (tokenizers from before the "
+                "decoder's pattern table of 2026-12-01 do not load): train a new base model with `illume train`"
             ) from e
         semantic.to(device).eval()
     return LoadedCheckpoint(model, semantic, text_tokenizer, cfg, manifest)
