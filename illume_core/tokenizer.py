@@ -171,7 +171,6 @@ class PixelDecoder(nn.Module):
             nn.Conv2d(cfg.code_dim, w, 3, padding=1), *(_ResBlock(w) for _ in range(blocks)), nn.GELU()
         )
         self.head = nn.Sequential(nn.Conv2d(w, NUM_CLASSES * p * p, 1), nn.PixelShuffle(p))
-        self.shuffle = nn.PixelShuffle(p)
         # a decoder-side vector per code id, added to the code's quantizer vector: codes whose
         # vectors lie close together still decode to different pixels
         self.code_embed = nn.Embedding(cfg.codebook_size, cfg.code_dim)
@@ -195,7 +194,8 @@ class PixelDecoder(nn.Module):
         g = int(round(ids.shape[1] ** 0.5))
         probs = self.pattern_sum / self.pattern_count.unsqueeze(1)  # (C, K*p*p)
         cell = F.embedding(ids, torch.log(probs + PATTERN_FLOOR))  # (B, N, K*p*p)
-        return self.shuffle(rearrange(cell, "b (h w) c -> b c h w", h=g, w=g))  # (B, K, H, W)
+        p = self.head[1].upscale_factor  # the head's own pixel shuffle
+        return F.pixel_shuffle(rearrange(cell, "b (h w) c -> b c h w", h=g, w=g), p)  # (B, K, H, W)
 
     @torch.no_grad()
     def update_patterns(self, ids: torch.Tensor, patterns: torch.Tensor, moved: torch.Tensor) -> None:
