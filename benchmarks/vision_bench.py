@@ -82,6 +82,11 @@ def main() -> None:
     ap.add_argument(
         "--pixel-baseline", action="store_true", help="also train and score the pixel-VQ baseline"
     )
+    ap.add_argument(
+        "--encoder-only",
+        action="store_true",
+        help="train and score the encoder (retrieval) only, no tokenizer",
+    )
     ap.add_argument("--save", type=Path, default=None, help="directory for safetensors weights + config")
     ap.add_argument(
         "--checkpoint",
@@ -133,6 +138,21 @@ def main() -> None:
     )
     t_enc = time.perf_counter() - t0
     top1 = retrieval_top1(clip, n=100, seed=args.seed)
+    if args.encoder_only:
+        print(
+            json.dumps(
+                {
+                    "preset": cfg.name,
+                    "seed": args.seed,
+                    "encoder_steps": args.encoder_steps,
+                    "threads": args.threads,
+                    "retrieval_top1": top1,
+                    "encoder_train_s": round(t_enc, 1),
+                },
+                indent=2,
+            )
+        )
+        return
     t1 = time.perf_counter()
     tok = train_tokenizer(
         cfg,

@@ -173,6 +173,25 @@ def verify_checkpoint(directory: str | Path) -> dict:
     return manifest
 
 
+# what made older checkpoints stop loading, newest first (named in the refusal)
+FORMAT_CHANGES = (
+    "the vision encoder's conv stem (2026-12-02)",
+    "the tokenizer decoder's pattern table (2026-12-01)",
+)
+
+
+def _load_fitting(module: torch.nn.Module, path: Path, device: str | torch.device, what: str) -> None:
+    """Load safetensors weights into `module` strictly; weights of other shapes are a CheckpointFormatError."""
+    try:
+        load_model(module, str(path), strict=True, device=str(device))
+    except RuntimeError as e:  # missing, unexpected or reshaped tensors
+        raise CheckpointFormatError(
+            f"{path} does not fit this version's {what} ({str(e).splitlines()[0]}); it was written by an "
+            f"older illume (checkpoints from before {' or '.join(FORMAT_CHANGES)} do not load): "
+            "train a new base model with `illume train`"
+        ) from e
+
+
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Verify and load a checkpoint onto `device` (model in eval mode)."""
     directory = Path(directory)
@@ -188,21 +207,14 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         )
     # the saved LLM config rebuilds the exact LLM, so no pretrained weights are read again
     model = IllumeModel(cfg, config["text_vocab_size"], llm_config=LlamaConfig.from_dict(config["llm"]))
-    load_model(model, str(directory / MODEL_FILE), strict=True, device=str(device))
+    _load_fitting(model, directory / MODEL_FILE, device, "model")
     model.to(device).eval()
     semantic = None
     if SEMANTIC_FILE in manifest["files"]:
         from illume_core.tokenizer import SemanticTokenizer
 
         semantic = SemanticTokenizer(cfg)
-        try:
-            load_model(semantic, str(directory / SEMANTIC_FILE), strict=True, device=str(device))
-        except RuntimeError as e:  # missing, unexpected or reshaped tensors
-            raise CheckpointFormatError(
-                f"{directory / SEMANTIC_FILE} does not fit this version's semantic tokenizer "
-                f"({str(e).splitlines()[0]}); it was written by an older illume (tokenizers from before the "
-                "decoder's pattern table of 2026-12-01 do not load): train a new base model with `illume train`"
-            ) from e
+        _load_fitting(semantic, directory / SEMANTIC_FILE, device, "semantic tokenizer")
         semantic.to(device).eval()
     return LoadedCheckpoint(model, semantic, text_tokenizer, cfg, manifest)
 

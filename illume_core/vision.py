@@ -1,7 +1,7 @@
 """The understanding encoder (continuous image features) and its contrastive pretraining parts.
 
-`VisionEncoder` turns pixels into one feature per grid cell: a ViT-style linear embedding of
-each cell's pixels and a few transformer blocks with learned 2D positions.
+`VisionEncoder` turns pixels into one feature per grid cell: a conv stem plus a ViT-style linear
+embedding of each cell's pixels, then a few transformer blocks with learned 2D positions.
 `TextTower` and `ContrastiveModel` exist only to pretrain it CLIP-style on ShapesWorld captions;
 a per-cell pixel head keeps sub-cell edges in the features, which the semantic tokenizer needs.
 """
@@ -23,15 +23,42 @@ from illume_core.world import COLORS, NUMBERS, RELATIONS, SHAPES
 NUM_CLASSES = len(PALETTE)  # palette classes per pixel: background + ten colours
 
 
+def conv_stem(cfg: IllumeConfig, first: int = 32) -> nn.Sequential:
+    """3x3 convs from pixels down to the cell grid: (B, 3, H, W) -> (B, vision_width, grid, grid).
+
+    One full-resolution conv, then stride-2 convs (channels doubling up to vision_width) until a
+    cell is one position (a last conv takes any odd factor left), then one conv on the grid.
+    Local edge detectors are what tell a circle from a diamond; a linear embedding of 4x4 cells
+    and transformer blocks alone did not learn shape in 300 supervised steps (docs/VISION.md).
+    """
+    width = cfg.vision_width
+    layers: list[nn.Module] = [nn.Conv2d(3, min(first, width), 3, padding=1), nn.GELU()]
+    ch, left = min(first, width), cfg.patch_size
+    while left > 1:
+        stride = 2 if left % 2 == 0 else left
+        left //= stride
+        out = width if left == 1 else min(width, ch * 2)
+        layers += [
+            nn.Conv2d(ch, out, 3 if stride == 2 else stride, stride=stride, padding=1 if stride == 2 else 0)
+        ]
+        layers += [nn.GELU()]
+        ch = out
+    if ch != width:  # patch_size 1: no stride left to widen the channels
+        layers += [nn.Conv2d(ch, width, 1), nn.GELU()]
+    layers += [nn.Conv2d(width, width, 3, padding=1)]
+    return nn.Sequential(*layers)
+
+
 class VisionEncoder(nn.Module):
     """Pixels (B, 3, H, W) in [0, 1] -> features (B, N, vision_width), N = cfg.image_tokens."""
 
     def __init__(self, cfg: IllumeConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        # a linear embedding of each cell's raw pixels (as ViT): every cell's exact content stays
-        # linearly readable, at a fifth of the cost of a full-resolution conv stem before it
+        # a linear embedding of each cell's raw pixels (as ViT) keeps every cell's exact content
+        # linearly readable; the conv stem beside it gives the features shape (edges, corners)
         self.patchify = nn.Conv2d(3, cfg.vision_width, cfg.patch_size, stride=cfg.patch_size)
+        self.stem = conv_stem(cfg)
         self.row_pos = nn.Parameter(torch.zeros(cfg.grid, 1, cfg.vision_width))
         self.col_pos = nn.Parameter(torch.zeros(1, cfg.grid, cfg.vision_width))
         nn.init.normal_(self.row_pos, std=0.02)
@@ -57,7 +84,8 @@ class VisionEncoder(nn.Module):
                 f"VisionEncoder expects (B, 3, {size}, {size}) pixels in [0, 1]; got {tuple(pixels.shape)}; "
                 "resize images to the preset's image_size"
             )
-        x = self.patchify(pixels * 2 - 1)  # (B, D, g, g)
+        x = pixels * 2 - 1  # (B, 3, H, W)
+        x = self.patchify(x) + self.stem(x)  # (B, D, g, g)
         x = x + rearrange(self.row_pos + self.col_pos, "h w d -> d h w")  # (B, D, g, g)
         x = rearrange(x, "b d h w -> b (h w) d")  # (B, N, D)
         for block in self.blocks:
@@ -130,11 +158,30 @@ class TextTower(nn.Module):
         return (x * keep).sum(1) / keep.sum(1).clamp(min=1.0)  # (B, D)
 
 
+# counts the inventory head tells apart per (colour, shape): 0, 1, 2, 3, 4 or more
+INVENTORY_COUNTS = 5
+
+
+def inventory_targets(scenes) -> torch.Tensor:
+    """Scenes -> LongTensor (B, colours * shapes): how many objects of each (colour, shape), capped at 4."""
+    shapes, colors = list(SHAPES), list(COLORS)
+    out = torch.zeros(len(scenes), len(colors) * len(shapes), dtype=torch.long)  # (B, C*S)
+    for i, scene in enumerate(scenes):
+        for o in scene.objects:
+            out[i, colors.index(o.color) * len(shapes) + shapes.index(o.shape)] += 1
+    return out.clamp(max=INVENTORY_COUNTS - 1)
+
+
 class ContrastiveModel(nn.Module):
     """CLIP on ShapesWorld: pooled image feature vs caption feature, learned temperature.
 
-    A per-cell pixel head (each cell's feature -> the palette class of its patch_size^2 pixels)
-    is trained alongside, so the features keep the exact sub-cell layout of shapes.
+    The image feature is the max over cells: an object covers a few of the 256 cells, and a mean
+    drowns it in background (a shape classifier on mean-pooled features stayed at chance for
+    300 steps; on max-pooled ones it learned). Two auxiliary heads train alongside: a per-cell
+    pixel head (each cell's feature -> the palette class of its patch_size^2 pixels), so the
+    features keep the exact sub-cell layout of shapes, and an inventory head (pooled feature ->
+    the count of each (colour, shape) in the scene), a direct signal for shape that the captions
+    give only through the rare negatives that differ in shape alone.
     """
 
     def __init__(self, encoder: VisionEncoder, text: TextTower, embed_dim: int = 128) -> None:
@@ -146,10 +193,16 @@ class ContrastiveModel(nn.Module):
         self.text_proj = nn.Linear(text.embed.embedding_dim, embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.cell_head = nn.Linear(cfg.vision_width, cfg.patch_size * cfg.patch_size * NUM_CLASSES)
+        self.inventory_head = nn.Linear(cfg.vision_width, len(COLORS) * len(SHAPES) * INVENTORY_COUNTS)
+
+    @staticmethod
+    def pool(feats: torch.Tensor) -> torch.Tensor:
+        """Cell features (B, N, D) -> one image feature (B, D): the max over cells."""
+        return feats.max(1).values
 
     def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels (B, 3, H, W) -> unit image embeddings (B, E)."""
-        return F.normalize(self.image_proj(self.encoder(pixels).mean(1)), dim=-1)  # (B, E)
+        return F.normalize(self.image_proj(self.pool(self.encoder(pixels))), dim=-1)  # (B, E)
 
     def embed_texts(self, ids: torch.Tensor) -> torch.Tensor:
         """Word ids (B, T) -> unit text embeddings (B, E)."""
@@ -161,15 +214,18 @@ class ContrastiveModel(nn.Module):
         ids: torch.Tensor,
         classes: torch.Tensor | None = None,
         negative_ids: torch.Tensor | None = None,
+        inventory: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Losses for a batch of matching (image, caption) pairs.
 
         `classes` (B, H, W) adds the per-cell pixel head; `negative_ids` (M, T) are extra captions
         that match no image in the batch (hard negatives: one word changed), scored against every
-        image in the image-to-caption direction.
+        image in the image-to-caption direction; `inventory` (B, colours * shapes) from
+        `inventory_targets` adds the inventory head.
         """
         feats = self.encoder(pixels)  # (B, N, D)
-        img = F.normalize(self.image_proj(feats.mean(1)), dim=-1)  # (B, E)
+        pooled = self.pool(feats)  # (B, D)
+        img = F.normalize(self.image_proj(pooled), dim=-1)  # (B, E)
         txt = self.embed_texts(ids)  # (B, E)
         scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
         logits = scale * img @ txt.T  # (B, B)
@@ -184,5 +240,9 @@ class ContrastiveModel(nn.Module):
             cell = self.cell_head(feats)  # (B, N, p*p*K)
             cell = rearrange(cell, "b (h w) (p q k) -> b k (h p) (w q)", h=g, w=g, p=p, q=p, k=NUM_CLASSES)
             out["pixel"] = F.cross_entropy(cell, classes)
-            out["loss"] = clip + out["pixel"]
+            out["loss"] = out["loss"] + out["pixel"]
+        if inventory is not None:
+            counts = self.inventory_head(pooled).view(len(pooled), -1, INVENTORY_COUNTS)  # (B, C*S, 5)
+            out["inventory"] = F.cross_entropy(counts.flatten(0, 1), inventory.flatten())
+            out["loss"] = out["loss"] + out["inventory"]
         return out

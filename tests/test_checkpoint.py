@@ -171,3 +171,16 @@ def test_tokenizer_of_an_older_shape_is_refused_with_what_to_do(tmp_path):
     save_checkpoint(ck, model, old, text_tokenizer(), stage=1)
     with pytest.raises(CheckpointFormatError, match=r"tokenizer\.safetensors does not fit.*illume train"):
         load_checkpoint(ck)
+
+
+def test_model_whose_encoder_has_no_conv_stem_is_refused_with_what_to_do(tmp_path):
+    from illume_core.checkpoint import CheckpointFormatError
+
+    model, proc = micro_model()
+    del model.vision_model.stem  # the encoder before its conv stem
+    ck = tmp_path / "old"
+    save_checkpoint(ck, model, SemanticTokenizer(proc.cfg), text_tokenizer(), stage=1)
+    with pytest.raises(
+        CheckpointFormatError, match=r"model\.safetensors does not fit.*conv stem.*illume train"
+    ):
+        load_checkpoint(ck)

@@ -162,24 +162,31 @@ def test_first_training_call_spreads_codes_over_distinct_vectors():
 
 def test_pattern_table_decodes_a_single_pattern_code_to_its_exact_pixels():
     # two training calls, no gradient step (the first only places the codes): the table alone
-    # must already draw every cell whose code stands for one pattern exactly
+    # must already draw exactly every cell whose code stood for that one pattern in every call
     from illume_core.images import palette_index
 
     torch.manual_seed(0)
     cfg = get_preset("tiny")
     tok = SemanticTokenizer(cfg).train()
+    p, g = cfg.patch_size, cfg.grid
     pixels = _pixels(4)
+    truth = palette_index(pixels)  # (4, H, W)
+    cells = truth.reshape(4, g, p, g, p).permute(0, 1, 3, 2, 4).reshape(-1, p * p)  # (4N, p*p)
+    seen: dict[int, set[tuple[int, ...]]] = {}  # code -> the cell patterns the table was given for it
+    update = tok.decoder.update_patterns
+
+    def recording(ids, patterns, moved):
+        for code, cell in zip(ids.reshape(-1).tolist(), cells.tolist(), strict=True):
+            seen.setdefault(code, set()).add(tuple(cell))
+        update(ids, patterns, moved)
+
+    tok.decoder.update_patterns = recording
     tok.losses(pixels)
     tok.losses(pixels)
     tok.eval()
     ids = tok.encode(pixels)  # (4, N)
-    truth = palette_index(pixels)  # (4, H, W)
-    p, g = cfg.patch_size, cfg.grid
-    cells = truth.reshape(4, g, p, g, p).permute(0, 1, 3, 2, 4).reshape(-1, p * p)  # (4N, p*p)
     flat = ids.reshape(-1)
-    pure = torch.tensor(
-        [bool((cells[flat == c] == cells[i]).all()) for i, c in enumerate(flat.tolist())]
-    )  # cells whose code no other pattern shares in this batch
+    pure = torch.tensor([seen.get(c) == {tuple(cells[i].tolist())} for i, c in enumerate(flat.tolist())])
     assert pure.float().mean() > 0.9
     table = tok.decoder.code_prior(ids).argmax(1)  # (4, H, W): the table's own drawing
     got = table.reshape(4, g, p, g, p).permute(0, 1, 3, 2, 4).reshape(-1, p * p)
