@@ -175,7 +175,7 @@ def verify_checkpoint(directory: str | Path) -> dict:
 
 # what made older checkpoints stop loading, newest first (named in the refusal)
 FORMAT_CHANGES = (
-    "the vision encoder's conv stem (2026-12-02)",
+    "the vision encoder's conv stem (late 2026-12-01)",
     "the tokenizer decoder's pattern table (2026-12-01)",
 )
 

@@ -158,30 +158,14 @@ class TextTower(nn.Module):
         return (x * keep).sum(1) / keep.sum(1).clamp(min=1.0)  # (B, D)
 
 
-# counts the inventory head tells apart per (colour, shape): 0, 1, 2, 3, 4 or more
-INVENTORY_COUNTS = 5
-
-
-def inventory_targets(scenes) -> torch.Tensor:
-    """Scenes -> LongTensor (B, colours * shapes): how many objects of each (colour, shape), capped at 4."""
-    shapes, colors = list(SHAPES), list(COLORS)
-    out = torch.zeros(len(scenes), len(colors) * len(shapes), dtype=torch.long)  # (B, C*S)
-    for i, scene in enumerate(scenes):
-        for o in scene.objects:
-            out[i, colors.index(o.color) * len(shapes) + shapes.index(o.shape)] += 1
-    return out.clamp(max=INVENTORY_COUNTS - 1)
-
-
 class ContrastiveModel(nn.Module):
     """CLIP on ShapesWorld: pooled image feature vs caption feature, learned temperature.
 
     The image feature is the max over cells: an object covers a few of the 256 cells, and a mean
     drowns it in background (a shape classifier on mean-pooled features stayed at chance for
-    300 steps; on max-pooled ones it learned). Two auxiliary heads train alongside: a per-cell
-    pixel head (each cell's feature -> the palette class of its patch_size^2 pixels), so the
-    features keep the exact sub-cell layout of shapes, and an inventory head (pooled feature ->
-    the count of each (colour, shape) in the scene), a direct signal for shape that the captions
-    give only through the rare negatives that differ in shape alone.
+    300 steps; on max-pooled ones it learned). A per-cell pixel head (each cell's feature -> the
+    palette class of its patch_size^2 pixels) is trained alongside, so the features keep the
+    exact sub-cell layout of shapes.
     """
 
     def __init__(self, encoder: VisionEncoder, text: TextTower, embed_dim: int = 128) -> None:
@@ -193,7 +177,6 @@ class ContrastiveModel(nn.Module):
         self.text_proj = nn.Linear(text.embed.embedding_dim, embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.cell_head = nn.Linear(cfg.vision_width, cfg.patch_size * cfg.patch_size * NUM_CLASSES)
-        self.inventory_head = nn.Linear(cfg.vision_width, len(COLORS) * len(SHAPES) * INVENTORY_COUNTS)
 
     @staticmethod
     def pool(feats: torch.Tensor) -> torch.Tensor:
@@ -214,18 +197,15 @@ class ContrastiveModel(nn.Module):
         ids: torch.Tensor,
         classes: torch.Tensor | None = None,
         negative_ids: torch.Tensor | None = None,
-        inventory: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Losses for a batch of matching (image, caption) pairs.
 
         `classes` (B, H, W) adds the per-cell pixel head; `negative_ids` (M, T) are extra captions
         that match no image in the batch (hard negatives: one word changed), scored against every
-        image in the image-to-caption direction; `inventory` (B, colours * shapes) from
-        `inventory_targets` adds the inventory head.
+        image in the image-to-caption direction.
         """
         feats = self.encoder(pixels)  # (B, N, D)
-        pooled = self.pool(feats)  # (B, D)
-        img = F.normalize(self.image_proj(pooled), dim=-1)  # (B, E)
+        img = F.normalize(self.image_proj(self.pool(feats)), dim=-1)  # (B, E)
         txt = self.embed_texts(ids)  # (B, E)
         scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
         logits = scale * img @ txt.T  # (B, B)
@@ -241,8 +221,4 @@ class ContrastiveModel(nn.Module):
             cell = rearrange(cell, "b (h w) (p q k) -> b k (h p) (w q)", h=g, w=g, p=p, q=p, k=NUM_CLASSES)
             out["pixel"] = F.cross_entropy(cell, classes)
             out["loss"] = out["loss"] + out["pixel"]
-        if inventory is not None:
-            counts = self.inventory_head(pooled).view(len(pooled), -1, INVENTORY_COUNTS)  # (B, C*S, 5)
-            out["inventory"] = F.cross_entropy(counts.flatten(0, 1), inventory.flatten())
-            out["loss"] = out["loss"] + out["inventory"]
         return out

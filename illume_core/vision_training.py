@@ -16,7 +16,7 @@ import torch
 from illume_core.config import IllumeConfig
 from illume_core.images import palette_index, to_tensor
 from illume_core.tokenizer import PixelVQTokenizer, SemanticTokenizer
-from illume_core.vision import ContrastiveModel, TextTower, VisionEncoder, inventory_targets
+from illume_core.vision import ContrastiveModel, TextTower, VisionEncoder
 from illume_core.world import COLORS, NUMBERS, SHAPES, Scene, relation, render, sample_scene
 
 Progress = Callable[[int, dict[str, float]], None]
@@ -133,7 +133,6 @@ def train_contrastive(
 
     With `hard_negatives`, every image also meets the caption of its own scene with one colour
     or shape changed, so the encoder must bind each colour to its shape, not just list words.
-    The inventory head (count of each colour-shape pair, from the scene) trains alongside.
     """
     if steps < 1 or batch_size < 2:
         raise ValueError(
@@ -151,7 +150,7 @@ def train_contrastive(
         if hard_negatives:
             negatives = model.text.tokenize([caption(hard_negative(s, rng), rng) for s in scenes])
         _schedule(opt, step, steps, lr)
-        out = model(pixels, ids, palette_index(pixels), negatives, inventory_targets(scenes))
+        out = model(pixels, ids, palette_index(pixels), negatives)
         _optimizer_step(opt, list(model.parameters()), out, progress, step)
     return model.eval()
 

@@ -9,7 +9,7 @@ import torch
 
 from illume_core.config import get_preset
 from illume_core.images import from_png, palette_index, palette_render, png_bytes, to_pil, to_tensor
-from illume_core.vision import ContrastiveModel, TextTower, VisionEncoder, conv_stem, inventory_targets
+from illume_core.vision import ContrastiveModel, TextTower, VisionEncoder, conv_stem
 from illume_core.vision_training import (
     caption,
     hard_negative,
@@ -17,7 +17,7 @@ from illume_core.vision_training import (
     sample_batch,
     train_contrastive,
 )
-from illume_core.world import COLORS, SHAPES, Obj, Scene, render, sample_scene
+from illume_core.world import render, sample_scene
 
 torch.set_num_threads(2)
 
@@ -109,9 +109,9 @@ def test_contrastive_model_gives_all_losses():
     rng = random.Random(0)
     scenes, pixels = sample_batch(rng, cfg, 4)
     ids = model.text.tokenize([caption(s, rng) for s in scenes])
-    out = model(pixels, ids, palette_index(pixels), None, inventory_targets(scenes))
-    assert set(out) >= {"clip", "pixel", "inventory", "loss"}
-    torch.testing.assert_close(out["loss"], out["clip"] + out["pixel"] + out["inventory"])
+    out = model(pixels, ids, palette_index(pixels))
+    assert set(out) >= {"clip", "pixel", "loss"}
+    torch.testing.assert_close(out["loss"], out["clip"] + out["pixel"])
     out["loss"].backward()
     assert model.encoder.patchify.weight.grad is not None
     assert model.encoder.stem[0].weight.grad is not None
@@ -147,22 +147,6 @@ def test_conv_stem_brings_any_patch_size_to_the_cell_grid(patch):
     stem = conv_stem(cfg)
     assert stem(torch.rand(2, 3, 48, 48)).shape == (2, 16, cfg.grid, cfg.grid)
     assert VisionEncoder(cfg)(torch.rand(2, 3, 48, 48)).shape == (2, cfg.grid**2, 16)
-
-
-def test_inventory_targets_count_each_colour_shape_pair():
-    objs = (
-        Obj("circle", "red", 0, 0, 10),
-        Obj("circle", "red", 20, 0, 10),
-        Obj("cross", "blue", 40, 40, 10),
-    )
-    t = inventory_targets([Scene(64, objs), Scene(64, ())])
-    shapes, colors = list(SHAPES), list(COLORS)
-    assert t.shape == (2, len(colors) * len(shapes))
-    assert t[0, colors.index("red") * len(shapes) + shapes.index("circle")] == 2
-    assert t[0, colors.index("blue") * len(shapes) + shapes.index("cross")] == 1
-    assert int(t[0].sum()) == 3 and int(t[1].sum()) == 0
-    many = Scene(64, tuple(Obj("square", "green", 12 * i, 0, 8) for i in range(5)))
-    assert int(inventory_targets([many]).max()) == 4  # four or more is one class
 
 
 def test_image_embedding_pools_the_max_over_cells():
