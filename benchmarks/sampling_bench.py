@@ -4,11 +4,13 @@ Prints image tokens/s for both paths at a batch of prompts (each with its uncond
 2 x batch rows run), their ratio, and achieved FLOP/s as a fraction of a plain fp32 matmul's
 FLOP/s measured in the same run. Usage:
     .venv/bin/python benchmarks/sampling_bench.py --preset tiny --batch 16 --threads 2
+    .venv/bin/python benchmarks/sampling_bench.py --override '{"patch_size": 8}'   # 64 image tokens
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
@@ -65,9 +67,14 @@ def main() -> None:
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--override",
+        default="{}",
+        help="JSON of preset fields to replace, e.g. '{\"patch_size\": 8}' for 64 image tokens on tiny",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = get_preset(args.preset)
+    cfg = get_preset(args.preset, **json.loads(args.override))
     words = [*SHAPES, *SHAPES.values(), *COLORS, *NUMBERS.values(), "a", "photo", "of", "generate", "image"]
     tok = TextTokenizer.train([" ".join(words)] * 20, vocab_size=cfg.text_vocab_size)
     torch.manual_seed(0)
