@@ -138,20 +138,16 @@ def main() -> None:
     )
     t_enc = time.perf_counter() - t0
     top1 = retrieval_top1(clip, n=100, seed=args.seed)
+    encoder_results = {
+        "preset": cfg.name,
+        "seed": args.seed,
+        "encoder_steps": args.encoder_steps,
+        "threads": args.threads,
+        "retrieval_top1": top1,
+        "encoder_train_s": round(t_enc, 1),
+    }
     if args.encoder_only:
-        print(
-            json.dumps(
-                {
-                    "preset": cfg.name,
-                    "seed": args.seed,
-                    "encoder_steps": args.encoder_steps,
-                    "threads": args.threads,
-                    "retrieval_top1": top1,
-                    "encoder_train_s": round(t_enc, 1),
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps(encoder_results, indent=2))
         return
     t1 = time.perf_counter()
     tok = train_tokenizer(
@@ -169,15 +165,11 @@ def main() -> None:
     acc = reconstruction_accuracy(tok, n=args.usage_renders, seed=args.seed)
     judged_render, judged_recon = judged_reconstructions(tok, args.per_tag, args.seed)
     results = {
-        "preset": cfg.name,
-        "encoder_steps": args.encoder_steps,
+        **encoder_results,
         "tokenizer_steps": args.tokenizer_steps,
-        "threads": args.threads,
-        "retrieval_top1": top1,
         **acc,
         "judge_renders": judged_render,
         "judge_reconstructions": judged_recon,
-        "encoder_train_s": round(t_enc, 1),
         "tokenizer_train_s": round(t_tok, 1),
         "total_s": round(time.perf_counter() - t0, 1),
     }

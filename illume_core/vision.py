@@ -38,10 +38,8 @@ def conv_stem(cfg: IllumeConfig, first: int = 32) -> nn.Sequential:
         stride = 2 if left % 2 == 0 else left
         left //= stride
         out = width if left == 1 else min(width, ch * 2)
-        layers += [
-            nn.Conv2d(ch, out, 3 if stride == 2 else stride, stride=stride, padding=1 if stride == 2 else 0)
-        ]
-        layers += [nn.GELU()]
+        kernel, pad = (3, 1) if stride == 2 else (stride, 0)
+        layers += [nn.Conv2d(ch, out, kernel, stride=stride, padding=pad), nn.GELU()]
         ch = out
     if ch != width:  # patch_size 1: no stride left to widen the channels
         layers += [nn.Conv2d(ch, width, 1), nn.GELU()]
@@ -183,9 +181,13 @@ class ContrastiveModel(nn.Module):
         """Cell features (B, N, D) -> one image feature (B, D): the max over cells."""
         return feats.max(1).values
 
+    def embed_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """Encoder features (B, N, D) -> unit image embeddings (B, E)."""
+        return F.normalize(self.image_proj(self.pool(feats)), dim=-1)  # (B, E)
+
     def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels (B, 3, H, W) -> unit image embeddings (B, E)."""
-        return F.normalize(self.image_proj(self.pool(self.encoder(pixels))), dim=-1)  # (B, E)
+        return self.embed_features(self.encoder(pixels))  # (B, E)
 
     def embed_texts(self, ids: torch.Tensor) -> torch.Tensor:
         """Word ids (B, T) -> unit text embeddings (B, E)."""
@@ -205,7 +207,7 @@ class ContrastiveModel(nn.Module):
         image in the image-to-caption direction.
         """
         feats = self.encoder(pixels)  # (B, N, D)
-        img = F.normalize(self.image_proj(self.pool(feats)), dim=-1)  # (B, E)
+        img = self.embed_features(feats)  # (B, E)
         txt = self.embed_texts(ids)  # (B, E)
         scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
         logits = scale * img @ txt.T  # (B, B)
