@@ -211,9 +211,9 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     model.to(device).eval()
     semantic = None
     if SEMANTIC_FILE in manifest["files"]:
-        from illume_core.tokenizer import SemanticTokenizer
+        from illume_core.tokenizer import make_tokenizer
 
-        semantic = SemanticTokenizer(cfg)
+        semantic = make_tokenizer(cfg)
         _load_fitting(semantic, directory / SEMANTIC_FILE, device, "semantic tokenizer")
         semantic.to(device).eval()
     return LoadedCheckpoint(model, semantic, text_tokenizer, cfg, manifest)

@@ -8,15 +8,13 @@ tokenizer that turns images into codes stays outside: it is a separate, frozen p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from illume_core.config import IllumeConfig
+from illume_core.config import PATTERN_COLOURS, IllumeConfig
 from illume_core.vision import VisionEncoder
 
 PARAM_GROUPS = ("adapter", "image_embed_head", "llm", "vision")
@@ -30,12 +28,18 @@ STAGE_LRS: dict[int, dict[str, float]] = {
 }
 
 
-@dataclass
 class IllumeOutput:
-    """`loss` is None without labels; `logits` (B, T, V) over the whole vocab."""
+    """`loss` is None without labels; `logits` (B, T, V) over the whole vocab, computed on first use
+    (the factorized model's loss never needs them)."""
 
-    loss: torch.Tensor | None
-    logits: torch.Tensor
+    def __init__(self, loss: torch.Tensor | None, hidden: torch.Tensor, model: IllumeModel) -> None:
+        self.loss, self.hidden, self._model, self._logits = loss, hidden, model, None
+
+    @property
+    def logits(self) -> torch.Tensor:
+        if self._logits is None:
+            self._logits = self._model.full_logits(self.hidden)
+        return self._logits
 
 
 def llama_config(cfg: IllumeConfig, vocab_size: int) -> LlamaConfig:
@@ -79,12 +83,58 @@ class Aligner(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
+class FactorizedCodes(nn.Module):
+    """Input embeddings and output logits of pattern codes `m * colours + c`, factorized by part.
+
+    A code's embedding is its mask's vector plus its colour's, and its logit is its mask's logit
+    plus its colour's, so the 16,380 codes of the tiny preset cost 1,648 rows, not 16,380, and
+    what the LLM learns about a mask (an edge, a corner) holds in every colour. The joint
+    softmax over (mask, colour) is the product of a softmax over masks and one over colours.
+    """
+
+    def __init__(self, masks: int, colours: int, hidden_size: int) -> None:
+        super().__init__()
+        self.colours = colours
+        self.embed_mask = nn.Embedding(masks, hidden_size)
+        self.embed_colour = nn.Embedding(colours, hidden_size)
+        self.head_mask = nn.Linear(hidden_size, masks, bias=False)
+        self.head_colour = nn.Linear(hidden_size, colours, bias=False)
+        for w in (self.embed_mask.weight, self.embed_colour.weight):
+            nn.init.normal_(w, std=0.02)
+
+    def embed(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (...) -> embeddings (..., D)."""
+        return self.embed_mask(codes // self.colours) + self.embed_colour(codes % self.colours)
+
+    def parts(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask logits (..., M) and colour logits (..., C)."""
+        return self.head_mask(hidden), self.head_colour(hidden)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Joint logits (..., M * C), index = code id."""
+        mask, colour = self.parts(hidden)
+        return (mask.unsqueeze(-1) + colour.unsqueeze(-2)).flatten(-2)
+
+    def rows(self, which: str) -> torch.Tensor:
+        """Every code's embedding ('embed') or head vector ('head') as (M * C, D): the logit of
+        code k is hidden @ rows('head')[k], exactly as for a plain LM head row."""
+        mask, colour = (
+            (self.embed_mask.weight, self.embed_colour.weight)
+            if which == "embed"
+            else (self.head_mask.weight, self.head_colour.weight)
+        )
+        return (mask.unsqueeze(1) + colour.unsqueeze(0)).flatten(0, 1)
+
+
 class IllumeModel(nn.Module):
     """Vision encoder + adapter + a Llama whose vocab is the text vocab followed by the image codes.
 
     Image code k has LLM id `image_token_offset + k`, with `image_token_offset = text_vocab_size`.
-    `llm_config` rebuilds the exact LLM of a checkpoint; otherwise the LLM comes from
-    `cfg.pretrained_path` (transformers `from_pretrained`, vocab extended) or from the preset.
+    With the semantic tokenizer, the codes are extra rows of the Llama's embedding and LM head;
+    with the pattern tokenizer, the Llama keeps a text-only vocab and the codes' rows are the
+    factorized `gen_codes` (mask part + colour part). `llm_config` rebuilds the exact LLM of a
+    checkpoint; otherwise the LLM comes from `cfg.pretrained_path` (transformers
+    `from_pretrained`, vocab extended) or from the preset.
     """
 
     def __init__(
@@ -95,6 +145,8 @@ class IllumeModel(nn.Module):
         self.text_vocab_size = text_vocab_size
         self.image_token_offset = text_vocab_size
         self.vocab_size = text_vocab_size + cfg.codebook_size
+        self.factorized = cfg.tokenizer == "pattern"
+        llm_vocab = text_vocab_size if self.factorized else self.vocab_size
         # understanding path
         self.vision_model = VisionEncoder(cfg)
         self.aligner = Aligner(cfg.vision_width, cfg.hidden_size, cfg.grid, cfg.adapter_pool)
@@ -102,14 +154,19 @@ class IllumeModel(nn.Module):
         if llm_config is not None:
             self.llm = LlamaForCausalLM(llm_config)
         elif cfg.pretrained_path is not None:
-            self.llm = _load_pretrained(cfg, self.vocab_size)
+            self.llm = _load_pretrained(cfg, llm_vocab)
         else:
-            self.llm = LlamaForCausalLM(llama_config(cfg, self.vocab_size))
-        if self.llm.config.vocab_size != self.vocab_size:
+            self.llm = LlamaForCausalLM(llama_config(cfg, llm_vocab))
+        if self.llm.config.vocab_size != llm_vocab:
             raise ValueError(
-                f"LLM vocab {self.llm.config.vocab_size} != text {text_vocab_size} + codes {cfg.codebook_size}; "
+                f"LLM vocab {self.llm.config.vocab_size} != {llm_vocab} (text {text_vocab_size}"
+                f"{'' if self.factorized else f' + codes {cfg.codebook_size}'}); "
                 "build the model with the text tokenizer's vocab_size"
             )
+        # generation path of the pattern tokenizer: factorized code rows beside the text-only Llama
+        self.gen_codes = (
+            FactorizedCodes(cfg.code_masks, PATTERN_COLOURS, cfg.hidden_size) if self.factorized else None
+        )
         self._grad_hooks: list[torch.utils.hooks.RemovableHandle] = []
 
     # ---- understanding path ----------------------------------------------------------------
@@ -124,7 +181,7 @@ class IllumeModel(nn.Module):
         input_ids (B, T); pixel_values (I, 3, H, W), the images in order of appearance;
         image_mask (B, T) bool, True at the I * cfg.understanding_tokens placeholder positions.
         """
-        embeds = self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
+        embeds = self.embed_ids(input_ids)  # (B, T, D)
         if pixel_values is None or image_mask is None or not bool(image_mask.any()):
             return embeds
         feats = self.aligner(self.vision_model(pixel_values))  # (I, N, D)
@@ -137,22 +194,44 @@ class IllumeModel(nn.Module):
         # masked_scatter fills the True positions in row-major order: batch row, then position
         return embeds.masked_scatter(image_mask.unsqueeze(-1), feats.to(embeds.dtype))  # (B, T, D)
 
+    # ---- token embeddings (text and image codes) ---------------------------------------------
+    def embed_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings of LLM ids (B, T) -> (B, T, D), text ids and image codes alike."""
+        if not self.factorized:
+            return self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
+        is_code = input_ids >= self.image_token_offset  # (B, T)
+        text = self.llm.get_input_embeddings()(torch.where(is_code, 0, input_ids))  # (B, T, D)
+        codes = self.gen_codes.embed((input_ids - self.image_token_offset).clamp(min=0))  # (B, T, D)
+        return torch.where(is_code.unsqueeze(-1), codes, text)
+
     # ---- generation path -------------------------------------------------------------------
     def gen_embed_rows(self) -> torch.Tensor:
-        """The image-code rows of the input embeddings (codebook_size, D), a view."""
+        """The image codes' input embeddings (codebook_size, D) (a view when not factorized)."""
+        if self.factorized:
+            return self.gen_codes.rows("embed")
         return self.llm.get_input_embeddings().weight[self.image_token_offset :]
 
     def gen_head_rows(self) -> torch.Tensor:
-        """The image-code rows of the LM head (codebook_size, D), a view."""
+        """The image codes' LM-head vectors (codebook_size, D) (a view when not factorized)."""
+        if self.factorized:
+            return self.gen_codes.rows("head")
         return self.llm.get_output_embeddings().weight[self.image_token_offset :]
 
     def image_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits over image codes only: hidden (..., D) -> (..., codebook_size), index = code id."""
+        if self.factorized:
+            return self.gen_codes.logits(hidden)  # (..., K)
         return hidden @ self.gen_head_rows().T  # (..., K)
 
     def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits over text ids only: hidden (..., D) -> (..., text_vocab_size)."""
         return hidden @ self.llm.get_output_embeddings().weight[: self.image_token_offset].T  # (..., Vt)
+
+    def full_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over the whole id space (text, then image codes): (..., D) -> (..., V)."""
+        if not self.factorized:
+            return self.llm.lm_head(hidden)
+        return torch.cat([self.text_logits(hidden), self.image_logits(hidden)], -1)
 
     # ---- the shared trunk ------------------------------------------------------------------
     def hidden_states(
@@ -180,15 +259,37 @@ class IllumeModel(nn.Module):
         """
         embeds = self.prepare_inputs_embeds(batch.input_ids, batch.pixel_values, batch.image_mask)
         hidden = self.hidden_states(embeds, batch.attention_mask, batch.position_ids)  # (B, T, D)
-        logits = self.llm.lm_head(hidden)  # (B, T, V)
-        loss = None
-        if batch.labels is not None:
-            loss = F.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(),  # (B*(T-1), V)
-                batch.labels[:, 1:].flatten(),  # (B*(T-1),)
+        out = IllumeOutput(None, hidden, self)
+        if batch.labels is None:
+            return out
+        labels = batch.labels[:, 1:]  # (B, T-1)
+        if not self.factorized:
+            out.loss = F.cross_entropy(
+                out.logits[:, :-1].flatten(0, 1).float(),  # (B*(T-1), V)
+                labels.flatten(),  # (B*(T-1),)
                 ignore_index=-100,
             )
-        return IllumeOutput(loss=loss, logits=logits)
+            return out
+        out.loss = self._factorized_loss(hidden[:, :-1][labels != -100], labels[labels != -100])
+        return out
+
+    def _factorized_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Next-token cross-entropy over the whole id space without expanding the code logits.
+
+        hidden (M, D), targets (M,) LLM ids. log Z = logaddexp(lse(text), lse(mask) + lse(colour)),
+        and a code's logit is its mask's plus its colour's: exactly the softmax of `full_logits`.
+        """
+        text = self.text_logits(hidden).float()  # (M, Vt)
+        mask, colour = (x.float() for x in self.gen_codes.parts(hidden))  # (M, Mk), (M, C)
+        log_z = torch.logaddexp(text.logsumexp(-1), mask.logsumexp(-1) + colour.logsumexp(-1))  # (M,)
+        is_code = targets >= self.image_token_offset
+        code = (targets - self.image_token_offset).clamp(min=0)
+        colours = self.gen_codes.colours
+        code_logit = mask.gather(1, (code // colours)[:, None])[:, 0] + colour.gather(
+            1, (code % colours)[:, None]
+        )[:, 0]
+        text_logit = text.gather(1, torch.where(is_code, 0, targets)[:, None])[:, 0]
+        return (log_z - torch.where(is_code, code_logit, text_logit)).mean()
 
     # ---- what each training stage trains ---------------------------------------------------
     def param_groups(self, stage: int, lrs: dict[str, float] | None = None) -> list[dict]:
@@ -221,6 +322,11 @@ class IllumeModel(nn.Module):
                 for p in (self.llm.get_input_embeddings().weight, self.llm.get_output_embeddings().weight)
             }.values()
         )
+        if self.factorized:
+            # the code rows are modules of their own: trained without the LLM (stage 1), they are
+            # the whole group and no text row needs masking; with it, they join the text rows
+            codes = list(self.gen_codes.parameters())
+            emb_head = codes if "llm" not in lrs else [*emb_head, *codes]
         groups: list[dict] = []
         if "adapter" in lrs:
             groups.append(
@@ -233,6 +339,8 @@ class IllumeModel(nn.Module):
         if "llm" in lrs:
             skip = {id(p) for p in emb_head} if "image_embed_head" in lrs else set()
             body = [p for p in self.llm.parameters() if id(p) not in skip]
+            if self.factorized and "image_embed_head" not in lrs:
+                body += list(self.gen_codes.parameters())
             groups.append({"name": "llm", "params": body, "lr": lrs["llm"]})
         if "image_embed_head" in lrs:
             group = {"name": "image_embed_head", "params": emb_head, "lr": lrs["image_embed_head"]}
@@ -242,7 +350,7 @@ class IllumeModel(nn.Module):
         for g in groups:
             for p in g["params"]:
                 p.requires_grad_(True)
-        if "image_embed_head" in lrs and "llm" not in lrs:
+        if "image_embed_head" in lrs and "llm" not in lrs and not self.factorized:
             self._grad_hooks = [p.register_hook(self._mask_text_rows) for p in emb_head]
         return groups
 

@@ -81,7 +81,9 @@ RECIPES: dict[str, StageRecipe] = {
         stage=2,
         purpose="unified image-text alignment: LLM + adapter",
         lrs={"adapter": 5e-5, "llm": 5e-5},
-        mix={"text": 0.05, "caption": 0.15, "t2i": 0.6, "edit": 0.1, "vqa": 0.1},
+        # text-to-image gets most of the compute: ShapesEval is what the rounds are judged on, and
+        # drawing 64 exact codes is the hardest thing the model learns (docs/MODEL.md)
+        mix={"text": 0.04, "caption": 0.08, "t2i": 0.7, "edit": 0.08, "vqa": 0.1},
         steps=1500,
         warmup_steps=100,
     ),
@@ -97,7 +99,7 @@ RECIPES: dict[str, StageRecipe] = {
 }
 
 # ILLUME's rates are for a pretrained 7B; a from-scratch tiny LLM needs larger steps (ratios kept)
-LR_SCALE: dict[str, float] = {"tiny": 10.0, "small": 4.0, "illume-7b": 1.0}
+LR_SCALE: dict[str, float] = {"tiny": 10.0, "tiny-256": 10.0, "small": 4.0, "illume-7b": 1.0}
 
 
 def get_recipe(name: str, preset: str = "tiny", **budget) -> StageRecipe:

@@ -22,7 +22,7 @@ from illume_core.model import IllumeModel
 from illume_core.processor import Processor
 from illume_core.recipes import StageRecipe
 from illume_core.text_tokenizer import TextTokenizer
-from illume_core.tokenizer import SemanticTokenizer
+from illume_core.tokenizer import PatternTokenizer, SemanticTokenizer
 from illume_core.training import ParamGroup, TrainConfig, TrainState, train_loop
 from illume_core.vision_training import train_encoder, train_tokenizer
 
@@ -32,7 +32,7 @@ class Parts:
     """Everything a checkpoint holds, in memory."""
 
     model: IllumeModel
-    semantic: SemanticTokenizer
+    semantic: SemanticTokenizer | PatternTokenizer  # the preset's vision tokenizer (frozen)
     text_tokenizer: TextTokenizer
     processor: Processor
 
@@ -54,8 +54,9 @@ class VisionBudget:
     """Steps of the two vision pretraining runs (encoder contrastive, tokenizer)."""
 
     encoder_steps: int = 600
-    tokenizer_steps: int = 1500
+    tokenizer_steps: int = 1500  # semantic: optimizer steps; pattern: k-means iterations
     batch_size: int = 64
+    tokenizer_scenes: int = 20000  # renders whose cells the pattern tokenizer is fitted to
 
 
 def train_vision(
@@ -63,8 +64,8 @@ def train_vision(
     budget: VisionBudget = VisionBudget(),
     seed: int = 0,
     progress: Callable[[str, int, dict], None] | None = None,
-) -> SemanticTokenizer:
-    """Contrastive encoder pretraining, then the semantic tokenizer on the frozen encoder.
+) -> SemanticTokenizer | PatternTokenizer:
+    """Contrastive encoder pretraining, then the preset's tokenizer on the frozen encoder.
 
     The returned tokenizer holds the frozen encoder; `init_model` copies it into the
     understanding path (ILLUME starts both from the same pretrained encoder).
@@ -83,10 +84,11 @@ def train_vision(
         max(8, budget.batch_size // 2),
         seed,
         progress=(lambda s, m: progress("tokenizer", s, m)) if progress else None,
+        scenes=budget.tokenizer_scenes,
     )
 
 
-def init_model(cfg: IllumeConfig, semantic: SemanticTokenizer, seed: int = 0, n_text: int = 20000) -> Parts:
+def init_model(cfg: IllumeConfig, semantic: SemanticTokenizer | PatternTokenizer, seed: int = 0, n_text: int = 20000) -> Parts:
     """Train the text tokenizer on ShapesWorld text and build the unified model around the encoder."""
     text_tok = TextTokenizer.train(corpus.text_corpus(seed, n_text), vocab_size=cfg.text_vocab_size)
     torch.manual_seed(seed)
