@@ -10,7 +10,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
 # colours of the pattern tokenizer's codes: the contract's ten reference colours
 PATTERN_COLOURS = 10
 

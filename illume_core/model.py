@@ -285,9 +285,10 @@ class IllumeModel(nn.Module):
         is_code = targets >= self.image_token_offset
         code = (targets - self.image_token_offset).clamp(min=0)
         colours = self.gen_codes.colours
-        code_logit = mask.gather(1, (code // colours)[:, None])[:, 0] + colour.gather(
-            1, (code % colours)[:, None]
-        )[:, 0]
+        code_logit = (
+            mask.gather(1, (code // colours)[:, None])[:, 0]
+            + colour.gather(1, (code % colours)[:, None])[:, 0]
+        )
         text_logit = text.gather(1, torch.where(is_code, 0, targets)[:, None])[:, 0]
         return (log_z - torch.where(is_code, code_logit, text_logit)).mean()
 

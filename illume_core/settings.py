@@ -38,6 +38,7 @@ class Budget(BaseModel):
     eval_per_tag: int = Field(20, ge=1)  # ShapesEval prompts per tag
     eval_images_per_prompt: int = Field(4, ge=1)
     vqa_questions: int = Field(200, ge=1)
+    edit_tasks: int = Field(100, ge=1)  # held-out editing tasks judged against their target scenes
 
 
 BUDGETS: dict[str, Budget] = {
@@ -57,6 +58,7 @@ BUDGETS: dict[str, Budget] = {
         eval_per_tag=1,
         eval_images_per_prompt=1,
         vqa_questions=4,
+        edit_tasks=4,
     ),
     # the README's `illume demo`: everything in under 20 minutes on 2 CPU cores (18 min 54 s from a
     # fresh clone on 2026-12-02, quiet machine)

@@ -88,7 +88,9 @@ def train_vision(
     )
 
 
-def init_model(cfg: IllumeConfig, semantic: SemanticTokenizer | PatternTokenizer, seed: int = 0, n_text: int = 20000) -> Parts:
+def init_model(
+    cfg: IllumeConfig, semantic: SemanticTokenizer | PatternTokenizer, seed: int = 0, n_text: int = 20000
+) -> Parts:
     """Train the text tokenizer on ShapesWorld text and build the unified model around the encoder."""
     text_tok = TextTokenizer.train(corpus.text_corpus(seed, n_text), vocab_size=cfg.text_vocab_size)
     torch.manual_seed(seed)

@@ -523,6 +523,8 @@ class PatternTokenizer(nn.Module):
         return self
 
 
-def make_tokenizer(cfg: IllumeConfig, encoder: VisionEncoder | None = None) -> SemanticTokenizer | PatternTokenizer:
+def make_tokenizer(
+    cfg: IllumeConfig, encoder: VisionEncoder | None = None
+) -> SemanticTokenizer | PatternTokenizer:
     """The preset's vision tokenizer (untrained), around a copy of `encoder` when given."""
     return PatternTokenizer(cfg, encoder) if cfg.tokenizer == "pattern" else SemanticTokenizer(cfg, encoder)

@@ -509,6 +509,11 @@ def evaluate(lake: str, round: int, checkpoint: str, eval_prompt_refs: str, work
     """ShapesEval (seen and held-out compositions), VQA and self-assessment agreement of a checkpoint."""
     from illume_core.evaluate import (
         agreement,
+        assessment_confusion,
+        balanced_accuracy,
+        confusion_rows,
+        edit_items,
+        edit_scores,
         evaluation_rows,
         tag_scores,
         vqa_items,
@@ -546,6 +551,11 @@ def evaluate(lake: str, round: int, checkpoint: str, eval_prompt_refs: str, work
             rows += evaluation_rows(
                 round, ck, "self_assessment", split, "agreement", agreement(assessments, judgments)
             )
+            confusion = assessment_confusion(assessments, judgments)
+            rows += evaluation_rows(
+                round, ck, "self_assessment", split, "balanced_accuracy", balanced_accuracy(confusion)
+            )
+            rows += confusion_rows(round, ck, split, confusion)
             parsed = sum(a["parse_status"] == "ok" for a in assessments)
             rows += evaluation_rows(
                 round,
@@ -559,6 +569,9 @@ def evaluate(lake: str, round: int, checkpoint: str, eval_prompt_refs: str, work
     items = vqa_items(s.b.vqa_questions, s.cfg.image_size)
     answers = pool.map("ask", items, key=lambda it: it["id"])
     rows += evaluation_rows(round, ck, "vqa", "heldout", "accuracy", vqa_scores(items, answers))
+    edits = edit_items(s.b.edit_tasks, s.cfg.image_size)
+    outputs = pool.map("edit", edits, key=lambda it: it["id"])
+    rows += evaluation_rows(round, ck, "editing", "heldout", "accuracy", edit_scores(edits, outputs))
     info = get_lake(lake).write_partition(
         "evaluations", round, rows, producer="evaluate", checkpoint=ck, part=ck
     )
