@@ -7,11 +7,23 @@ points at a server) over Ray workers (local unless RAY_ADDRESS points at a clust
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import typer
 
-LAKE = typer.Option(Path("lake"), "--lake", help="lake root (a folder, or a pyarrow filesystem URI)")
+
+def local_lake(value: Path) -> Path:
+    """Refuse a lake URI: a path option would turn `s3://b/p` into a local folder named `s3:`."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", str(value)):
+        raise typer.BadParameter(
+            f"{value} looks like a URI; the commands take a local lake folder. For object storage, "
+            "mount the bucket (s3fs, gcsfuse) and pass the mount point"
+        )
+    return value
+
+
+LAKE = typer.Option(Path("lake"), "--lake", help="lake root: a local folder", callback=local_lake)
 
 
 def _print_scores(rows: list[dict]) -> None:

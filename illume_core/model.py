@@ -270,14 +270,29 @@ class IllumeModel(nn.Module):
                 ignore_index=-100,
             )
             return out
-        out.loss = self._factorized_loss(hidden[:, :-1][labels != -100], labels[labels != -100])
+        out.loss = -self.target_logprobs(hidden[:, :-1][labels != -100], labels[labels != -100]).mean()
         return out
 
-    def _factorized_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Next-token cross-entropy over the whole id space without expanding the code logits.
+    def label_logprobs(self, batch) -> torch.Tensor:
+        """Log-probability of each labelled next token (B, T-1), 0 where the label is -100."""
+        embeds = self.prepare_inputs_embeds(batch.input_ids, batch.pixel_values, batch.image_mask)
+        hidden = self.hidden_states(embeds, batch.attention_mask, batch.position_ids)[:, :-1]  # (B, T-1, D)
+        labels = batch.labels[:, 1:]  # (B, T-1)
+        keep = labels != -100
+        out = torch.zeros(labels.shape, dtype=torch.float32, device=hidden.device)
+        if self.factorized:
+            out[keep] = self.target_logprobs(hidden[keep], labels[keep])
+        else:
+            logp = torch.log_softmax(self.llm.lm_head(hidden[keep]).float(), -1)  # (M, V)
+            out[keep] = logp.gather(1, labels[keep][:, None])[:, 0]
+        return out
 
-        hidden (M, D), targets (M,) LLM ids. log Z = logaddexp(lse(text), lse(mask) + lse(colour)),
-        and a code's logit is its mask's plus its colour's: exactly the softmax of `full_logits`.
+    def target_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities (M,) of target LLM ids (M,) after hidden states (M, D), over the whole
+        id space, without expanding the factorized code logits.
+
+        log Z = logaddexp(lse(text), lse(mask) + lse(colour)), and a code's logit is its mask's
+        plus its colour's: exactly the log-softmax of `full_logits`.
         """
         text = self.text_logits(hidden).float()  # (M, Vt)
         mask, colour = (x.float() for x in self.gen_codes.parts(hidden))  # (M, Mk), (M, C)
@@ -290,7 +305,7 @@ class IllumeModel(nn.Module):
             + colour.gather(1, (code % colours)[:, None])[:, 0]
         )
         text_logit = text.gather(1, torch.where(is_code, 0, targets)[:, None])[:, 0]
-        return (log_z - torch.where(is_code, code_logit, text_logit)).mean()
+        return torch.where(is_code, code_logit, text_logit) - log_z
 
     # ---- what each training stage trains ---------------------------------------------------
     def param_groups(self, stage: int, lrs: dict[str, float] | None = None) -> list[dict]:
