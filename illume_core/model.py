@@ -86,10 +86,14 @@ class Aligner(nn.Module):
 class FactorizedCodes(nn.Module):
     """Input embeddings and output logits of pattern codes `m * colours + c`, factorized by part.
 
-    A code's embedding is its mask's vector plus its colour's, and its logit is its mask's logit
-    plus its colour's, so the 16,380 codes of the tiny preset cost 1,648 rows, not 16,380, and
-    what the LLM learns about a mask (an edge, a corner) holds in every colour. The joint
-    softmax over (mask, colour) is the product of a softmax over masks and one over colours.
+    Code 0 is the empty cell (background), with a logit of its own; every other code is an
+    object mask m >= 1 in colour c, whose logit is the mask's plus the colour's log-probability
+    (a softmax over colours). So p(code) = p(background), or p(mask) p(colour | object): the
+    colour head learns from object cells only. (With background as mask 0 in colour 0, the colour head put
+    most of its mass on colour 0 wherever a cell might be background, and sampled objects came
+    out in that colour: red fragments, docs/BASE_MODEL.md.) Codes 1..colours-1 (the empty mask
+    in another colour) never occur; their logit is -inf. The 16,380 codes of the tiny preset
+    cost 1,648 rows, and what the LLM learns about a mask (an edge, a corner) holds in every colour.
     """
 
     def __init__(self, masks: int, colours: int, hidden_size: int) -> None:
@@ -103,27 +107,46 @@ class FactorizedCodes(nn.Module):
             nn.init.normal_(w, std=0.02)
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes (...) -> embeddings (..., D)."""
-        return self.embed_mask(codes // self.colours) + self.embed_colour(codes % self.colours)
+        """Codes (...) -> embeddings (..., D); the background has no colour part."""
+        mask = codes // self.colours
+        colour = self.embed_colour(codes % self.colours) * (mask > 0).unsqueeze(-1)
+        return self.embed_mask(mask) + colour
 
     def parts(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mask logits (..., M) and colour logits (..., C)."""
+        """Mask logits (..., M) (index 0: background) and colour logits (..., C)."""
         return self.head_mask(hidden), self.head_colour(hidden)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Joint logits (..., M * C), index = code id."""
+        """Joint logits (..., M * C), index = code id; -inf for the codes that never occur."""
         mask, colour = self.parts(hidden)
-        return (mask.unsqueeze(-1) + colour.unsqueeze(-2)).flatten(-2)
+        joint = mask.unsqueeze(-1) + colour.log_softmax(-1).unsqueeze(-2)  # (..., M, C)
+        empty = torch.full_like(joint[..., 0, :], float("-inf"))
+        empty[..., 0] = mask[..., 0]
+        return torch.cat([empty.unsqueeze(-2), joint[..., 1:, :]], -2).flatten(-2)
+
+    def log_probs(self, hidden: torch.Tensor, codes: torch.Tensor, text_lse: torch.Tensor) -> tuple:
+        """(log-numerator of each code (M,), log of the code part of the partition (M,)) for
+        hidden (M, D); the caller adds the text part (`text_lse`) to the partition."""
+        mask, colour = (x.float() for x in self.parts(hidden))  # (M, Mk), (M, C)
+        colour = colour.log_softmax(-1)  # p(colour | object)
+        log_z = torch.logaddexp(text_lse, mask.logsumexp(-1))
+        m = codes // self.colours
+        num = mask.gather(1, m[:, None])[:, 0] + torch.where(
+            m > 0, colour.gather(1, (codes % self.colours)[:, None])[:, 0], 0.0
+        )
+        return num, log_z
 
     def rows(self, which: str) -> torch.Tensor:
-        """Every code's embedding ('embed') or head vector ('head') as (M * C, D): the logit of
-        code k is hidden @ rows('head')[k], exactly as for a plain LM head row."""
+        """Every code's embedding ('embed') or head vector ('head', the mask's plus the colour's
+        row: the code's logit is hidden @ that row less the colour softmax's log-partition) as
+        (M * C, D); the background's is its mask row alone."""
         mask, colour = (
             (self.embed_mask.weight, self.embed_colour.weight)
             if which == "embed"
             else (self.head_mask.weight, self.head_colour.weight)
         )
-        return (mask.unsqueeze(1) + colour.unsqueeze(0)).flatten(0, 1)
+        out = (mask.unsqueeze(1) + colour.unsqueeze(0)).flatten(0, 1)
+        return torch.cat([mask[:1], out[1:]])  # the background: its mask row alone
 
 
 class IllumeModel(nn.Module):
@@ -291,19 +314,13 @@ class IllumeModel(nn.Module):
         """Log-probabilities (M,) of target LLM ids (M,) after hidden states (M, D), over the whole
         id space, without expanding the factorized code logits.
 
-        log Z = logaddexp(lse(text), lse(mask) + lse(colour)), and a code's logit is its mask's
-        plus its colour's: exactly the log-softmax of `full_logits`.
+        log Z = logaddexp(lse(text), lse(masks)), and an object code's logit is its mask's plus
+        its colour's log-probability: exactly the log-softmax of `full_logits`.
         """
         text = self.text_logits(hidden).float()  # (M, Vt)
-        mask, colour = (x.float() for x in self.gen_codes.parts(hidden))  # (M, Mk), (M, C)
-        log_z = torch.logaddexp(text.logsumexp(-1), mask.logsumexp(-1) + colour.logsumexp(-1))  # (M,)
         is_code = targets >= self.image_token_offset
         code = (targets - self.image_token_offset).clamp(min=0)
-        colours = self.gen_codes.colours
-        code_logit = (
-            mask.gather(1, (code // colours)[:, None])[:, 0]
-            + colour.gather(1, (code % colours)[:, None])[:, 0]
-        )
+        code_logit, log_z = self.gen_codes.log_probs(hidden, code, text.logsumexp(-1))  # (M,), (M,)
         text_logit = text.gather(1, torch.where(is_code, 0, targets)[:, None])[:, 0]
         return torch.where(is_code, code_logit, text_logit) - log_z
 

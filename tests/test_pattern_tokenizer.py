@@ -121,11 +121,26 @@ def test_factorized_loss_equals_the_cross_entropy_of_the_full_logits():
     )
     torch.testing.assert_close(out.loss, full)
     assert out.logits.shape[-1] == model.vocab_size
-    # a code's logit is its mask's plus its colour's, and its head row the sum of theirs
+    # an object code's logit is its mask's plus its colour's log-probability; the background
+    # (code 0) has its mask's logit alone, and the empty mask in another colour has none
     h = torch.randn(3, 64)
     mask, colour = model.gen_codes.parts(h)
-    torch.testing.assert_close(model.image_logits(h)[:, 7 * 10 + 3], mask[:, 7] + colour[:, 3])
-    torch.testing.assert_close(model.image_logits(h), h @ model.gen_head_rows().T)
+    logits = model.image_logits(h)
+    torch.testing.assert_close(logits[:, 7 * 10 + 3], mask[:, 7] + colour.log_softmax(-1)[:, 3])
+    torch.testing.assert_close(logits[:, 0], mask[:, 0])
+    assert torch.isinf(logits[:, 1:10]).all()
+    # so the codes of one mask share the mask's probability: colour only splits it
+    torch.testing.assert_close(logits[:, 70:80].logsumexp(-1), mask[:, 7])
+
+
+def test_the_colour_head_learns_from_object_cells_only():
+    """Background cells give the colour head no gradient, so an object's colour is not pulled
+    towards colour 0 wherever a cell might be background (the red fragments of the first run)."""
+    model, proc = _tokenizer_model()
+    background = proc.collate([proc.text_to_image("a red circle", torch.zeros(16, dtype=torch.long))])
+    model(background).loss.backward()
+    assert model.gen_codes.head_colour.weight.grad.abs().sum() == 0
+    assert model.gen_codes.head_mask.weight.grad.abs().sum() > 0
 
 
 def test_stage1_trains_the_code_rows_and_adapter_but_no_text_row():
