@@ -92,7 +92,7 @@ class FactorizedCodes(nn.Module):
     colour head learns from object cells only. (With background as mask 0 in colour 0, the colour head put
     most of its mass on colour 0 wherever a cell might be background, and sampled objects came
     out in that colour: red fragments, docs/BASE_MODEL.md.) Codes 1..colours-1 (the empty mask
-    in another colour) never occur; their logit is -inf. The 16,380 codes of the tiny preset
+    in another colour) never occur; their logit is a floor far below any other. The 16,380 codes of the tiny preset
     cost 1,648 rows, and what the LLM learns about a mask (an edge, a corner) holds in every colour.
     """
 
@@ -117,10 +117,12 @@ class FactorizedCodes(nn.Module):
         return self.head_mask(hidden), self.head_colour(hidden)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Joint logits (..., M * C), index = code id; -inf for the codes that never occur."""
+        """Joint logits (..., M * C), index = code id; a floor for the codes that never occur."""
         mask, colour = self.parts(hidden)
         joint = mask.unsqueeze(-1) + colour.log_softmax(-1).unsqueeze(-2)  # (..., M, C)
-        empty = torch.full_like(joint[..., 0, :], float("-inf"))
+        # a large finite floor, not -inf: classifier-free guidance takes differences of logits,
+        # and -inf - -inf is nan
+        empty = torch.full_like(joint[..., 0, :], torch.finfo(joint.dtype).min / 4)
         empty[..., 0] = mask[..., 0]
         return torch.cat([empty.unsqueeze(-2), joint[..., 1:, :]], -2).flatten(-2)
 
