@@ -131,9 +131,10 @@ def train_pipeline(
 
     with _Locked(lake, "train-pipeline", lock_timeout_s), pinned_train_threads():
         eval_refs = _t(steps.prepare_data, lake, rerun)(lake, sj)
-        ck = _t(steps.train_vision, lake, rerun)(lake, sj)
+        # tasks return lake-relative checkpoint paths (a cache hit in a moved lake must name its own)
+        ck = steps.lake_path(lake, _t(steps.train_vision, lake, rerun)(lake, sj))
         for stage in ("stage0", "stage1", "stage2", "stage3"):
-            ck = _t(steps.train_stage, lake, rerun)(lake, sj, stage, ck, 0)
+            ck = steps.lake_path(lake, _t(steps.train_stage, lake, rerun)(lake, sj, stage, ck, 0))
             log.info("%s -> %s", stage, ck)
         ev = _t(steps.evaluate, lake, rerun)(lake, 0, ck, eval_refs, workers)
         steps.set_round(lake, 0, ck, ck, "promoted", "base training run", steps.params_json(**s.model_dump()))
@@ -224,14 +225,18 @@ def self_enhancement_round(
         assessed = _t(steps.assess, lake, rerun)(lake, r, base, samples, prompts, assessor, workers)
         judged = _t(steps.judge, lake, rerun)(lake, r, samples, prompts)
         sft = _t(steps.reformat, lake, rerun)(lake, r, samples, assessed, prompts, strategies)
-        cand = _t(steps.train_stage, lake, rerun, "finetune")(
-            lake, sj, "self_enhance", base, r, sft, finetune_steps
+        cand = steps.lake_path(
+            lake,
+            _t(steps.train_stage, lake, rerun, "finetune")(
+                lake, sj, "self_enhance", base, r, sft, finetune_steps
+            ),
         )
         base_eval = _t(steps.evaluate, lake, rerun)(lake, _round_of(lake, base), base, eval_refs, workers)
         cand_eval = _t(steps.evaluate, lake, rerun)(lake, r, cand, eval_refs, workers)
         decision = _t(steps.promote, lake, rerun)(
             lake, r, base, cand, base_eval, cand_eval, assessed, margin, min_parse_rate, params
         )
+        decision = {**decision, "current": steps.lake_path(lake, decision["current"])}
     _publish(lake, r, base_eval, cand_eval, decision, samples)
     log.info("round %d %s: %s", r, decision["status"], decision["reason"])
     return {
