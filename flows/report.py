@@ -199,7 +199,7 @@ def _round_section(lake: Lake, rnd: dict, scores: dict, agreement: dict) -> list
     )
     if r and params:
         shown = ", ".join(
-            f"{k} {_e(params[k])}"
+            f"{k} {_e(', '.join(map(str, params[k])) if isinstance(params[k], list) else params[k])}"
             for k in ("assessor", "n_prompts", "images_per_prompt", "strategies", "margin", "min_parse_rate")
             if k in params
         )
