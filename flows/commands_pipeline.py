@@ -57,9 +57,10 @@ def register(app: typer.Typer) -> None:
         r = self_enhancement_round(lake=str(lake), seed=seed, workers=workers)
         typer.echo(f"round {r['round']}: {r['status']} ({r['reason']})")
         index = build_report(str(lake))
-        typer.echo(f"report:  {index.resolve()}")
+        typer.echo(f"report:  {index.resolve()}  (open in a browser: {index.resolve().as_uri()})")
         typer.echo(
-            f'catalog: {catalog_path(Lake(lake)).resolve()}  (try: illume sql "SELECT * FROM round_scores" --lake {lake})'
+            f'catalog: {catalog_path(Lake(lake)).resolve()}  (try: illume sql "SELECT * FROM round_scores" --lake {lake}'
+            f"\n         or the DuckDB CLI: duckdb -readonly {lake}/catalog.duckdb -cmd \"SET file_search_path = '{lake}'\")"
         )
 
     @app.command()
