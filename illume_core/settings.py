@@ -63,31 +63,34 @@ BUDGETS: dict[str, Budget] = {
     # the README's `illume demo`: everything in under 20 minutes on 2 CPU cores (18 min 54 s from a
     # fresh clone on 2026-12-02, quiet machine)
     "demo": Budget(
-        # sized from the per-step costs the experiment measured on the 2-core machine with the
-        # 256-token tiny preset (encoder 0.75 s, tokenizer 0.6 s, stage 1 1.7 s, stage 2 2.0 s,
-        # stage 3 1.7 s a step; an evaluation about 1 min): about 18 min in all, by that sum
-        encoder_steps=120,
-        tokenizer_steps=250,
+        # the README's `illume demo` on the 2-core machine, everything in under 20 minutes: by the
+        # per-step costs measured for the 64-token tiny preset (encoder 0.75 s, stage 2 about
+        # 0.55 s, stage 3 about 0.8 s a step; an evaluation about 1 min) about 3 min of vision,
+        # 9 of LLM stages and 5 for the round
+        encoder_steps=200,
+        tokenizer_steps=4,
+        tokenizer_scenes=12000,
         vision_batch=64,
-        stage_steps={"stage0": 60, "stage1": 60, "stage2": 150, "stage3": 80},
+        stage_steps={"stage0": 60, "stage1": 60, "stage2": 700, "stage3": 150},
         batch_size=32,
         finetune_steps=40,
-        n_t2i=12000,
+        n_t2i=30000,
         n_scenes=6000,
         n_assess=4000,
         eval_per_tag=10,
         eval_images_per_prompt=4,
         vqa_questions=150,
+        edit_tasks=50,
     ),
     # the self-enhancement experiment (benchmarks/self_enhancement.py)
     "experiment": Budget(
-        # the tiny preset (64 image tokens) on the 2-core machine: vision once (encoder 500
-        # steps, pattern masks fitted in 6 k-means rounds), then the LLM in about 15 minutes, most
-        # of it text-to-image in stage 2 (docs/MODEL.md has the measured times)
+        # the tiny preset (64 image tokens) on the 2-core machine: vision (encoder 500 steps,
+        # pattern masks fitted in 6 k-means rounds, about 7 min), then the LLM stages in about
+        # 20 min, most of it text-to-image in stage 2 (docs/BASE_MODEL.md has the measured times)
         encoder_steps=500,
         tokenizer_steps=6,
         vision_batch=64,
-        stage_steps={"stage0": 100, "stage1": 100, "stage2": 1200, "stage3": 300},
+        stage_steps={"stage0": 100, "stage1": 100, "stage2": 1500, "stage3": 300},
         batch_size=32,
         finetune_steps=60,
         n_t2i=40000,
