@@ -32,6 +32,10 @@ class StageRecipe(BaseModel):
     steps: int = Field(ge=1)  # optimizer steps at the tiny preset's budget
     batch_size: int = Field(32, ge=1)
     warmup_steps: int = Field(0, ge=0)
+    # DPO on the round's accepted / rejected pairs (illume_core/preference.py), added to each
+    # step's loss with this weight when a round gives pairs; beta is DPO's temperature
+    preference_weight: float = Field(0.0, ge=0.0)
+    preference_beta: float = Field(0.1, gt=0.0)
 
     @model_validator(mode="after")
     def _known(self) -> StageRecipe:
@@ -93,6 +97,7 @@ RECIPES: dict[str, StageRecipe] = {
         purpose="supervised fine-tuning: everything, vision encoder at a small lr",
         lrs={"adapter": 2e-5, "llm": 2e-5, "image_embed_head": 2e-5, "vision": 2e-6},
         mix={"vqa": 0.2, "t2i": 0.45, "edit": 0.1, "assess": 0.2, "caption": 0.05},
+        preference_weight=1.0,
         steps=600,
         warmup_steps=30,
     ),

@@ -52,3 +52,41 @@ def test_dpo_raises_the_chosen_image_over_the_rejected_one():
     assert (gain_c > gain_r).all()
     with pytest.raises(ValueError, match="beta"):
         dpo_loss(policy, reference, chosen, rejected, beta=0.0)
+
+
+def test_round_preference_rows_become_pairs_and_join_the_stage_loss():
+    import json
+
+    from illume_core.recipes import get_recipe
+    from illume_core.reformat import resolve, resolve_preferences
+    from illume_core.stages import Parts, _loss_fn
+
+    model, proc = _tokenizer_model(seed=2)
+    good, bad = torch.randint(0, 640, (16,)), torch.randint(0, 640, (16,))
+    samples = {"g": {"image_tokens": good.tolist()}, "b": {"image_tokens": bad.tolist()}}
+    row = {
+        "strategy": "preference",
+        "conversation": json.dumps(
+            [
+                {"role": "user", "content": "a photo of a red circle"},
+                {"role": "assistant", "content": "<image:0>", "rejected": "<image:1>"},
+            ]
+        ),
+        "image_refs": ["g", "b"],
+    }
+    assert resolve([row], samples) == []  # not a supervised example
+    (pair,) = resolve_preferences([row], samples)
+    assert pair.prompt == "a photo of a red circle"
+    assert torch.equal(pair.chosen, good) and torch.equal(pair.rejected, bad)
+    parts = Parts(model, None, proc.tokenizer, proc)
+    recipe = get_recipe("stage3", "tiny", steps=2, batch_size=8)
+    assert recipe.preference_weight > 0
+    batch = proc.collate([proc.text_to_image("two blue squares", torch.randint(0, 640, (16,)))])
+    plain = _loss_fn(parts, recipe, [], 0, torch.device("cpu"))(model, batch)
+    with_dpo = _loss_fn(parts, recipe, [pair], 0, torch.device("cpu"))(model, batch)
+    # at the stage's start the policy is its reference: DPO adds log 2 times the weight
+    assert with_dpo.item() == pytest.approx(plain.item() + recipe.preference_weight * math.log(2), abs=1e-4)
+    off = recipe.model_copy(update={"preference_weight": 0.0})
+    assert _loss_fn(parts, off, [pair], 0, torch.device("cpu"))(model, batch).item() == pytest.approx(
+        plain.item()
+    )
