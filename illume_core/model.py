@@ -96,24 +96,21 @@ class FactorizedCodes(nn.Module):
     cost 1,648 rows, and what the LLM learns about a mask (an edge, a corner) holds in every colour.
     """
 
-    def __init__(self, masks: int, colours: int, hidden_size: int, cells: int) -> None:
+    def __init__(self, masks: int, colours: int, hidden_size: int) -> None:
         super().__init__()
-        self.colours, self.cells = colours, cells
+        self.colours = colours
         self.embed_mask = nn.Embedding(masks, hidden_size)
         self.embed_colour = nn.Embedding(colours, hidden_size)
-        # where in the grid a code sits (its index in the image, row-major): the LLM's 1-D
-        # positions say only how far back the previous row is, not which column a cell is in
-        self.embed_cell = nn.Embedding(cells, hidden_size)
         self.head_mask = nn.Linear(hidden_size, masks, bias=False)
         self.head_colour = nn.Linear(hidden_size, colours, bias=False)
-        for w in (self.embed_mask.weight, self.embed_colour.weight, self.embed_cell.weight):
+        for w in (self.embed_mask.weight, self.embed_colour.weight):
             nn.init.normal_(w, std=0.02)
 
-    def embed(self, codes: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
-        """Codes (...) at grid cells (...) -> embeddings (..., D); the background has no colour part."""
+    def embed(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (...) -> embeddings (..., D); the background has no colour part."""
         mask = codes // self.colours
         colour = self.embed_colour(codes % self.colours) * (mask > 0).unsqueeze(-1)
-        return self.embed_mask(mask) + colour + self.embed_cell(cell % self.cells)
+        return self.embed_mask(mask) + colour
 
     def parts(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask logits (..., M) (index 0: background) and colour logits (..., C)."""
@@ -193,9 +190,7 @@ class IllumeModel(nn.Module):
             )
         # generation path of the pattern tokenizer: factorized code rows beside the text-only Llama
         self.gen_codes = (
-            FactorizedCodes(cfg.code_masks, PATTERN_COLOURS, cfg.hidden_size, cfg.image_tokens)
-            if self.factorized
-            else None
+            FactorizedCodes(cfg.code_masks, PATTERN_COLOURS, cfg.hidden_size) if self.factorized else None
         )
         self._grad_hooks: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -225,19 +220,13 @@ class IllumeModel(nn.Module):
         return embeds.masked_scatter(image_mask.unsqueeze(-1), feats.to(embeds.dtype))  # (B, T, D)
 
     # ---- token embeddings (text and image codes) ---------------------------------------------
-    def embed_ids(self, input_ids: torch.Tensor, cell: torch.Tensor | None = None) -> torch.Tensor:
-        """Input embeddings of LLM ids (B, T) -> (B, T, D), text ids and image codes alike.
-
-        `cell` (B, T): the grid cell of each image code; by default a code's count among the
-        codes before it in its row (images are whole, in raster order), modulo the grid.
-        """
+    def embed_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings of LLM ids (B, T) -> (B, T, D), text ids and image codes alike."""
         if not self.factorized:
             return self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
         is_code = input_ids >= self.image_token_offset  # (B, T)
-        if cell is None:
-            cell = (is_code.long().cumsum(1) - 1).clamp(min=0)  # (B, T)
         text = self.llm.get_input_embeddings()(torch.where(is_code, 0, input_ids))  # (B, T, D)
-        codes = self.gen_codes.embed((input_ids - self.image_token_offset).clamp(min=0), cell)  # (B, T, D)
+        codes = self.gen_codes.embed((input_ids - self.image_token_offset).clamp(min=0))  # (B, T, D)
         return torch.where(is_code.unsqueeze(-1), codes, text)
 
     # ---- generation path -------------------------------------------------------------------

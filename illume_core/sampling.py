@@ -74,13 +74,9 @@ def prefill(
 
 
 @torch.no_grad()
-def decode_one_token(
-    model: IllumeModel, prefix: Prefix, token_ids: torch.Tensor, index: int = 0
-) -> torch.Tensor:
-    """Append one token per row (B,), the `index`-th generated one, to the prefix; returns its
-    hidden state (B, D). An image code's index is its grid cell (prompts hold no codes)."""
-    cell = torch.full((len(token_ids), 1), index, dtype=torch.long, device=token_ids.device)
-    new = model.embed_ids(token_ids[:, None], cell)  # (B, 1, D)
+def decode_one_token(model: IllumeModel, prefix: Prefix, token_ids: torch.Tensor) -> torch.Tensor:
+    """Append one token per row (B,) to the prefix; returns its hidden state (B, D)."""
+    new = model.embed_ids(token_ids[:, None])  # (B, 1, D)
     pos = prefix.position_ids[:, -1:] + 1  # (B, 1)
     prefix.attention_mask = torch.cat([prefix.attention_mask, torch.ones_like(pos)], 1)  # (B, T+1)
     prefix.position_ids = torch.cat([prefix.position_ids, pos], 1)  # (B, T+1)
@@ -109,7 +105,7 @@ def decode_n_tokens(
         out.append(ids)
         if t == n - 1 or (stop is not None and stop(torch.stack(out, 1))):
             break
-        hidden = decode_one_token(model, prefix, ids, t)  # (B, D)
+        hidden = decode_one_token(model, prefix, ids)  # (B, D)
     return torch.stack(out, 1)  # (B, n')
 
 

@@ -194,7 +194,7 @@ def test_memorized_pairs_are_drawn_as_the_tokenizer_reconstructs_them(fitted64):
     codes = fitted.encode(pixels)  # (24, 64)
     examples = [proc.text_to_image(m.prompt, c) for m, c in zip(metas, codes, strict=True)]
     batches = [proc.collate(examples[i : i + 12]) for i in (0, 12)]
-    assert _learn(model, batches, 400) < 0.02
+    assert _learn(model, batches, 300) < 0.05
     model.eval()
     drawn = generate_images(model, proc, [m.prompt for m in metas], list(range(24)), cfg_scale=None, top_k=1)
     assert (drawn == codes).float().mean() > 0.95
