@@ -85,12 +85,12 @@ BUDGETS: dict[str, Budget] = {
     # the self-enhancement experiment (benchmarks/self_enhancement.py)
     "experiment": Budget(
         # the tiny preset (64 image tokens) on the 2-core machine: vision (encoder 500 steps,
-        # pattern masks fitted in 6 k-means rounds, about 7 min), then the LLM stages in about
-        # 20 min, most of it text-to-image in stage 2 (docs/BASE_MODEL.md has the measured times)
+        # pattern masks fitted in 6 k-means rounds, 7-10 min), then the LLM stages in about 18
+        # min, most of it text-to-image in stage 2 (docs/BASE_MODEL.md has the measured times)
         encoder_steps=500,
         tokenizer_steps=6,
         vision_batch=64,
-        stage_steps={"stage0": 100, "stage1": 100, "stage2": 1500, "stage3": 300},
+        stage_steps={"stage0": 100, "stage1": 100, "stage2": 1200, "stage3": 300},
         batch_size=32,
         finetune_steps=60,
         n_t2i=40000,
