@@ -8,6 +8,8 @@ tokenizer that turns images into codes stays outside: it is a separate, frozen p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -28,12 +30,19 @@ STAGE_LRS: dict[int, dict[str, float]] = {
 }
 
 
+@dataclass
 class IllumeOutput:
     """`loss` is None without labels; `logits` (B, T, V) over the whole vocab, computed on first use
-    (the factorized model's loss never needs them)."""
+    (the factorized model's loss never needs them). A dataclass of tensors, so that
+    DistributedDataParallel finds the graph's outputs in it (with a plain class it found none,
+    took every parameter for unused, and failed when their gradients arrived)."""
 
-    def __init__(self, loss: torch.Tensor | None, hidden: torch.Tensor, model: IllumeModel) -> None:
-        self.loss, self.hidden, self._model, self._logits = loss, hidden, model, None
+    loss: torch.Tensor | None
+    hidden: torch.Tensor
+
+    def __post_init__(self) -> None:
+        self._model: IllumeModel | None = None
+        self._logits: torch.Tensor | None = None
 
     @property
     def logits(self) -> torch.Tensor:
@@ -284,7 +293,8 @@ class IllumeModel(nn.Module):
         """
         embeds = self.prepare_inputs_embeds(batch.input_ids, batch.pixel_values, batch.image_mask)
         hidden = self.hidden_states(embeds, batch.attention_mask, batch.position_ids)  # (B, T, D)
-        out = IllumeOutput(None, hidden, self)
+        out = IllumeOutput(None, hidden)
+        out._model = self
         if batch.labels is None:
             return out
         labels = batch.labels[:, 1:]  # (B, T-1)

@@ -74,7 +74,9 @@ def test_illume_7b_builds_on_meta_with_its_parameter_count():
 
 def test_pretrained_weights_load_through_from_pretrained(tmp_path):
     tok = text_tokenizer()
-    cfg = get_preset("tiny-256", hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=2, intermediate_size=64)
+    cfg = get_preset(
+        "tiny-256", hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=2, intermediate_size=64
+    )
     torch.manual_seed(1)
     base = LlamaForCausalLM(
         LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
