@@ -63,15 +63,16 @@ BUDGETS: dict[str, Budget] = {
     # the README's `illume demo`: everything in under 20 minutes on 2 CPU cores (18 min 54 s from a
     # fresh clone on 2026-12-02, quiet machine)
     "demo": Budget(
-        # the README's `illume demo` on the 2-core machine, everything in under 20 minutes: by the
-        # per-step costs measured for the 64-token tiny preset (encoder 0.75 s, stage 2 about
-        # 0.55 s, stage 3 about 0.8 s a step; an evaluation about 1 min) about 3 min of vision,
-        # 9 of LLM stages and 5 for the round
+        # the README's `illume demo` on the 2-core machine, meant to take under 20 minutes. Sized
+        # by arithmetic from the per-step costs measured for the 64-token tiny preset (encoder
+        # 0.75-1.1 s, stage 2 about 0.55 s, stage 3 about 0.85 s a step; an evaluation about
+        # 1 min): 3-4 min of vision, 8 of LLM stages and 4-5 for the round. Not timed end to end
+        # at this size yet (2026-12-03)
         encoder_steps=200,
         tokenizer_steps=4,
         tokenizer_scenes=12000,
         vision_batch=64,
-        stage_steps={"stage0": 60, "stage1": 60, "stage2": 700, "stage3": 150},
+        stage_steps={"stage0": 60, "stage1": 60, "stage2": 600, "stage3": 150},
         batch_size=32,
         finetune_steps=40,
         n_t2i=30000,
