@@ -8,6 +8,7 @@ import random
 
 import pytest
 import torch
+from model_helpers import MICRO
 
 from illume_core.config import get_preset
 from illume_core.images import palette_index, to_pil, to_tensor
@@ -24,23 +25,9 @@ from illume_core.world import Obj, Scene, render, sample_scene
 
 torch.set_num_threads(1)
 
-# 32 px, 8-px generation cells (16 image tokens), 64 masks x 10 colours, a 2-layer LLM
-MICRO_PATTERN = {
-    "image_size": 32,
-    "patch_size": 8,
-    "gen_patch_size": 8,
-    "adapter_pool": 1,
-    "vision_width": 32,
-    "vision_layers": 1,
-    "vision_heads": 2,
-    "codebook_size": 640,
-    "hidden_size": 64,
-    "num_layers": 2,
-    "num_heads": 4,
-    "num_kv_heads": 2,
-    "intermediate_size": 128,
-    "max_seq_len": 96,
-}
+# the model tests' micro shapes (32 px, a 2-layer LLM) with 8-px generation cells (16 image
+# tokens) and 64 masks x 10 colours
+MICRO_PATTERN = {**MICRO, "gen_patch_size": 8, "codebook_size": 640}
 
 
 def micro_pattern_config(**overrides):
