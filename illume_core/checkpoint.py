@@ -175,6 +175,7 @@ def verify_checkpoint(directory: str | Path) -> dict:
 
 # what made older checkpoints stop loading, newest first (named in the refusal)
 FORMAT_CHANGES = (
+    "the pattern codes' pixel-structured rows (2026-12-03, afternoon)",
     "the tiny preset's 64-token pattern tokenizer (2026-12-03)",
     "the vision encoder's conv stem (late 2026-12-01)",
     "the tokenizer decoder's pattern table (2026-12-01)",

@@ -105,7 +105,7 @@ class FactorizedCodes(nn.Module):
     cost 1,648 rows, and what the LLM learns about a mask (an edge, a corner) holds in every colour.
     """
 
-    def __init__(self, masks: int, colours: int, hidden_size: int) -> None:
+    def __init__(self, masks: int, colours: int, hidden_size: int, cell_pixels: int) -> None:
         super().__init__()
         self.colours = colours
         self.embed_mask = nn.Embedding(masks, hidden_size)
@@ -114,16 +114,40 @@ class FactorizedCodes(nn.Module):
         self.head_colour = nn.Linear(hidden_size, colours, bias=False)
         for w in (self.embed_mask.weight, self.embed_colour.weight):
             nn.init.normal_(w, std=0.02)
+        # each mask's pixels (+1 object, -1 empty; row 0, the background, all -1), copied from
+        # the fitted tokenizer by `set_mask_pixels`. A mask's rows are a free row plus a linear
+        # map of its pixels, so what the LLM learns of one pixel pattern (an edge at this column)
+        # holds for every mask that shares it: 1,638 masks need not be learned one by one.
+        # Zero maps: a model built without masks behaves as the plain factorization.
+        self.register_buffer("mask_pixels", torch.zeros(masks, cell_pixels))  # (M, P)
+        self.pixel_in = nn.Linear(cell_pixels, hidden_size, bias=False)
+        self.pixel_out = nn.Linear(hidden_size, cell_pixels, bias=False)
+        nn.init.zeros_(self.pixel_in.weight)
+        nn.init.zeros_(self.pixel_out.weight)
+
+    @torch.no_grad()
+    def set_mask_pixels(self, masks: torch.Tensor) -> None:
+        """Copy the tokenizer's masks (M, P) in {0, 1} into the pixel structure of the rows."""
+        if masks.shape != self.mask_pixels.shape:
+            raise ValueError(f"masks {tuple(masks.shape)} do not fit the code rows {tuple(self.mask_pixels.shape)}")
+        self.mask_pixels.copy_(masks.to(self.mask_pixels) * 2 - 1)
+
+    def mask_rows(self, which: str) -> torch.Tensor:
+        """Every mask's input embedding ('embed') or head vector ('head'): (M, D)."""
+        if which == "embed":
+            return self.embed_mask.weight + self.pixel_in(self.mask_pixels)
+        # logit(m) = h . head[m] + (pixel_out h) . pixels[m] = h . (head[m] + pixels[m] @ pixel_out)
+        return self.head_mask.weight + self.mask_pixels @ self.pixel_out.weight
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (...) -> embeddings (..., D); the background has no colour part."""
         mask = codes // self.colours
         colour = self.embed_colour(codes % self.colours) * (mask > 0).unsqueeze(-1)
-        return self.embed_mask(mask) + colour
+        return F.embedding(mask, self.mask_rows("embed")) + colour
 
     def parts(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask logits (..., M) (index 0: background) and colour logits (..., C)."""
-        return self.head_mask(hidden), self.head_colour(hidden)
+        return hidden @ self.mask_rows("head").to(hidden.dtype).T, self.head_colour(hidden)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Joint logits (..., M * C), index = code id; a floor for the codes that never occur."""
@@ -151,11 +175,8 @@ class FactorizedCodes(nn.Module):
         """Every code's embedding ('embed') or head vector ('head', the mask's plus the colour's
         row: the code's logit is hidden @ that row less the colour softmax's log-partition) as
         (M * C, D); the background's is its mask row alone."""
-        mask, colour = (
-            (self.embed_mask.weight, self.embed_colour.weight)
-            if which == "embed"
-            else (self.head_mask.weight, self.head_colour.weight)
-        )
+        mask = self.mask_rows(which)
+        colour = self.embed_colour.weight if which == "embed" else self.head_colour.weight
         out = (mask.unsqueeze(1) + colour.unsqueeze(0)).flatten(0, 1)
         return torch.cat([mask[:1], out[1:]])  # the background: its mask row alone
 
@@ -199,7 +220,7 @@ class IllumeModel(nn.Module):
             )
         # generation path of the pattern tokenizer: factorized code rows beside the text-only Llama
         self.gen_codes = (
-            FactorizedCodes(cfg.code_masks, PATTERN_COLOURS, cfg.hidden_size) if self.factorized else None
+            FactorizedCodes(cfg.code_masks, PATTERN_COLOURS, cfg.hidden_size, cfg.gen_cell * cfg.gen_cell) if self.factorized else None
         )
         self._grad_hooks: list[torch.utils.hooks.RemovableHandle] = []
 

@@ -99,6 +99,8 @@ def init_model(
     torch.manual_seed(seed)
     model = IllumeModel(cfg, text_tok.vocab_size)
     model.vision_model.load_state_dict(semantic.encoder.state_dict())
+    if model.gen_codes is not None:  # the code rows know each mask's pixels
+        model.gen_codes.set_mask_pixels(semantic.masks)
     return Parts(model, semantic, text_tok, Processor(cfg, text_tok))
 
 
