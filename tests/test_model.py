@@ -34,7 +34,9 @@ def test_preset_builds_with_expected_shapes(name):
     llm_vocab = cfg.text_vocab_size if model.factorized else model.vocab_size
     assert count_parameters(model.llm) == _llm_params(cfg, llm_vocab)
     if model.factorized:
-        assert count_parameters(model.gen_codes) == 2 * (cfg.code_masks + 10) * cfg.hidden_size
+        # mask + colour rows for embedding and head, and the two maps of a mask's pixels
+        pixels = cfg.gen_cell * cfg.gen_cell
+        assert count_parameters(model.gen_codes) == 2 * (cfg.code_masks + 10 + pixels) * cfg.hidden_size
     with torch.no_grad():
         feats = model.aligner(model.vision_model(torch.rand(1, 3, cfg.image_size, cfg.image_size)))
         logits = model.image_logits(torch.zeros(2, cfg.hidden_size))

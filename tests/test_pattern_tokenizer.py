@@ -138,6 +138,41 @@ def test_the_colour_head_learns_from_object_cells_only():
     assert model.gen_codes.head_mask.weight.grad.abs().sum() > 0
 
 
+def test_what_the_head_learns_of_one_mask_carries_to_masks_with_the_same_pixels(fitted):
+    """The code rows know each mask's pixels: training the head towards one mask raises the
+    logit of an unseen mask that shares most of its pixels more than that of a mask sharing few.
+    Without the pixels (a model never given them) the two unseen masks move alike."""
+    masks = fitted.masks  # (64, 64) in {0, 1}
+    target = int(masks.sum(1).argmax())  # a mask with many object pixels
+    overlap = (masks @ masks[target]) / masks[target].sum()
+    overlap[0] = overlap[target] = -1  # neither the background nor the target itself
+    near = int(overlap.argmax())
+    far = int(torch.where(overlap >= 0, overlap, 2.0).argmin())
+    assert overlap[near] > 0.5 and overlap[far] < 0.2
+
+    def rise(with_pixels: bool) -> float:
+        model, _ = _tokenizer_model()
+        codes = model.gen_codes
+        if with_pixels:
+            codes.set_mask_pixels(masks)
+            assert bool(((codes.mask_pixels == 1) == (masks == 1)).all())
+        h = torch.randn(8, 64)
+        opt = torch.optim.SGD(codes.parameters(), lr=0.05)
+        before = codes.parts(h)[0].detach()
+        for _ in range(20):
+            loss = torch.nn.functional.cross_entropy(codes.parts(h)[0], torch.full((8,), target))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        moved = (codes.parts(h)[0].detach() - before).mean(0)
+        return float(moved[near] - moved[far])
+
+    assert rise(with_pixels=True) > 0.5
+    assert abs(rise(with_pixels=False)) < 0.05
+    with pytest.raises(ValueError, match="do not fit"):
+        _tokenizer_model()[0].gen_codes.set_mask_pixels(masks[:10])
+
+
 def test_stage1_trains_the_code_rows_and_adapter_but_no_text_row():
     model, _ = _tokenizer_model()
     groups = model.param_groups(1, get_recipe("stage1", "tiny").lrs)

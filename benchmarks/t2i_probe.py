@@ -1,0 +1,121 @@
+"""Text-to-image alone from a checkpoint, then the judge on tuning prompts: a quick A/B of a lever.
+
+Trains the checkpoint's LLM on text-to-image pairs only (stage-2 parameter groups, one learning
+rate) for `--steps` steps at batch 32, then samples 2 images for each of 10 tuning prompts per
+GenEval tag (`generate_prompts(seed=424242)`, never the ShapesEval prompts) under three
+sampling settings and prints the loss and the judge's accuracy per setting and tag as JSON.
+`--plain` leaves the pattern code rows without their mask pixels (the factorization before the
+pixel maps), to compare against. Start from a lake's `vision` checkpoint for a fresh LLM.
+
+    .venv/bin/python benchmarks/t2i_probe.py --checkpoint LAKE/checkpoints/<vision id> --lr 1.5e-3 --steps 600
+    .venv/bin/python benchmarks/t2i_probe.py --checkpoint LAKE/checkpoints/<vision id> --lr 1.5e-3 --steps 600 --plain
+
+A checkpoint written before the pixel maps existed loads with fresh (zero) maps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import time
+
+import torch
+from safetensors.torch import load_model
+
+import illume_core.checkpoint as checkpoint
+from illume_core.data import BaseCorpus, CorpusSpec
+from illume_core.images import to_pil
+from illume_core.judge import judge_image
+from illume_core.prompts import generate_prompts
+from illume_core.recipes import StageRecipe
+from illume_core.sampling import generate_images
+from illume_core.settings import BUDGETS
+from illume_core.stages import Parts, train_stage
+
+PROMPT_SEED = 424_242  # the tuning prompts of benchmarks/sampling_sweep.py
+SETTINGS = ((2.0, 1.0, 1.0), (4.0, 0.7, 1.0), (3.0, 1.0, 0.8))  # cfg, temperature, top-p
+PIXEL_KEYS = ("gen_codes.mask_pixels", "gen_codes.pixel_in.weight", "gen_codes.pixel_out.weight")
+
+
+def _load_older(module, path, device, what) -> None:
+    """Strict, except that the pixel maps may be missing (checkpoints from before them)."""
+    missing, unexpected = load_model(module, str(path), strict=False, device=str(device))
+    if unexpected or set(missing) - set(PIXEL_KEYS):
+        raise checkpoint.CheckpointFormatError(f"{path}: missing {missing}, unexpected {unexpected}")
+
+
+def judge_settings(parts: Parts, per_tag: int = 10, images: int = 2) -> dict:
+    metas = generate_prompts(seed=PROMPT_SEED, per_tag=per_tag)
+    prompts = [m.prompt for m in metas] * images
+    out = {}
+    parts.model.eval()
+    for cfg_scale, temperature, top_p in SETTINGS:
+        codes = generate_images(
+            parts.model,
+            parts.processor,
+            prompts,
+            list(range(len(prompts))),
+            cfg_scale=cfg_scale,
+            temperature=temperature,
+            top_p=top_p,
+        )
+        by_tag = collections.defaultdict(list)
+        for m, im in zip(metas * images, to_pil(parts.semantic.decode(codes)), strict=True):
+            by_tag[m.tag].append(judge_image(im, m).correct)
+        tags = {t: sum(v) / len(v) for t, v in by_tag.items()}
+        out[f"cfg{cfg_scale:g}/t{temperature:g}/p{top_p:g}"] = {
+            "overall": round(sum(tags.values()) / len(tags), 3),
+            **{t: round(v, 3) for t, v in tags.items()},
+        }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--plain", action="store_true", help="code rows without their mask pixels")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    checkpoint._load_fitting = _load_older
+    parts = Parts.from_checkpoint(checkpoint.load_checkpoint(args.checkpoint))
+    codes = parts.model.gen_codes
+    if codes is None:
+        raise SystemExit("t2i_probe needs a pattern-tokenizer preset (tiny)")
+    if args.plain:
+        torch.nn.init.zeros_(codes.mask_pixels)
+    elif not bool(codes.mask_pixels.abs().sum() > 0):
+        codes.set_mask_pixels(parts.semantic.masks)
+    b = BUDGETS["experiment"]
+    base = BaseCorpus(parts.cfg, CorpusSpec(args.seed, b.n_t2i, b.n_scenes, b.n_assess))
+    recipe = StageRecipe(
+        name="t2i-probe",
+        stage=2,
+        purpose="text-to-image alone",
+        lrs={"llm": args.lr, "adapter": args.lr},
+        mix={"t2i": 1.0},
+        steps=args.steps,
+        warmup_steps=20,
+    )
+    t0 = time.time()
+    st = train_stage(parts, recipe, base, seed=args.seed)
+    train_s = time.time() - t0
+    result = {
+        "checkpoint": args.checkpoint,
+        "pixels": not args.plain,
+        "lr": args.lr,
+        "steps": args.steps,
+        "loss_first": round(st.losses[0], 3),
+        "loss_last20": round(sum(st.losses[-20:]) / len(st.losses[-20:]), 3),
+        "train_s": round(train_s, 1),
+        "judged": judge_settings(parts),
+    }
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
