@@ -22,14 +22,6 @@ from illume_core.vision import VisionEncoder
 PARAM_GROUPS = ("adapter", "image_embed_head", "llm", "vision")
 # ILLUME Table 5's learning rate per parameter group and stage; stage 0 (text-only language
 # modelling) stands in for the pretrained LLM the paper starts from
-STAGE_LRS: dict[int, dict[str, float]] = {
-    0: {"llm": 2e-4},
-    1: {"adapter": 1e-3, "image_embed_head": 2e-4},
-    2: {"adapter": 5e-5, "llm": 5e-5},
-    3: {"adapter": 2e-5, "llm": 2e-5, "vision": 2e-6},
-}
-
-
 @dataclass
 class IllumeOutput:
     """`loss` is None without labels; `logits` (B, T, V) over the whole vocab, computed on first use
@@ -358,10 +350,10 @@ class IllumeModel(nn.Module):
         return torch.where(is_code, code_logit, text_logit) - log_z
 
     # ---- what each training stage trains ---------------------------------------------------
-    def param_groups(self, stage: int, lrs: dict[str, float] | None = None) -> list[dict]:
+    def param_groups(self, stage: int, lrs: dict[str, float]) -> list[dict]:
         """Optimizer groups for a stage; also freezes every parameter no group trains.
 
-        `lrs` (default: STAGE_LRS[stage]) names the trained groups and their learning rates:
+        `lrs` (a recipe's, illume_core/recipes.py) names the trained groups and their learning rates:
         'adapter' (aligner), 'vision' (the encoder), 'llm' (the LLM; without its embedding and
         head matrices when 'image_embed_head' is trained too), 'image_embed_head' (embed_tokens
         and lm_head). When 'image_embed_head' is trained with the LLM frozen (stage 1), only the
@@ -370,10 +362,6 @@ class IllumeModel(nn.Module):
         gradients, with weight_decay 0 so AdamW leaves the text rows exactly unchanged.
         Each group is a dict (name, params, lr[, weight_decay]) for torch.optim.AdamW.
         """
-        if lrs is None:
-            if stage not in STAGE_LRS:
-                raise ValueError(f"unknown stage {stage}; stages with default rates: {sorted(STAGE_LRS)}")
-            lrs = STAGE_LRS[stage]
         unknown = sorted(set(lrs) - set(PARAM_GROUPS))
         if unknown:
             raise ValueError(f"unknown parameter groups {unknown}; choose from {PARAM_GROUPS}")

@@ -18,6 +18,7 @@ from illume_core.checkpoint import (
     read_manifest,
     save_checkpoint,
 )
+from illume_core.recipes import get_recipe
 from illume_core.sampling import generate_images
 from illume_core.tokenizer import SemanticTokenizer
 
@@ -28,7 +29,7 @@ torch.set_num_threads(1)
 def saved(tmp_path):
     model, proc = micro_model()
     semantic = SemanticTokenizer(proc.cfg)
-    opt = torch.optim.AdamW(model.param_groups(1))
+    opt = torch.optim.AdamW(model.param_groups(1, get_recipe("stage1", "tiny").lrs))
     batch = proc.collate([proc.reconstruction(scene_image(0), torch.arange(16))])
     model(batch).loss.backward()
     opt.step()

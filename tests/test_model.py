@@ -10,6 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from illume_core.config import PRESETS, get_preset
 from illume_core.model import IllumeModel, count_parameters
+from illume_core.recipes import get_recipe
 
 torch.set_num_threads(1)  # two cores are shared; one thread avoids oversubscription
 
@@ -114,7 +115,7 @@ def test_prepare_inputs_embeds_fills_image_placeholders_in_order():
 
 def test_stage1_trains_only_adapter_and_image_rows():
     model, proc = micro_model()
-    groups = model.param_groups(1)
+    groups = model.param_groups(1, get_recipe("stage1", "tiny").lrs)
     assert [g["name"] for g in groups] == ["adapter", "image_embed_head"]
     opt = torch.optim.AdamW(groups, weight_decay=0.1)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
