@@ -60,14 +60,10 @@ BUDGETS: dict[str, Budget] = {
         vqa_questions=4,
         edit_tasks=4,
     ),
-    # the README's `illume demo`: everything in under 20 minutes on 2 CPU cores (18 min 54 s from a
-    # fresh clone on 2026-12-02, quiet machine)
+    # the README's `illume demo`: everything in under 20 minutes on 2 CPU cores. Timed on
+    # 2026-12-03 (64-token tiny preset, venv set up): 18 min 31 s in all: start-up 0.4 min, vision 4.5,
+    # LLM stages 10.7, base evaluation 0.6, the round 2.2, the report and shutdown the rest
     "demo": Budget(
-        # the README's `illume demo` on the 2-core machine, meant to take under 20 minutes. Sized
-        # by arithmetic from the per-step costs measured for the 64-token tiny preset (encoder
-        # 0.75-1.1 s, stage 2 about 0.55 s, stage 3 about 0.85 s a step; an evaluation about
-        # 1 min): 3-4 min of vision, 8 of LLM stages and 4-5 for the round. Not timed end to end
-        # at this size yet (2026-12-03)
         encoder_steps=200,
         tokenizer_steps=4,
         tokenizer_scenes=12000,
