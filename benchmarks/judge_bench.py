@@ -1,11 +1,24 @@
-"""Judge benchmark: agreement with ShapesWorld's ground truth (clean and degraded) and speed.
+"""Judge benchmark: agreement with ShapesWorld's ground truth on two renderers, three styles, and speed.
 
 Half of the images match their prompt (prompts.scene_for), half violate exactly one clause
-(prompts.violate, cycling through every applicable kind), across all six tags. The same scenes
-are then rendered as a generator spoils them (judge.render_degraded). Speed is judged images
-per second on one thread.
+(prompts.violate, cycling through every applicable kind), across all six tags. Each scene is
+drawn by two renderers of the contract:
+
+- project: `world.render` (clean), `judge.render_degraded` (soft: colour shifts, specks, blur,
+  noise), and clean with one distractor;
+- alt: `benchmarks/alt_render.py`, an independent renderer that draws every image with a
+  random rasterization convention (vertices on pixel corners or centres, box ends at x1 or
+  x1 - 1 or x1 + 1, sub-pixel shifts, PIL fill, centre sampling or 2-8x supersampling then
+  BOX/BILINEAR/HAMMING/BICUBIC/LANCZOS downscaling); soft = antialiased + blur + noise 10-20.
+
+"distractor" adds exactly one object of a shape the prompt does not name (it cannot change the
+verdict). Agreement is reported per tag and per shape (images where that shape is drawn). Then
+near misses (a square with a corner cut, a circle squashed 30%, a cross with short arms) drawn
+by the alt renderer: any of them reported as a shape is a false accept. Speed is judged images
+per second on one thread (detect + rules, images in memory).
 
     .venv/bin/python benchmarks/judge_bench.py --n 2000 --seed 0
+    .venv/bin/python benchmarks/judge_bench.py --n 600 --size 32,128,512 --renderers alt
 """
 
 from __future__ import annotations
@@ -18,94 +31,168 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import random  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from collections import defaultdict  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import alt_render  # noqa: E402
+
 from illume_core.geneval import TAGS, Metadata  # noqa: E402
-from illume_core.judge import judge_image, render_degraded  # noqa: E402
+from illume_core.judge import detect, judge_image, render_degraded  # noqa: E402
 from illume_core.prompts import KIND_DIMENSION, generate_prompts, kinds_for, scene_for, violate  # noqa: E402
-from illume_core.world import Scene, render  # noqa: E402
+from illume_core.rules import evaluate  # noqa: E402
+from illume_core.world import COLORS, SHAPES, Scene, place_more, render  # noqa: E402
+
+STYLES = ("clean", "soft", "distractor")
+Item = tuple[Metadata, Scene, str | None]
 
 
-def build(n: int, seed: int, size: int) -> list[tuple[Metadata, Scene, str | None]]:
+def with_distractor(meta: Metadata, scene: Scene, rng: random.Random) -> Scene | None:
+    """The scene plus one object of a shape the prompt does not name, if it fits and keeps the verdict."""
+    named = {c.cls for c in [*meta.include, *meta.exclude]}
+    free = [s for s in SHAPES if s not in named]
+    try:
+        out = place_more(rng, scene, [(rng.choice(free), rng.choice(list(COLORS)))])
+    except RuntimeError:
+        return None
+    before, after = evaluate(meta, scene.objects), evaluate(meta, out.objects)
+    return out if (before.correct, before.dimensions) == (after.correct, after.dimensions) else None
+
+
+def build(n: int, seed: int, sizes: list[int], distractor: bool) -> list[Item]:
     """(metadata, scene, violation kind or None) for n images, n / 12 matching and violating per tag."""
     per_tag = max(1, -(-n // 12))  # ceil: at least n images
-    rng = random.Random(f"judge-bench:{seed}")
-    out: list[tuple[Metadata, Scene, str | None]] = []
+    rng = random.Random(f"judge-bench:{seed}:{distractor}")
+    out: list[Item] = []
     metas = generate_prompts(seed=seed, per_tag=per_tag)
     counter: dict[str, int] = defaultdict(int)
-    for meta in metas:
-        out.append((meta, scene_for(meta, rng, size=size), None))
+    for i, meta in enumerate(metas):
+        size = sizes[i % len(sizes)]
         kinds = kinds_for(meta)
         kind = kinds[counter[meta.tag] % len(kinds)]
         counter[meta.tag] += 1
-        out.append((meta, violate(meta, rng, size=size, kind=kind), kind))
+        for k in (None, kind):
+            while True:
+                if k is None:
+                    scene = scene_for(meta, rng, size=size, distractors=False)
+                else:
+                    scene = violate(meta, rng, size=size, kind=k, distractors=False)  # type: ignore[arg-type]
+                if distractor:
+                    scene = with_distractor(meta, scene, rng)
+                if scene is not None:
+                    break
+            out.append((meta, scene, k))
     return out
 
 
-def agreement(items, images) -> tuple[dict[str, list[int]], dict[str, list[int]], float]:
-    """Per tag [agree, total], per violation kind [agree (right dimension failed), total], seconds."""
+def draw(renderer: str, style: str, items: list[Item], seed: int) -> list:
+    if renderer == "project":
+        if style == "soft":
+            nrng = np.random.default_rng(seed)
+            return [render_degraded(scene, nrng) for _, scene, _ in items]
+        return [render(scene) for _, scene, _ in items]
+    rng = random.Random(f"alt:{seed}:{style}")
+    soft = style == "soft"
+    return [
+        alt_render.render(scene, alt_render.Convention.draw(rng, soft), soft, rng) for _, scene, _ in items
+    ]
+
+
+def agreement(items: list[Item], images: list) -> tuple[dict, dict, dict, float]:
+    """Per tag and per drawn shape [agree, total], per violation kind [right dimension, total], seconds."""
     by_tag: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    by_shape: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     by_kind: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     t0 = time.perf_counter()
     verdicts = [judge_image(img, meta) for (meta, _, _), img in zip(items, images, strict=True)]
     secs = time.perf_counter() - t0
-    for (meta, _, kind), j in zip(items, verdicts, strict=True):
+    for (meta, scene, kind), j in zip(items, verdicts, strict=True):
         ok = j.correct == (kind is None)
         by_tag[meta.tag][0] += ok
         by_tag[meta.tag][1] += 1
-        key = kind or "none (matching)"
-        right_dim = (
-            ok
-            if kind is None
-            else ok and [d for d, v in j.dimensions.items() if not v] == [KIND_DIMENSION[kind]]
-        )
-        by_kind[key][0] += right_dim
-        by_kind[key][1] += 1
-    return by_tag, by_kind, secs
+        for shape in {o.shape for o in scene.objects}:
+            by_shape[shape][0] += ok
+            by_shape[shape][1] += 1
+        failed = [d for d, v in j.dimensions.items() if not v]
+        right_dim = ok if kind is None else ok and failed == [KIND_DIMENSION[kind]]
+        by_kind[kind or "none (matching)"][0] += right_dim
+        by_kind[kind or "none (matching)"][1] += 1
+    return by_tag, by_shape, by_kind, secs
+
+
+def pct(v: list[int]) -> str:
+    return f"{v[0] / v[1]:.2%} ({v[0]}/{v[1]})" if v[1] else "-"
+
+
+def total(d: dict) -> list[int]:
+    return [sum(v[0] for v in d.values()), sum(v[1] for v in d.values())]
+
+
+def near_misses(n: int, seed: int, sizes: list[int]) -> dict[tuple[str, str], list[int]]:
+    """(kind, style) -> [reported as a shape, images] over n images per kind and style."""
+    rng = random.Random(f"near-miss:{seed}")
+    out: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for style in ("clean", "soft"):
+        for kind in alt_render.NEAR_MISSES:
+            for i in range(n):
+                img, _ = alt_render.near_miss(rng, sizes[i % len(sizes)], kind, style == "soft")
+                out[kind, style][0] += bool(detect(img).objects)
+                out[kind, style][1] += 1
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=2000, help="images (half matching, half violating)")
+    ap.add_argument("--n", type=int, default=2000, help="images per renderer and style (half matching)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--size", type=int, default=64, help="canvas side in pixels")
+    ap.add_argument("--size", default="64", help="canvas side(s) in pixels, comma-separated (cycled)")
+    ap.add_argument("--renderers", default="project,alt")
+    ap.add_argument("--styles", default=",".join(STYLES))
+    ap.add_argument("--near-misses", type=int, default=500, help="images per near-miss kind and style")
     args = ap.parse_args()
-    console = Console()
-    items = build(args.n, args.seed, args.size)
-    clean = [render(scene) for _, scene, _ in items]
-    nrng = np.random.default_rng(args.seed)
-    degraded = [render_degraded(scene, nrng) for _, scene, _ in items]
-    judge_image(clean[0], items[0][0])  # warm the template caches out of the timing
-
-    c_tag, c_kind, c_secs = agreement(items, clean)
-    d_tag, d_kind, d_secs = agreement(items, degraded)
-
-    def pct(v: list[int]) -> str:
-        return f"{v[0] / v[1]:.2%} ({v[0]}/{v[1]})"
-
-    t = Table(
-        "tag",
-        "clean agreement",
-        "degraded agreement",
-        title=f"judge vs truth, {len(items)} images, {args.size}px, seed {args.seed}",
-    )
+    sizes = [int(s) for s in args.size.split(",")]
+    console = Console(width=200)
+    plain = build(args.n, args.seed, sizes, distractor=False)
+    extra = build(args.n, args.seed, sizes, distractor=True)
+    judge_image(render(plain[0][1]), plain[0][0])  # warm the template caches out of the timing
+    cols = [(r, s) for r in args.renderers.split(",") for s in args.styles.split(",")]
+    res = {}
+    for r, s in cols:
+        items = extra if s == "distractor" else plain
+        res[r, s] = (items, *agreement(items, draw(r, s, items, args.seed)))
+    head = [f"{r} {s}" for r, s in cols]
+    title = f"judge vs truth, {len(plain)} images per column, {args.size} px, seed {args.seed}"
+    t = Table("tag / shape", *head, title=title)
     for tag in TAGS:
-        t.add_row(tag, pct(c_tag[tag]), pct(d_tag[tag]))
-    tot = lambda d: [sum(v[0] for v in d.values()), sum(v[1] for v in d.values())]  # noqa: E731
-    t.add_row("all", pct(tot(c_tag)), pct(tot(d_tag)), style="bold")
+        t.add_row(tag, *(pct(res[c][1][tag]) for c in cols))
+    for shape in SHAPES:
+        t.add_row(shape, *(pct(res[c][2][shape]) for c in cols))
+    t.add_row("all", *(pct(total(res[c][1])) for c in cols), style="bold")
     console.print(t)
-    k = Table("violation kind", "clean: right verdict and dimension", "degraded", title="by violation kind")
-    for kind in sorted(c_kind):
-        k.add_row(kind, pct(c_kind[kind]), pct(d_kind[kind]))
+    kinds = sorted({k for c in cols for k in res[c][3]})
+    k = Table("violation kind", *head, title="right verdict and failed dimension, by violation kind")
+    for kind in kinds:
+        k.add_row(kind, *(pct(res[c][3][kind]) for c in cols))
     console.print(k)
-    s = Table("images", "clean images/s", "degraded images/s", title="speed, one thread (detect + rules)")
-    s.add_row(str(len(items)), f"{len(items) / c_secs:.0f}", f"{len(items) / d_secs:.0f}")
-    console.print(s)
+    sp = Table("", *head, title="speed, images/s, one thread (detect + rules)")
+    sp.add_row("images/s", *(f"{len(res[c][0]) / res[c][4]:.0f}" for c in cols))
+    console.print(sp)
+    if args.near_misses:
+        nm = near_misses(args.near_misses, args.seed, sizes)
+        m = Table(
+            "near miss", "clean: false accepts", "soft: false accepts", title="near misses (alt renderer)"
+        )
+        for kind in alt_render.NEAR_MISSES:
+            m.add_row(kind, pct(nm[kind, "clean"]), pct(nm[kind, "soft"]))
+        m.add_row("all", pct(total({k: v for k, v in nm.items() if k[1] == "clean"})),
+                  pct(total({k: v for k, v in nm.items() if k[1] == "soft"})), style="bold")  # fmt: skip
+        console.print(m)
 
 
 if __name__ == "__main__":
