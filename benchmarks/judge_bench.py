@@ -40,7 +40,8 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# this checkout's illume_core (not an installed copy) and the alt renderer beside this file
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 import alt_render  # noqa: E402
 
 from illume_core.geneval import TAGS, Metadata  # noqa: E402

@@ -369,18 +369,134 @@ def _nearest_color(rgb: np.ndarray) -> tuple[int, float]:
 
 
 def _classify(crop: np.ndarray, w: int, h: int) -> tuple[str, float]:
-    """Best shape for an exact mask cropped to its box, or "unknown"; with its IoU."""
-    if abs(w - h) > max(1.0, ASPECT_TOL * max(w, h)):
+    """Best shape for an exact mask cropped to its box, or "unknown"; with its score (see `classify_mask`)."""
+    return classify_mask(crop, TAU)
+
+
+# ---------------------------------------------------------------------------------- geometric fit
+#
+# Renderers of the contract disagree on rasterization: vertices on pixel corners or centres, boxes
+# that end at x1 or x1 - 1, PIL's fill rule or centre sampling or supersampling. All of them agree
+# on pixels far from the shape's outline. So a mask is compared with each ideal shape (an exact
+# signed distance field, in pixels, at pixel centres) placed at a few sub-pixel centres and sides
+# around the mask's box: a pixel only counts against a shape if it is on the wrong side of the
+# outline by more than `tau` pixels ("bad"); among shapes with (almost) no bad pixels, the one whose
+# wrong-side pixels lie closest to its outline wins. A blob that no shape explains is "unknown".
+
+# pixels on the wrong side of a shape's outline by more than this many pixels cannot come from
+# rasterization (half a pixel of sampling convention plus half a pixel of placement error)
+TAU = 1.0
+# a shape may leave this many bad pixels (plus BAD_FRAC of the region's area) unexplained
+BAD_MAX = 1
+BAD_FRAC = 0.01
+# masks with a longer box side are downscaled to this side first: conventions matter less there,
+# and the cached distance fields stay small
+FIT_SIDE = 40
+_CENTRE_OFFSETS = (-0.5, 0.0, 0.5)
+# a tip pixel set at half coverage widens the box by one; a thin tip left out shortens it
+_SIDE_OFFSETS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5)
+# the models fitted: (shape, half bar width change for a cross: a bar of s/3 rounded to pixels)
+_MODELS = tuple((sh, 0.0) for sh in SHAPE_NAMES) + (("cross", -0.5), ("cross", 0.5))
+_MODEL_SHAPE = np.array([SHAPE_NAMES.index(sh) for sh, _ in _MODELS])
+_FIT_PAD = 2
+# scale (pixels) of the logistic rasterization model: P(pixel set) = sigmoid(-distance / BETA)
+BETA = 0.3
+_SDF_CACHE: dict[tuple[int, int, float], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def shape_sdf(
+    shape: str, dx: np.ndarray, dy: np.ndarray, r: np.ndarray | float, arm: float = 0.0
+) -> np.ndarray:
+    """Signed distance (pixels, < 0 inside) from points (dx, dy) around a shape's centre, half-side r.
+
+    `arm` widens a cross's half bar width by that many pixels. Exact along edges; at corners it may underestimate the distance, which only makes the test
+    more lenient there (where rasterizations differ most).
+    """
+    ax, ay = np.abs(dx), np.abs(dy)
+    if shape == "circle":
+        return np.sqrt(dx * dx + dy * dy) - r
+    if shape == "square":
+        return np.maximum(ax, ay) - r
+    if shape == "diamond":
+        return (ax + ay - r) / math.sqrt(2.0)
+    if shape == "triangle":  # apex (0, -r), base y = r: sides through the apex and the base corners
+        return np.maximum(dy - r, (2.0 * ax - dy - r) / math.sqrt(5.0))
+    if shape == "cross":  # two bars of width 2r/3 (+ arm: renderers round the bar to whole pixels)
+        a = r / 3.0 + arm
+        return np.minimum(np.maximum(ax - r, ay - a), np.maximum(ax - a, ay - r))
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _fit_tables(w: int, h: int, tau: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For a (h, w) box padded by _FIT_PAD: per candidate (shape x centre x side) the pixels that are
+    bad if set and bad if unset, and the distances of wrong-side pixels: (4, S * V, P) float32 and
+    the candidates' (cx, cy, side) (S * V, 3) in padded-window coordinates. Cached per (w, h, tau)."""
+    key = (w, h, tau)
+    out = _SDF_CACHE.get(key)
+    if out is None:
+        if len(_SDF_CACHE) > 256:  # many box sizes (large canvases): keep memory bounded
+            _SDF_CACHE.clear()
+        H, W = h + 2 * _FIT_PAD, w + 2 * _FIT_PAD
+        ys, xs = np.mgrid[0:H, 0:W].astype(np.float32) + 0.5
+        xs, ys = xs.ravel()[None, :], ys.ravel()[None, :]  # (1, P) pixel centres
+        side = max(w, h)
+        cand = np.array(
+            [
+                (_FIT_PAD + w / 2 + ox, _FIT_PAD + h / 2 + oy, side + ds)
+                for ox in _CENTRE_OFFSETS
+                for oy in _CENTRE_OFFSETS
+                for ds in _SIDE_OFFSETS
+            ],
+            dtype=np.float32,
+        )  # (V, 3)
+        dx, dy, r = xs - cand[:, :1], ys - cand[:, 1:2], cand[:, 2:3] / 2
+        d = np.concatenate([shape_sdf(sh, dx, dy, r, arm) for sh, arm in _MODELS])  # (M * V, P)
+        # cost of a pixel: -log P(set | d) = softplus(d / BETA) if set, softplus(-d / BETA) if not,
+        # i.e. a pixel is set with probability sigmoid(-d / BETA): conventions blur the outline
+        # by a fraction of a pixel. Clipping d bounds a single pixel's cost (the bad count gates
+        # gross errors) and keeps the sums well conditioned.
+        z = np.clip(d, -3.0, 3.0) / BETA
+        tables = np.stack([d > tau, d < -tau, z]).astype(np.float64)
+        base = np.logaddexp(0.0, -z).sum(1)  # (S * V,): the cost of an empty mask
+        out = (tables, np.tile(cand, (len(_MODELS), 1)), base)
+        _SDF_CACHE[key] = out
+    return out
+
+
+def classify_mask(mask: np.ndarray, tau: float = TAU) -> tuple[str, float]:
+    """Shape of a region given as a bool mask cropped to its box, or "unknown"; with a score in 0..1.
+
+    The score is exp(-(negative log-likelihood per outline pixel)) of the chosen shape, in 0..1.
+    """
+    h, w = mask.shape
+    if min(h, w) < 2 or abs(w - h) > max(2.0, 0.2 * max(w, h)):
+        return UNKNOWN, 0.0  # contract boxes are square; rasterization changes a side by a pixel or two
+    m = mask.astype(np.float32)
+    if max(w, h) > FIT_SIDE:
+        # a large region: its box-filtered, half-cut downscale is a faithful rasterization
+        f = FIT_SIDE / max(w, h)
+        nw, nh = max(2, round(w * f)), max(2, round(h * f))
+        m = (np.asarray(Image.fromarray(m).resize((nw, nh), Image.Resampling.BOX)) >= 0.5).astype(np.float32)
+        h, w = nh, nw
+    tables, _, base = _fit_tables(w, h, tau)
+    mp = np.pad(m, _FIT_PAD).ravel().astype(np.float64)  # (P,)
+    on = tables @ mp  # (3, S * V)
+    area = float(m.sum())
+    # set outside by > tau, unset inside by > tau
+    bad = on[0] + tables[1].sum(1) - on[1]  # (M * V,)
+    cost = base + on[2]  # -log likelihood of the mask
+    allowed = BAD_MAX + BAD_FRAC * area
+    # per shape: the most likely candidate among those without too many bad pixels
+    rank = np.where(bad <= allowed, cost, np.inf).reshape(len(_MODELS), -1).min(1)  # (M,)
+    best = np.full(len(SHAPE_NAMES), np.inf)
+    np.minimum.at(best, _MODEL_SHAPE, rank)
+    sc = best
+    ok = np.isfinite(best)
+    if not ok.any():
         return UNKNOWN, 0.0
-    t = templates(w, h)  # (S, h, w)
-    inter = (t & crop).sum((1, 2))
-    union = (t | crop).sum((1, 2))
-    iou = inter / np.maximum(union, 1)  # (S,)
-    order = np.argsort(iou)[::-1]
-    best, second = float(iou[order[0]]), float(iou[order[1]])
-    if best < IOU_MIN or best - second < MARGIN:
-        return UNKNOWN, best
-    return SHAPE_NAMES[int(order[0])], best
+    i = int(np.flatnonzero(ok)[np.argmin(sc[ok])])
+    perim = max(1.0, math.sqrt(area) * 4)
+    return SHAPE_NAMES[i], float(math.exp(-sc[i] / perim))
 
 
 # ---------------------------------------------------------------------------------- soft fitting
