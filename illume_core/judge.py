@@ -397,7 +397,16 @@ _CENTRE_OFFSETS = (-0.5, 0.0, 0.5)
 _SIDE_OFFSETS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5)
 # the models fitted: (shape, half bar width change for a cross: a bar of s/3 rounded to pixels)
 _MODELS = tuple((sh, 0.0) for sh in SHAPE_NAMES) + (("cross", -0.5), ("cross", 0.5))
-_MODEL_SHAPE = np.array([SHAPE_NAMES.index(sh) for sh, _ in _MODELS])
+# outline length per unit side, to express the fit per pixel of outline
+_PERIMETER = {
+    "circle": math.pi,
+    "square": 4.0,
+    "triangle": 1 + math.sqrt(5),
+    "diamond": 2 * math.sqrt(2),
+    "cross": 4.0,
+}
+# a shape is named only if its likelihood per outline pixel reaches this (set from data, see JUDGE.md)
+SCORE_MIN = 0.45
 _FIT_PAD = 2
 # scale (pixels) of the logistic rasterization model: P(pixel set) = sigmoid(-distance / BETA)
 BETA = 0.3
@@ -478,7 +487,7 @@ def classify_mask(mask: np.ndarray, tau: float = TAU) -> tuple[str, float]:
         nw, nh = max(2, round(w * f)), max(2, round(h * f))
         m = (np.asarray(Image.fromarray(m).resize((nw, nh), Image.Resampling.BOX)) >= 0.5).astype(np.float32)
         h, w = nh, nw
-    tables, _, base = _fit_tables(w, h, tau)
+    tables, cand, base = _fit_tables(w, h, tau)
     mp = np.pad(m, _FIT_PAD).ravel().astype(np.float64)  # (P,)
     on = tables @ mp  # (3, S * V)
     area = float(m.sum())
@@ -487,16 +496,18 @@ def classify_mask(mask: np.ndarray, tau: float = TAU) -> tuple[str, float]:
     cost = base + on[2]  # -log likelihood of the mask
     allowed = BAD_MAX + BAD_FRAC * area
     # per shape: the most likely candidate among those without too many bad pixels
-    rank = np.where(bad <= allowed, cost, np.inf).reshape(len(_MODELS), -1).min(1)  # (M,)
-    best = np.full(len(SHAPE_NAMES), np.inf)
-    np.minimum.at(best, _MODEL_SHAPE, rank)
-    sc = best
-    ok = np.isfinite(best)
-    if not ok.any():
+    allowed_cost = np.where(bad <= allowed, cost, np.inf)
+    j = int(allowed_cost.argmin())
+    if not np.isfinite(allowed_cost[j]):
         return UNKNOWN, 0.0
-    i = int(np.flatnonzero(ok)[np.argmin(sc[ok])])
-    perim = max(1.0, math.sqrt(area) * 4)
-    return SHAPE_NAMES[i], float(math.exp(-sc[i] / perim))
+    model = j // (len(allowed_cost) // len(_MODELS))
+    shape = _MODELS[model][0]
+    # the likelihood per pixel of outline: a drawing of the shape by any convention stays near
+    # exp(-log 2), a blob that is not the shape (a cut corner, fat arms) has long stretches of
+    # outline off by a pixel or more
+    perim = max(1.0, _PERIMETER[shape] * float(cand[j, 2]))
+    score = math.exp(-float(allowed_cost[j]) / perim)
+    return (shape if score >= SCORE_MIN else UNKNOWN), score
 
 
 # ---------------------------------------------------------------------------------- soft fitting

@@ -1,0 +1,93 @@
+"""The judge names shapes drawn by other rasterization conventions than world.render's (issue 17)."""
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from illume_core.judge import UNKNOWN, classify_mask, detect
+from illume_core.world import BACKGROUND, COLORS
+
+
+def test_the_reported_pink_diamond_is_a_diamond():
+    # the issue's case: PIL polygon, vertices at the box's edge midpoints, right and bottom
+    # vertices on the last pixel inside the box (10, 35, 20, 45); the old judge said unknown
+    img = Image.new("RGB", (64, 64), BACKGROUND)
+    ImageDraw.Draw(img).polygon([(15, 35), (19, 40), (15, 44), (10, 40)], fill=COLORS["pink"])
+    r = detect(img)
+    assert [(d.shape, d.color) for d in r.objects] == [("diamond", "pink")] and r.unknown == []
+
+
+def _inside(shape: str, x: np.ndarray, y: np.ndarray, left: float, top: float, side: float) -> np.ndarray:
+    """The contract's shapes in continuous coordinates (pixel i covers [i, i + 1))."""
+    r = side / 2
+    dx, dy = x - (left + r), y - (top + r)
+    ax, ay = np.abs(dx), np.abs(dy)
+    box = (ax <= r) & (ay <= r)
+    if shape == "circle":
+        return dx * dx + dy * dy <= r * r
+    if shape == "square":
+        return box
+    if shape == "diamond":
+        return ax + ay <= r
+    if shape == "triangle":
+        u = (y - top) / side
+        return (u >= 0) & (u <= 1) & (ax <= u * r)
+    if shape == "cut_square":  # a near miss: the top-right corner cut off, legs 42% of the side
+        return box & ((left + side - x) + (y - top) >= 0.42 * side)
+    assert shape == "cross"
+    return box & ((ax <= side / 6) | (ay <= side / 6))
+
+
+def _draw(shape: str, size: int, side: float, left: float, top: float, supersample: int) -> np.ndarray:
+    """Hard-edged canvas: centre sampling (supersample 1) or box-filtered supersampling cut at half."""
+    k = supersample
+    c = (np.arange(size * k) + 0.5) / k
+    m = _inside(shape, c[None, :], c[:, None], left, top, side).astype(np.float32)
+    cov = m.reshape(size, k, size, k).mean((1, 3))
+    img = np.empty((size, size, 3), np.uint8)
+    img[:] = BACKGROUND
+    img[cov >= 0.5] = COLORS["blue"]
+    return img
+
+
+# conventions: vertices on pixel corners (box ends at x1) or centres (ends at x1 - 1), odd and even
+# sides, quarter-pixel shifts, centre sampling and 4x supersampling; canvases across the contract
+# (objects of 8 px and up: below that a shifted square and a circle can give the same pixels)
+CASES = [
+    (size, frac, geometry, shift, k)
+    for size in (32, 64, 128, 512)
+    for frac, geometry, shift, k in [
+        (0.3, "corners", 0.0, 1),
+        (0.27, "centres", 0.25, 4),
+        (0.25, "centres", 0.0, 1),
+    ]
+]
+
+
+@pytest.mark.parametrize(("size", "frac", "geometry", "shift", "k"), CASES)
+def test_shapes_under_other_conventions(size, frac, geometry, shift, k):
+    s = round(frac * size)
+    x = y = size // 3
+    left, top, side = (x + 0.5, y + 0.5, s - 1.0) if geometry == "centres" else (float(x), float(y), float(s))
+    for shape in ("circle", "square", "triangle", "diamond", "cross"):
+        r = detect(_draw(shape, size, side, left + shift, top, k))
+        assert [d.shape for d in r.objects] == [shape], (shape, size, geometry, r)
+
+
+def test_a_square_with_a_cut_corner_is_unknown():
+    for size, s in [(64, 19), (128, 30)]:
+        r = detect(_draw("cut_square", size, s, 10.0, 10.0, 1))
+        assert r.objects == [] and [d.shape for d in r.unknown] == [UNKNOWN], (size, r)
+
+
+def test_classify_mask_rejects_non_square_and_empty_boxes():
+    squashed = np.zeros((14, 20), bool)
+    yy, xx = np.mgrid[0:14, 0:20] + 0.5
+    squashed[((xx - 10) / 10) ** 2 + ((yy - 7) / 7) ** 2 <= 1] = True  # a circle squashed 30%
+    assert classify_mask(squashed)[0] == UNKNOWN
+    assert classify_mask(np.ones((1, 1), bool))[0] == UNKNOWN
+    # a large square is downscaled before fitting and still a square
+    assert classify_mask(np.ones((150, 150), bool))[0] == "square"
+    assert math.isfinite(classify_mask(np.ones((150, 150), bool))[1])
