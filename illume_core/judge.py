@@ -2,8 +2,9 @@
 
 A classical, model-free pipeline (numpy + PIL only), so it owes nothing to the model it scores:
 denoise, split background from foreground, connected regions, colour by the nearest reference
-colour, shape by the best-matching redrawn template. Scoring is `rules.evaluate`, the same rules
-that label the training data. Folder functions read GenEval's image layout and write its results.
+colour, shape by fitting each ideal shape's outline (exact masks) or blurred templates (noisy
+images). Scoring is `rules.evaluate`, the same rules that label the training data. Folder
+functions read GenEval's image layout and write its results.
 """
 
 from __future__ import annotations
@@ -37,11 +38,6 @@ COLOR_TOL = 0.6 * _MIN_PAIR
 
 MAX_PIXELS = 4096 * 4096
 MIN_SIDE = 16
-# a region must fill its best template this well (IoU) and beat the runner-up by MARGIN
-IOU_MIN = 0.72
-MARGIN = 0.04
-# a region's box may be this much longer on one side than the other (contract boxes are square)
-ASPECT_TOL = 0.25
 # above this estimated noise sigma (0-255) regions are found on the 3x3 binomial mean of the image
 NOISE_SIGMA = 3.0
 # noisy images: the best fitted shape must explain this share of the region's signal, and beat the
@@ -236,48 +232,6 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return labels, boxes, areas
 
 
-# ---------------------------------------------------------------------------------- templates
-
-_RAW_TEMPLATES: dict[tuple[str, int], np.ndarray] = {}
-_TEMPLATES: dict[tuple[int, int], np.ndarray] = {}
-
-
-def _raw_template(shape: str, s: int) -> np.ndarray:
-    """The shape drawn by world.draw_object at side s, cropped to its pixels: bool (h, w)."""
-    key = (shape, s)
-    t = _RAW_TEMPLATES.get(key)
-    if t is None:
-        im = Image.new("L", (s + 4, s + 4), 0)
-        draw_object(ImageDraw.Draw(im), Obj(shape, "black", 2, 2, s), fill=255)  # type: ignore[arg-type]
-        m = np.asarray(im) > 127
-        ys, xs = np.nonzero(m)
-        t = m[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] if len(ys) else m
-        _RAW_TEMPLATES[key] = t
-    return t
-
-
-def templates(w: int, h: int) -> np.ndarray:
-    """Every shape's template fitted to a (w, h) box: bool (S, h, w) in SHAPE_NAMES order, cached.
-
-    For each shape the drawing side whose cropped drawing is closest to (w, h) is used (a diamond
-    of odd side covers less than its nominal box), then stretched to fit if still off.
-    """
-    key = (w, h)
-    out = _TEMPLATES.get(key)
-    if out is None:
-        out = np.zeros((len(SHAPE_NAMES), h, w), dtype=bool)
-        side = max(w, h)
-        for i, shape in enumerate(SHAPE_NAMES):
-            cands = [_raw_template(shape, s) for s in range(max(2, side - 1), side + 4)]
-            best = min(cands, key=lambda t: abs(t.shape[0] - h) + abs(t.shape[1] - w))
-            if best.shape != (h, w):
-                im = Image.fromarray(best.astype(np.uint8) * 255).resize((w, h), Image.Resampling.NEAREST)
-                best = np.asarray(im) > 127
-            out[i] = best
-        _TEMPLATES[key] = out
-    return out
-
-
 # ---------------------------------------------------------------------------------- detection
 
 
@@ -295,8 +249,9 @@ def detect(img: Image.Image | np.ndarray) -> DetectionResult:
        8-connected regions; regions below `speck_area` are specks.
     2. A region's colour is the nearest reference colour to the median of its inner pixels
        ("unknown" beyond COLOR_TOL).
-    3. Its shape: on an exact render (every pixel a palette colour) the region's mask is compared
-       (IoU) with each shape's template redrawn at its box. On anything else (noise, blur, shifted
+    3. Its shape: on an exact render (every pixel a palette colour) the region's mask is fitted
+       with each ideal shape's signed distance field at sub-pixel placements (`classify_mask`),
+       which holds across rasterization conventions. On anything else (noise, blur, shifted
        colours) each pixel is projected onto the line from the measured background to the
        measured colour, and blurred templates of each shape (a few sides, offsets and blur
        widths) are fitted to that field by least squares; the best shape must explain the
