@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=4)
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="autocast dtype")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = get_preset(args.preset, **json.loads(args.override))
@@ -55,14 +56,17 @@ def main() -> None:
 
     print(
         f"preset {cfg.name} {json.loads(args.override)}: {cfg.image_tokens} image tokens, "
-        f"{cfg.understanding_tokens} understanding positions, batch {args.batch}, {args.threads} threads"
+        f"{cfg.understanding_tokens} understanding positions, batch {args.batch}, {args.threads} threads, "
+        f"{args.precision}"
     )
     for kind in ("text-to-image", "editing", "captioning"):
         batch = proc.collate([example(kind, i) for i in range(args.batch)])
         times = []
         for _ in range(args.reps):
             t = time.perf_counter()
-            model(batch).loss.backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+                loss = model(batch).loss
+            loss.backward()
             opt.step()
             opt.zero_grad()
             times.append(time.perf_counter() - t)

@@ -7,11 +7,23 @@ points at a server) over Ray workers (local unless RAY_ADDRESS points at a clust
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import typer
 
-LAKE = typer.Option(Path("lake"), "--lake", help="lake root (a folder, or a pyarrow filesystem URI)")
+
+def local_lake(value: Path) -> Path:
+    """Refuse a lake URI: a path option would turn `s3://b/p` into a local folder named `s3:`."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", str(value)):
+        raise typer.BadParameter(
+            f"{value} looks like a URI; the commands take a local lake folder. For object storage, "
+            "mount the bucket (s3fs, gcsfuse) and pass the mount point"
+        )
+    return value
+
+
+LAKE = typer.Option(Path("lake"), "--lake", help="lake root: a local folder", callback=local_lake)
 
 
 def _print_scores(rows: list[dict]) -> None:
@@ -45,9 +57,10 @@ def register(app: typer.Typer) -> None:
         r = self_enhancement_round(lake=str(lake), seed=seed, workers=workers)
         typer.echo(f"round {r['round']}: {r['status']} ({r['reason']})")
         index = build_report(str(lake))
-        typer.echo(f"report:  {index.resolve()}")
+        typer.echo(f"report:  {index.resolve()}  (open in a browser: {index.resolve().as_uri()})")
         typer.echo(
-            f'catalog: {catalog_path(Lake(lake)).resolve()}  (try: illume sql "SELECT * FROM round_scores" --lake {lake})'
+            f'catalog: {catalog_path(Lake(lake)).resolve()}  (try: illume sql "SELECT * FROM round_scores" --lake {lake}'
+            f"\n         or the DuckDB CLI: duckdb -readonly {lake}/catalog.duckdb -cmd \"SET file_search_path = '{lake}'\")"
         )
 
     @app.command()

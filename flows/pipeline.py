@@ -131,9 +131,10 @@ def train_pipeline(
 
     with _Locked(lake, "train-pipeline", lock_timeout_s), pinned_train_threads():
         eval_refs = _t(steps.prepare_data, lake, rerun)(lake, sj)
-        ck = _t(steps.train_vision, lake, rerun)(lake, sj)
+        # tasks return lake-relative checkpoint paths (a cache hit in a moved lake must name its own)
+        ck = steps.lake_path(lake, _t(steps.train_vision, lake, rerun)(lake, sj))
         for stage in ("stage0", "stage1", "stage2", "stage3"):
-            ck = _t(steps.train_stage, lake, rerun)(lake, sj, stage, ck, 0)
+            ck = steps.lake_path(lake, _t(steps.train_stage, lake, rerun)(lake, sj, stage, ck, 0))
             log.info("%s -> %s", stage, ck)
         ev = _t(steps.evaluate, lake, rerun)(lake, 0, ck, eval_refs, workers)
         steps.set_round(lake, 0, ck, ck, "promoted", "base training run", steps.params_json(**s.model_dump()))
@@ -224,15 +225,19 @@ def self_enhancement_round(
         assessed = _t(steps.assess, lake, rerun)(lake, r, base, samples, prompts, assessor, workers)
         judged = _t(steps.judge, lake, rerun)(lake, r, samples, prompts)
         sft = _t(steps.reformat, lake, rerun)(lake, r, samples, assessed, prompts, strategies)
-        cand = _t(steps.train_stage, lake, rerun, "finetune")(
-            lake, sj, "self_enhance", base, r, sft, finetune_steps
+        cand = steps.lake_path(
+            lake,
+            _t(steps.train_stage, lake, rerun, "finetune")(
+                lake, sj, "self_enhance", base, r, sft, finetune_steps
+            ),
         )
         base_eval = _t(steps.evaluate, lake, rerun)(lake, _round_of(lake, base), base, eval_refs, workers)
         cand_eval = _t(steps.evaluate, lake, rerun)(lake, r, cand, eval_refs, workers)
         decision = _t(steps.promote, lake, rerun)(
             lake, r, base, cand, base_eval, cand_eval, assessed, margin, min_parse_rate, params
         )
-    _publish(lake, r, base_eval, cand_eval, decision, samples)
+        decision = {**decision, "current": steps.lake_path(lake, decision["current"])}
+    _publish(lake, r, base_eval, cand_eval, decision, samples, assessed, judged, prompts)
     log.info("round %d %s: %s", r, decision["status"], decision["reason"])
     return {
         **decision,
@@ -291,58 +296,52 @@ def _round_of(lake: str, checkpoint: str) -> int:
     return 0
 
 
-def _publish(lake: str, r: int, base_eval: str, cand_eval: str, decision: dict, samples: str) -> None:
-    """Prefect artifacts: scores per tag against the previous round, and a markdown summary."""
+def _publish(
+    lake: str,
+    r: int,
+    base_eval: str,
+    cand_eval: str,
+    decision: dict,
+    samples: str,
+    assessed: str,
+    judged: str,
+    prompts: str,
+) -> None:
+    """Prefect artifacts: scores per tag against the previous round (a table), and a markdown
+    summary with the decision, its reason, the same scores and the samples themselves (inline
+    images with their prompt, verdicts and the judge's truths)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    before = {
-        (x["split"], x["tag"]): x["value"]
-        for x in steps.read_ref(lake, base_eval)
-        if x["benchmark"] == "shapeseval"
-    }
-    after = {
-        (x["split"], x["tag"]): x["value"]
-        for x in steps.read_ref(lake, cand_eval)
-        if x["benchmark"] == "shapeseval"
-    }
-    table = [
-        {
-            "split": k[0],
-            "tag": k[1],
-            "previous": round(before.get(k, float("nan")), 3),
-            "this round": round(v, 3),
-            "delta": round(v - before.get(k, float("nan")), 3),
-        }
-        for k, v in sorted(after.items())
-    ]
+    from flows.report import round_summary_markdown, scores_against_previous
+
     try:
+        table = scores_against_previous(steps.read_ref(lake, base_eval), steps.read_ref(lake, cand_eval))
         create_table_artifact(
             table, key=f"round-{r}-scores", description=f"ShapesEval per tag, round {r} vs its base"
         )
-        grid = _grid_png(lake, samples, r)
-        md = [
-            f"# Round {r}: {decision['status']}",
-            "",
-            decision["reason"],
-            "",
-            f"Parse rate of the candidate's self-assessments: {decision['parse_rate']:.2f} "
-            f"(the round's, by its base model: {decision['round_parse_rate']:.2f})",
-            "",
-        ]
-        if grid:
-            md.append(f"Sample grid: `{grid}`")
-        create_markdown_artifact("\n".join(md), key=f"round-{r}-summary", description=f"round {r} summary")
+        rows = steps.read_ref(lake, samples)
+        _grid_png(rows, lake, r)  # the plain grid beside the report, as before
+        md = round_summary_markdown(
+            r,
+            decision,
+            table,
+            rows,
+            {p["prompt_id"]: p["prompt"] for p in steps.read_ref(lake, prompts)},
+            steps.read_ref(lake, assessed),
+            steps.read_ref(lake, judged),
+        )
+        create_markdown_artifact(md, key=f"round-{r}-summary", description=f"round {r} summary")
     except Exception as e:  # artifacts are a view; a failure to publish must not fail the round
         get_run_logger().warning("could not publish artifacts: %s", e)
 
 
-def _grid_png(lake: str, samples_ref: str, r: int, n: int = 16) -> str | None:
+def _grid_png(rows: list[dict], lake: str, r: int, n: int = 16) -> str | None:
     """A grid of the round's first samples, saved beside the report."""
     from PIL import Image
 
     from illume_core.images import from_png
 
-    rows = steps.read_ref(lake, samples_ref)[:n]
+    rows = rows[:n]
     if not rows:
         return None
     ims = [from_png(x["png"]) for x in rows]

@@ -175,6 +175,7 @@ def verify_checkpoint(directory: str | Path) -> dict:
 
 # what made older checkpoints stop loading, newest first (named in the refusal)
 FORMAT_CHANGES = (
+    "the tiny preset's 64-token pattern tokenizer (2026-12-03)",
     "the vision encoder's conv stem (late 2026-12-01)",
     "the tokenizer decoder's pattern table (2026-12-01)",
 )
@@ -192,11 +193,26 @@ def _load_fitting(module: torch.nn.Module, path: Path, device: str | torch.devic
         ) from e
 
 
+def refuse_renamed_preset(illume: dict, where: str | Path) -> None:
+    """Refuse a checkpoint of the tiny preset from before it drew 64 pattern codes.
+
+    Until 2026-12-03 the preset named tiny drew 256 semantic codes (that preset is now tiny-256);
+    rounds read the preset by name, so a lake trained then cannot go on under the new meaning.
+    """
+    if illume.get("name") == "tiny" and "tokenizer" not in illume:
+        raise CheckpointFormatError(
+            f"{where} was trained with the old tiny preset (256 image tokens, semantic tokenizer), "
+            "which is now called tiny-256; the tiny preset draws 64 pattern codes. Train a new "
+            "base model with `illume train` (or `illume demo`) on a fresh lake"
+        )
+
+
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Verify and load a checkpoint onto `device` (model in eval mode)."""
     directory = Path(directory)
     manifest = verify_checkpoint(directory)
     config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    refuse_renamed_preset(config["illume"], directory)
     # checkpoints written before the adapter could merge cells had one LLM position per cell
     cfg = IllumeConfig(**{"adapter_pool": 1, **config["illume"]})
     text_tokenizer = TextTokenizer.from_file(directory / TEXT_TOKENIZER_FILE)
@@ -211,9 +227,9 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     model.to(device).eval()
     semantic = None
     if SEMANTIC_FILE in manifest["files"]:
-        from illume_core.tokenizer import SemanticTokenizer
+        from illume_core.tokenizer import make_tokenizer
 
-        semantic = SemanticTokenizer(cfg)
+        semantic = make_tokenizer(cfg)
         _load_fitting(semantic, directory / SEMANTIC_FILE, device, "semantic tokenizer")
         semantic.to(device).eval()
     return LoadedCheckpoint(model, semantic, text_tokenizer, cfg, manifest)

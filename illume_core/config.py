@@ -6,11 +6,16 @@ point and names the valid choices when given a wrong one.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# colours of the pattern tokenizer's codes: the contract's ten reference colours
+PATTERN_COLOURS = 10
 
 
 class IllumeConfig(BaseModel):
-    """Shapes of every part of the model. Defaults are the `tiny` preset.
+    """Shapes of every part of the model. Defaults are the `tiny-256` preset.
 
     Upper bounds sit far above the `illume-7b` preset: they only refuse sizes no machine could
     allocate (a typo of a few zeros), with a message naming the field, before any memory is used.
@@ -18,10 +23,14 @@ class IllumeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = "tiny"
+    name: str = "tiny-256"
     # images
     image_size: int = Field(64, ge=32, le=1024)  # square input/output canvas in pixels
-    patch_size: int = Field(4, ge=1, le=256)  # pixels per side of one grid cell (one image token)
+    # pixels per side of one understanding cell (one encoder feature)
+    patch_size: int = Field(4, ge=1, le=256)
+    # pixels per side of one generation cell (one image token the LLM draws); None: patch_size.
+    # The two grids may differ: the encoder reads fine cells, the LLM draws coarse ones
+    gen_patch_size: int | None = Field(None, ge=1, le=256)
     # understanding encoder (continuous features) + adapter
     vision_width: int = Field(128, ge=8, le=65536)  # encoder feature dimension per grid cell
     vision_layers: int = Field(2, ge=0, le=1024)  # transformer blocks on top of the patch embedding
@@ -29,7 +38,11 @@ class IllumeConfig(BaseModel):
     # the adapter merges each adapter_pool x adapter_pool block of encoder cells into one LLM
     # input position (concatenated features -> MLP), so understanding costs grid^2 / pool^2 tokens
     adapter_pool: int = Field(2, ge=1, le=64)
-    # semantic vision tokenizer (discrete output)
+    # vision tokenizer (discrete output): "semantic" (ILLUME's: codes reconstruct the encoder's
+    # features) or "pattern" (codes are (cell mask, colour) pairs fitted to the world's cells, so
+    # coarse cells stay near-exact; codebook_size = masks x PATTERN_COLOURS, and the LLM's code
+    # rows are factorized into a mask part and a colour part)
+    tokenizer: Literal["semantic", "pattern"] = "semantic"
     codebook_size: int = Field(
         2048, ge=2, le=1 << 20
     )  # number of image codes (image tokens in the LLM vocab)
@@ -54,10 +67,19 @@ class IllumeConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> IllumeConfig:
-        if self.image_size % self.patch_size:
+        for field in ("patch_size", "gen_patch_size"):
+            cell = getattr(self, field)
+            if cell is not None and self.image_size % cell:
+                raise ValueError(
+                    f"image_size {self.image_size} is not a multiple of {field} {cell}; "
+                    "choose sizes whose ratio is the grid side"
+                )
+        if self.tokenizer == "pattern" and (
+            self.codebook_size % PATTERN_COLOURS or self.codebook_size < 2 * PATTERN_COLOURS
+        ):
             raise ValueError(
-                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}; "
-                "choose sizes whose ratio is the grid side"
+                f"the pattern tokenizer's codebook is masks x {PATTERN_COLOURS} colours; codebook_size "
+                f"{self.codebook_size} is not such a product (for example 16380 = 1638 x 10)"
             )
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
             raise ValueError("hidden_size must divide by num_heads, and num_heads by num_kv_heads")
@@ -76,13 +98,33 @@ class IllumeConfig(BaseModel):
 
     @property
     def grid(self) -> int:
-        """Side of the image-token grid."""
+        """Side of the understanding grid (encoder features per side)."""
         return self.image_size // self.patch_size
 
     @property
+    def gen_cell(self) -> int:
+        """Pixels per side of one generation cell."""
+        return self.gen_patch_size or self.patch_size
+
+    @property
+    def gen_grid(self) -> int:
+        """Side of the image-token grid the LLM draws."""
+        return self.image_size // self.gen_cell
+
+    @property
     def image_tokens(self) -> int:
-        """Image tokens per image (grid x grid)."""
+        """Image tokens per generated image (gen_grid x gen_grid)."""
+        return self.gen_grid * self.gen_grid
+
+    @property
+    def encoder_cells(self) -> int:
+        """Encoder features per image (grid x grid)."""
         return self.grid * self.grid
+
+    @property
+    def code_masks(self) -> int:
+        """Cell masks of the pattern tokenizer (codebook_size / PATTERN_COLOURS)."""
+        return self.codebook_size // PATTERN_COLOURS
 
     @property
     def understanding_tokens(self) -> int:
@@ -91,9 +133,13 @@ class IllumeConfig(BaseModel):
 
 
 PRESETS: dict[str, IllumeConfig] = {
-    # trains on 2 CPU cores in minutes: 64 px, a 16x16 grid of 4-px cells (256 image tokens, as
-    # ILLUME), 2,048 codes; the adapter merges 2x2 cells, so understanding costs 64 positions
-    "tiny": IllumeConfig(),
+    # trains on 2 CPU cores in minutes: 64 px; the LLM draws an 8x8 grid of 8-px cells (64 image
+    # tokens) from 16,380 pattern codes (1,638 cell masks x 10 colours, ILLUME's codebook size),
+    # and reads a 16x16 grid of 4-px encoder cells merged 2x2 by the adapter (64 positions)
+    "tiny": IllumeConfig(name="tiny", gen_patch_size=8, tokenizer="pattern", codebook_size=16380),
+    # the earlier tiny: 256 image tokens (4-px cells, as ILLUME's 16x16) from ILLUME's semantic
+    # tokenizer with 2,048 codes; kept to compare against (benchmarks/base_scaling.py)
+    "tiny-256": IllumeConfig(name="tiny-256"),
     # one GPU: 128 px, 256 tokens, codebook 4096, LLM about 100M parameters
     "small": IllumeConfig(
         name="small",

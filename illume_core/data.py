@@ -137,8 +137,10 @@ class StageData:
         seed: int = 0,
         self_examples: Sequence[SelfExample] = (),
         device: torch.device | str = "cpu",
+        one_kind_per_batch: bool = True,
     ) -> None:
         self.base, self.processor, self.encode, self.recipe = base, processor, encode, recipe
+        self.one_kind_per_batch = one_kind_per_batch
         self.self_examples = list(self_examples)
         mix = {k: w for k, w in recipe.mix.items() if w > 0 and (k != "self" or self.self_examples)}
         if not mix:
@@ -161,7 +163,13 @@ class StageData:
     def __next__(self) -> Batch:
         self.rng = random.Random(f"stage/{self.recipe.name}/{self.seed}/{self.index}")
         self.index += 1
-        kinds = self.rng.choices(self.kinds, self.weights, k=self.recipe.batch_size)
+        # one kind per batch: kinds differ 5x in length (text ~20 tokens, editing ~140), and a
+        # mixed batch is padded to its longest member, so about a third of it was padding
+        # (benchmarks/train_efficiency.py measures both ways)
+        if self.one_kind_per_batch:
+            kinds = self.rng.choices(self.kinds, self.weights, k=1) * self.recipe.batch_size
+        else:
+            kinds = self.rng.choices(self.kinds, self.weights, k=self.recipe.batch_size)
         examples = [self._example(k) for k in kinds]
         batch = self.processor.collate(examples, "right").to(self.device)
         batch.num_tokens = int(batch.attention_mask.sum())  # for throughput figures

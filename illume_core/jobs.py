@@ -25,7 +25,7 @@ import torch
 from illume_core.checkpoint import load_checkpoint, load_optimizer_state, read_manifest
 from illume_core.data import BaseCorpus
 from illume_core.recipes import get_recipe
-from illume_core.reformat import resolve
+from illume_core.reformat import resolve, resolve_preferences
 from illume_core.settings import PipelineSettings
 from illume_core.stages import Parts, save_stage, train_stage
 
@@ -115,6 +115,7 @@ def run_stage(
     )
     recipe = get_recipe(name, settings.preset, steps=n_steps, batch_size=settings.b.batch_size)
     examples = resolve(sft_rows, samples_by_key or {}) if sft_rows else []
+    pairs = resolve_preferences(sft_rows, samples_by_key or {}) if sft_rows else []
     if examples:  # the round's data weighs as much as the whole base mix
         recipe = recipe.model_copy(update={"mix": {**recipe.mix, "self": sum(recipe.mix.values())}})
     resume = root / "_resume" / job_key(stage, parent_id, settings, sft_key, n_steps)
@@ -148,6 +149,7 @@ def run_stage(
         device=device,
         wrap=wrap,
         self_examples=examples,
+        preference_pairs=pairs,
         state=state,
         progress=_reporter(progress, progress_file if rank == 0 else None, n_steps),
         checkpoint_every=max(1, n_steps // 4),
@@ -167,6 +169,7 @@ def run_stage(
             "steps": n_steps,
             "sft": sft_key,
             "self_examples": len(examples),
+            "preference_pairs": len(pairs),
             "final_loss": st.losses[-1] if st.losses else None,
         },
     )

@@ -5,8 +5,8 @@ Strategies, which combine:
   the assessment, then a correction turn whose answer is an image of the same prompt that the
   assessor accepted (when the round drew one), so the model learns what it should have drawn.
 - `accepted_t2i`: images the assessor judged right on every dimension become text-to-image pairs.
-- `preference`: accepted / rejected pairs for the same prompt, stored for preference training
-  (not used by supervised fine-tuning).
+- `preference`: accepted / rejected pairs for the same prompt, trained with DPO beside the
+  supervised fine-tuning (`resolve_preferences`, illume_core/preference.py).
 Inputs and outputs are plain rows; images are referenced by sample key, never copied.
 """
 
@@ -30,6 +30,7 @@ from illume_core.assessment import (
 from illume_core.data import SelfExample
 from illume_core.geneval import Metadata
 from illume_core.images import from_png
+from illume_core.preference import PreferencePair
 
 STRATEGIES = ("assessment", "accepted_t2i", "preference")
 SFT_STRATEGIES = ("assessment", "accepted_t2i")  # the ones fine-tuning trains on
@@ -141,6 +142,24 @@ def reformat(
                     [good["sample_key"], bad["sample_key"]],
                 )
     return rows
+
+
+def resolve_preferences(sft_rows: Iterable[dict], samples_by_key: dict[str, dict]) -> list[PreferencePair]:
+    """Preference pairs (prompt, accepted codes, rejected codes) from the `preference` rows."""
+    out = []
+    for r in sft_rows:
+        if r["strategy"] != "preference":
+            continue
+        user = json.loads(r["conversation"])[0]["content"]
+        good, bad = (samples_by_key[k] for k in r["image_refs"])
+        out.append(
+            PreferencePair(
+                user,
+                torch.tensor(good["image_tokens"], dtype=torch.long),
+                torch.tensor(bad["image_tokens"], dtype=torch.long),
+            )
+        )
+    return out
 
 
 def resolve(sft_rows: Iterable[dict], samples_by_key: dict[str, dict]) -> list[SelfExample]:

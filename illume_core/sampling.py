@@ -76,7 +76,7 @@ def prefill(
 @torch.no_grad()
 def decode_one_token(model: IllumeModel, prefix: Prefix, token_ids: torch.Tensor) -> torch.Tensor:
     """Append one token per row (B,) to the prefix; returns its hidden state (B, D)."""
-    new = model.llm.get_input_embeddings()(token_ids[:, None])  # (B, 1, D)
+    new = model.embed_ids(token_ids[:, None])  # (B, 1, D)
     pos = prefix.position_ids[:, -1:] + 1  # (B, 1)
     prefix.attention_mask = torch.cat([prefix.attention_mask, torch.ones_like(pos)], 1)  # (B, T+1)
     prefix.position_ids = torch.cat([prefix.position_ids, pos], 1)  # (B, T+1)

@@ -27,6 +27,7 @@ class Budget(BaseModel):
     encoder_steps: int = Field(ge=1)
     tokenizer_steps: int = Field(ge=1)
     vision_batch: int = Field(64, ge=2)
+    tokenizer_scenes: int = Field(20000, ge=1)  # renders the pattern tokenizer is fitted to
     stage_steps: dict[str, int]  # recipe name -> optimizer steps
     batch_size: int = Field(32, ge=1)
     finetune_steps: int = Field(ge=1)  # a round's stage-3 fine-tuning
@@ -37,6 +38,7 @@ class Budget(BaseModel):
     eval_per_tag: int = Field(20, ge=1)  # ShapesEval prompts per tag
     eval_images_per_prompt: int = Field(4, ge=1)
     vqa_questions: int = Field(200, ge=1)
+    edit_tasks: int = Field(100, ge=1)  # held-out editing tasks judged against their target scenes
 
 
 BUDGETS: dict[str, Budget] = {
@@ -52,45 +54,52 @@ BUDGETS: dict[str, Budget] = {
         n_scenes=30,
         n_assess=30,
         n_text=500,
+        tokenizer_scenes=40,
         eval_per_tag=1,
         eval_images_per_prompt=1,
         vqa_questions=4,
+        edit_tasks=4,
     ),
     # the README's `illume demo`: everything in under 20 minutes on 2 CPU cores (18 min 54 s from a
     # fresh clone on 2026-12-02, quiet machine)
     "demo": Budget(
-        # sized from the per-step costs the experiment measured on the 2-core machine with the
-        # 256-token tiny preset (encoder 0.75 s, tokenizer 0.6 s, stage 1 1.7 s, stage 2 2.0 s,
-        # stage 3 1.7 s a step; an evaluation about 1 min): about 18 min in all, by that sum
-        encoder_steps=120,
-        tokenizer_steps=250,
+        # the README's `illume demo` on the 2-core machine, meant to take under 20 minutes. Sized
+        # by arithmetic from the per-step costs measured for the 64-token tiny preset (encoder
+        # 0.75-1.1 s, stage 2 about 0.55 s, stage 3 about 0.85 s a step; an evaluation about
+        # 1 min): 3-4 min of vision, 8 of LLM stages and 4-5 for the round. Not timed end to end
+        # at this size yet (2026-12-03)
+        encoder_steps=200,
+        tokenizer_steps=4,
+        tokenizer_scenes=12000,
         vision_batch=64,
-        stage_steps={"stage0": 60, "stage1": 60, "stage2": 150, "stage3": 80},
+        stage_steps={"stage0": 60, "stage1": 60, "stage2": 600, "stage3": 150},
         batch_size=32,
         finetune_steps=40,
-        n_t2i=12000,
+        n_t2i=30000,
         n_scenes=6000,
         n_assess=4000,
         eval_per_tag=10,
         eval_images_per_prompt=4,
         vqa_questions=150,
+        edit_tasks=50,
     ),
     # the self-enhancement experiment (benchmarks/self_enhancement.py)
     "experiment": Budget(
-        # sized for the 256-token tiny preset so that two seeds fit about 90 min on the 2-core
-        # machine: measured there, vision 7.7 min, stage 1 at 1.7 s and stage 2 at 2.0 s a step
-        encoder_steps=200,
-        tokenizer_steps=500,
+        # the tiny preset (64 image tokens) on the 2-core machine: vision (encoder 500 steps,
+        # pattern masks fitted in 6 k-means rounds, 7-10 min), then the LLM stages in about 18
+        # min, most of it text-to-image in stage 2 (docs/BASE_MODEL.md has the measured times)
+        encoder_steps=500,
+        tokenizer_steps=6,
         vision_batch=64,
-        stage_steps={"stage0": 100, "stage1": 80, "stage2": 300, "stage3": 120},
+        stage_steps={"stage0": 100, "stage1": 100, "stage2": 1200, "stage3": 300},
         batch_size=32,
         finetune_steps=60,
-        n_t2i=12000,
+        n_t2i=40000,
         n_scenes=6000,
         n_assess=4000,
-        eval_per_tag=10,
+        eval_per_tag=20,
         eval_images_per_prompt=4,
-        vqa_questions=150,
+        vqa_questions=200,
     ),
 }
 
@@ -129,7 +138,7 @@ class PipelineSettings(BaseModel):
     @property
     def vision(self) -> VisionBudget:
         b = self.b
-        return VisionBudget(b.encoder_steps, b.tokenizer_steps, b.vision_batch)
+        return VisionBudget(b.encoder_steps, b.tokenizer_steps, b.vision_batch, b.tokenizer_scenes)
 
     def digest(self) -> str:
         """A short digest of these settings (recorded in every Parquet file's metadata)."""

@@ -8,6 +8,8 @@ recipe (stage 0..3, or a round's fine-tuning) through the shared training loop a
 
 from __future__ import annotations
 
+import copy
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +21,11 @@ from illume_core.checkpoint import CheckpointInfo, LoadedCheckpoint, save_checkp
 from illume_core.config import IllumeConfig
 from illume_core.data import BaseCorpus, SelfExample, StageData
 from illume_core.model import IllumeModel
+from illume_core.preference import PreferencePair, dpo_loss, pair_batches
 from illume_core.processor import Processor
 from illume_core.recipes import StageRecipe
 from illume_core.text_tokenizer import TextTokenizer
-from illume_core.tokenizer import SemanticTokenizer
+from illume_core.tokenizer import PatternTokenizer, SemanticTokenizer
 from illume_core.training import ParamGroup, TrainConfig, TrainState, train_loop
 from illume_core.vision_training import train_encoder, train_tokenizer
 
@@ -32,7 +35,7 @@ class Parts:
     """Everything a checkpoint holds, in memory."""
 
     model: IllumeModel
-    semantic: SemanticTokenizer
+    semantic: SemanticTokenizer | PatternTokenizer  # the preset's vision tokenizer (frozen)
     text_tokenizer: TextTokenizer
     processor: Processor
 
@@ -54,8 +57,9 @@ class VisionBudget:
     """Steps of the two vision pretraining runs (encoder contrastive, tokenizer)."""
 
     encoder_steps: int = 600
-    tokenizer_steps: int = 1500
+    tokenizer_steps: int = 1500  # semantic: optimizer steps; pattern: k-means iterations
     batch_size: int = 64
+    tokenizer_scenes: int = 20000  # renders whose cells the pattern tokenizer is fitted to
 
 
 def train_vision(
@@ -63,8 +67,8 @@ def train_vision(
     budget: VisionBudget = VisionBudget(),
     seed: int = 0,
     progress: Callable[[str, int, dict], None] | None = None,
-) -> SemanticTokenizer:
-    """Contrastive encoder pretraining, then the semantic tokenizer on the frozen encoder.
+) -> SemanticTokenizer | PatternTokenizer:
+    """Contrastive encoder pretraining, then the preset's tokenizer on the frozen encoder.
 
     The returned tokenizer holds the frozen encoder; `init_model` copies it into the
     understanding path (ILLUME starts both from the same pretrained encoder).
@@ -83,10 +87,13 @@ def train_vision(
         max(8, budget.batch_size // 2),
         seed,
         progress=(lambda s, m: progress("tokenizer", s, m)) if progress else None,
+        scenes=budget.tokenizer_scenes,
     )
 
 
-def init_model(cfg: IllumeConfig, semantic: SemanticTokenizer, seed: int = 0, n_text: int = 20000) -> Parts:
+def init_model(
+    cfg: IllumeConfig, semantic: SemanticTokenizer | PatternTokenizer, seed: int = 0, n_text: int = 20000
+) -> Parts:
     """Train the text tokenizer on ShapesWorld text and build the unified model around the encoder."""
     text_tok = TextTokenizer.train(corpus.text_corpus(seed, n_text), vocab_size=cfg.text_vocab_size)
     torch.manual_seed(seed)
@@ -115,6 +122,7 @@ def train_stage(
     seed: int = 0,
     device: str | torch.device = "cpu",
     self_examples: Sequence[SelfExample] = (),
+    preference_pairs: Sequence[PreferencePair] = (),
     state: dict | None = None,
     progress: Callable[[int, float, float], None] | None = None,
     checkpoint_every: int | None = None,
@@ -124,6 +132,9 @@ def train_stage(
     """Run one recipe on the parts (in place). The semantic tokenizer stays frozen throughout.
 
     `wrap` (optional) wraps the model for the forward and backward passes (DistributedDataParallel).
+    With `preference_pairs` and a recipe whose `preference_weight` is > 0, each step adds that
+    weight times the DPO loss of a batch of pairs, against the model as it was when the stage
+    started (frozen).
     """
     device = torch.device(device)
     parts.semantic.to(device).eval()
@@ -139,13 +150,33 @@ def train_stage(
         groups,
         data,
         cfg,
-        loss_fn=lambda m, b: m(b).loss,
+        loss_fn=_loss_fn(parts, recipe, preference_pairs, seed, device),
         device=device,
         state=state,
         progress=progress,
         checkpoint_every=checkpoint_every,
         on_checkpoint=on_checkpoint,
     )
+
+
+def _loss_fn(
+    parts: Parts, recipe: StageRecipe, pairs: Sequence[PreferencePair], seed: int, device: torch.device
+) -> Callable[[torch.nn.Module, object], torch.Tensor]:
+    """The step's loss: next-token cross-entropy, plus weighted DPO when the round gave pairs."""
+    if not pairs or recipe.preference_weight <= 0:
+        return lambda m, b: m(b).loss
+    reference = copy.deepcopy(parts.model).eval().requires_grad_(False)
+    rng = random.Random(f"preference/{recipe.name}/{seed}")
+    per_step = max(1, min(len(pairs), recipe.batch_size // 4))
+
+    def loss(m: torch.nn.Module, batch) -> torch.Tensor:
+        chosen, rejected = pair_batches(parts.processor, rng.sample(list(pairs), per_step))
+        # the DPO term runs on the bare model: under data parallelism its gradients stay local
+        policy = getattr(m, "module", m)
+        dpo, _ = dpo_loss(policy, reference, chosen.to(device), rejected.to(device), recipe.preference_beta)
+        return m(batch).loss + recipe.preference_weight * dpo
+
+    return loss
 
 
 def save_stage(

@@ -15,7 +15,7 @@ import torch
 
 from illume_core.config import IllumeConfig
 from illume_core.images import palette_index, to_tensor
-from illume_core.tokenizer import PixelVQTokenizer, SemanticTokenizer
+from illume_core.tokenizer import PatternTokenizer, PixelVQTokenizer, SemanticTokenizer
 from illume_core.vision import ContrastiveModel, TextTower, VisionEncoder
 from illume_core.world import COLORS, NUMBERS, SHAPES, Scene, relation, render, sample_scene
 
@@ -214,9 +214,32 @@ def train_tokenizer(
     seed: int = 0,
     lr: float = 2e-3,
     progress: Progress | None = None,
-) -> SemanticTokenizer:
-    """Train the semantic tokenizer (quantizer, feature reconstructor, pixel decoder) on a frozen encoder."""
+    scenes: int = 20000,
+) -> SemanticTokenizer | PatternTokenizer:
+    """Train the preset's tokenizer on a frozen encoder: the semantic one (quantizer, feature
+    reconstructor, pixel decoder) for `steps` steps, or fit the pattern one's masks with `steps`
+    k-means iterations over the cells of `scenes` fresh renders."""
+    if cfg.tokenizer == "pattern":
+        return fit_pattern_tokenizer(cfg, encoder, steps, scenes, seed, progress)
     return _train_codes(lambda: SemanticTokenizer(cfg, encoder), steps, batch_size, seed, lr, progress)
+
+
+def fit_pattern_tokenizer(
+    cfg: IllumeConfig,
+    encoder: VisionEncoder | None,
+    iters: int,
+    scenes: int,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> PatternTokenizer:
+    """Fit the pattern tokenizer's masks to the cells of `scenes` fresh renders (`iters` k-means rounds)."""
+    if iters < 1 or scenes < 1:
+        raise ValueError("fitting the pattern tokenizer needs iters >= 1 and scenes >= 1")
+    torch.manual_seed(seed)
+    rng = train_stream(seed + 1)
+    # rendered in chunks: one (B, 64, 64, 11) palette distance of 20,000 renders is 3.6 GB
+    chunks = [sample_batch(rng, cfg, min(1000, scenes - i))[1] for i in range(0, scenes, 1000)]
+    return PatternTokenizer(cfg, encoder).fit(chunks, iters, progress).eval()
 
 
 def train_pixel_tokenizer(

@@ -1,10 +1,14 @@
 """The DuckDB catalog: `<lake>/catalog.duckdb`, a file of views over the lake's live Parquet files.
 
-Each table's view reads exactly the files its manifest lists (absolute paths, hive partitioning,
-union by name), so a reader sees a committed file set. The file is rebuilt into a temporary file
-and swapped in with os.replace: readers holding the old file open keep reading it, with no lock
-error. Analyst views (round_scores, assessment_agreement, sample_lineage) read figures computed
-once per build into `_lake` tables (copied from the previous build when their inputs are unchanged).
+Each table's view reads exactly the files its manifest lists (paths relative to the lake root,
+hive partitioning, union by name), so a reader sees a committed file set, and a lake copied,
+restored or mounted elsewhere reads its own files: a reader sets DuckDB's `file_search_path` to
+the lake root (`connect_readonly` does; from the CLI: `SET file_search_path = '<lake>'`, or start
+it inside the lake folder). The file is written in DuckDB storage format `STORAGE_VERSION`, which
+DuckDB 1.x clients (from 1.0) and 2.x both open. It is rebuilt into a temporary file and swapped
+in with os.replace: readers holding the old file open keep reading it, with no lock error.
+Analyst views (round_scores, assessment_agreement, sample_lineage) read figures computed once per
+build into `_lake` tables (copied from the previous build when their inputs are unchanged).
 """
 
 from __future__ import annotations
@@ -25,6 +29,14 @@ if TYPE_CHECKING:
     from storage.lake import Lake
 
 CATALOG_NAME = "catalog.duckdb"
+# The storage format the catalog is written in. DuckDB 2.0 writes its newest format by default
+# (storage version number 69), which DuckDB 1.5 refuses ("can only read versions between 64 and
+# 68"); 'v1.0.0' is the oldest format 2.0 writes, and every DuckDB from 1.0 on reads it.
+# tests/test_storage_catalog.py opens a built catalog with the DuckDB 1.5 CLI (pip `duckdb-cli`).
+STORAGE_VERSION = "v1.0.0"
+# How the views name files; a catalog with another layout (or none: built before layouts were
+# recorded, with absolute paths) is not current and is rebuilt by the next writer.
+LAYOUT = "relative-v1"
 READ_STATEMENTS = {"SELECT", "EXPLAIN"}  # everything else (ATTACH, COPY, SET, CREATE, ...) is refused
 # what precedes the explained statement: comments, EXPLAIN, its options, ANALYZE
 _EXPLAIN_PREFIX = re.compile(
@@ -44,6 +56,21 @@ def catalog_path(lake: Lake) -> Path:
 
 def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
+
+
+def _relative(lake: Lake) -> bool:
+    """Whether the views name files relative to the lake root.
+
+    DuckDB splits `file_search_path` on commas, so a root with a comma in it cannot be searched:
+    such a lake's views name absolute paths (and do not survive a move).
+    """
+    return "," not in lake.root
+
+
+def set_search_path(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    """Point DuckDB's relative file paths at the lake root (what every catalog reader must do)."""
+    if _relative(lake):
+        con.execute(f"SET file_search_path = {_sql_str(lake.root)}")
 
 
 ROUND_SCORES = """
@@ -142,9 +169,22 @@ def build_catalog(lake: Lake) -> Path:
     final = catalog_path(lake)
     tmp = final.with_name(f".{CATALOG_NAME}.{uuid.uuid4().hex}.tmp")
     try:
-        con = duckdb.connect(str(tmp))
+        con = duckdb.connect(str(tmp), config={"storage_compatibility_version": STORAGE_VERSION})
         try:
+            set_search_path(con, lake)  # views are bound (their files opened) as they are created
+            relative = _relative(lake)
             con.execute("CREATE SCHEMA _lake")
+            con.execute("CREATE TABLE _lake.layout (key VARCHAR, value VARCHAR)")
+            con.execute(
+                "INSERT INTO _lake.layout VALUES ('layout', ?), ('paths', ?), ('storage_version', ?)",
+                [
+                    LAYOUT if relative else "absolute",
+                    "relative to the lake root: SET file_search_path = '<lake root>'"
+                    if relative
+                    else "absolute (the lake root has a comma, which file_search_path cannot hold)",
+                    STORAGE_VERSION,
+                ],
+            )
             con.execute("CREATE TABLE _lake.state (table_name VARCHAR, manifest_version BIGINT)")
             for name, tdef in lake.tables.items():
                 manifest = lake.manifest(name)
@@ -156,6 +196,8 @@ def build_catalog(lake: Lake) -> Path:
                 con.execute(f'CREATE TABLE _lake."empty_{name}" AS SELECT * FROM _arrow_empty')
                 con.unregister("_arrow_empty")
                 files = lake.files(name)
+                if relative:
+                    files = [os.path.relpath(f, lake.root) for f in files]
                 body = f'SELECT * FROM _lake."empty_{name}"'
                 if files:
                     paths = ", ".join(_sql_str(p) for p in files)
@@ -236,9 +278,21 @@ def catalog_is_current(lake: Lake) -> bool:
     try:
         with connect_readonly(lake) as con:
             built = dict(con.execute("SELECT table_name, manifest_version FROM _lake.state").fetchall())
+            layout = _layout(con)
     except duckdb.Error:
         return False
+    if layout != (LAYOUT if _relative(lake) else "absolute"):
+        return False
     return built == {name: lake.manifest(name)["version"] for name in lake.tables}
+
+
+def _layout(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The catalog's recorded layout; None for a catalog built before layouts were recorded."""
+    try:
+        rows = con.execute("SELECT value FROM _lake.layout WHERE key = 'layout'").fetchall()
+    except duckdb.CatalogException:
+        return None
+    return rows[0][0] if rows else None
 
 
 def connect_readonly(lake: Lake) -> duckdb.DuckDBPyConnection:
@@ -251,10 +305,39 @@ def connect_readonly(lake: Lake) -> duckdb.DuckDBPyConnection:
     path = catalog_path(lake)
     if not path.exists():
         build_catalog(lake)
+    con = _open(lake)
+    if _layout(con) != (LAYOUT if _relative(lake) else "absolute") and _upgrade(lake):
+        con.close()
+        con = _open(lake)
+    return con
+
+
+def _open(lake: Lake) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
-    con.execute(f"ATTACH {_sql_str(str(path))} AS catalog (READ_ONLY)")
+    set_search_path(con, lake)
+    con.execute(f"ATTACH {_sql_str(str(catalog_path(lake)))} AS catalog (READ_ONLY)")
     con.execute("USE catalog")
     return con
+
+
+def _upgrade(lake: Lake) -> bool:
+    """Rebuild a catalog of an older layout (absolute paths: wrong once the lake moved).
+
+    Under the writer lock, if it is free within a moment (entering it rebuilds a catalog that is
+    not current); when a writer holds it, that writer rebuilds the catalog as it finishes, and this
+    reader reads the old one meanwhile.
+    """
+    from storage.lock import LakeBusyError, WriterLock
+
+    if lake._lock is not None and lake._lock._depth:  # this Lake is the writer
+        build_catalog(lake)
+        return True
+    try:
+        with WriterLock(lake.fs, lake.root, "catalog-upgrade", timeout_s=0.5):
+            build_catalog(lake)
+    except (LakeBusyError, OSError):
+        return False
+    return True
 
 
 def check_read_only(sql: str) -> None:

@@ -134,7 +134,10 @@ class CheckpointRow(Row):
     parent: str | None = Field(None, description="checkpoint this one was trained from")
     round: int = Field(ge=0, description="round that produced the checkpoint")
     stage: str = Field(description="training stage (stage1, stage2, stage3, self_enhance)")
-    uri: str = Field(description="where the safetensors, config and manifest live")
+    uri: str = Field(
+        description="where the safetensors, config and manifest live, relative to the lake root"
+        " (absolute in rows written before 2026-12-03)"
+    )
     manifest_digest: str = Field(description="sha256 of the checkpoint manifest")
     promoted: bool = Field(False, description="whether the checkpoint became the round's base")
     created_at: datetime = Field(description="UTC creation time")

@@ -5,6 +5,11 @@ pool), writes its own partition and returns a content-hashed reference ("samples
 part=self#<digest>") or a checkpoint path named by its content id. Because references carry
 digests, a task downstream of a changed output sees new inputs and re-runs; everything else is
 a cache hit. Cache records and results live in the lake (`<lake>/_prefect/`), not ~/.prefect.
+
+Cache keys never hold the lake's own path: `lake` is left out of them (the records are stored in
+that lake, so they cannot be confused with another lake's), and a path inside the lake (a
+checkpoint folder, named by its content id) counts by its lake-relative form. Tasks return
+lake-relative checkpoint paths. So a lake copied, restored or mounted elsewhere keeps every cache.
 """
 
 from __future__ import annotations
@@ -14,17 +19,66 @@ import json
 import os
 import time
 import uuid
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import TASK_SOURCE, CachePolicy, CompoundCachePolicy, Inputs
 
 from illume_core.geneval import Metadata
 from storage.lake import Lake, PartitionInfo
 
-CACHE_POLICY = INPUTS + TASK_SOURCE
+
+def lake_ref(lake: str, path: str) -> str:
+    """A path inside the lake as the lake-relative path that tasks return and cache keys hold.
+
+    Anything else (a relative path, a path outside the lake, a URI, any other text) is returned
+    as it is.
+    """
+    if "://" in path or "://" in lake or not os.path.isabs(path):
+        return path
+    root, target = Path(lake).resolve(), Path(path).resolve()
+    return str(target.relative_to(root)) if target.is_relative_to(root) else path
+
+
+def lake_path(lake: str, ref: str) -> str:
+    """The absolute path of a lake-relative path (an absolute one is returned as it is)."""
+    return ref if "://" in ref or os.path.isabs(ref) else str(Path(lake).resolve() / ref)
+
+
+@dataclass
+class LakeInputs(CachePolicy):
+    """Prefect's INPUTS without the lake's location: `lake` left out, paths in it made lake-relative."""
+
+    exclude: list[str] = field(default_factory=list)
+
+    def compute_key(
+        self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
+    ) -> str | None:
+        lake = (inputs or {}).get("lake")
+        named = {
+            k: lake_ref(lake, v) if isinstance(lake, str) and isinstance(v, str) else v
+            for k, v in (inputs or {}).items()
+            if k != "lake"
+        }
+        return Inputs(exclude=list(self.exclude)).compute_key(task_ctx, named, flow_parameters, **kwargs)
+
+    def __sub__(self, other: str) -> LakeInputs:
+        return replace(self, exclude=[*self.exclude, other])
+
+
+@dataclass
+class LakeCachePolicy(CompoundCachePolicy):
+    """LakeInputs + TASK_SOURCE, where `policy - "name"` leaves an input out (as INPUTS - "name" does)."""
+
+    def __sub__(self, other: str) -> LakeCachePolicy:
+        return replace(self, policies=[p - other if isinstance(p, LakeInputs) else p for p in self.policies])
+
+
+CACHE_POLICY = LakeCachePolicy(policies=[LakeInputs(), TASK_SOURCE])
 RETRIES = {"retries": 2, "retry_delay_seconds": 1}
 
 _LAKES: dict[str, Lake] = {}
@@ -244,7 +298,7 @@ def train_vision(lake: str, settings_json: str) -> str:
     )
     _record_checkpoint(lake, uri, "vision", 0)
     record_run(lake, "train-vision", 0, "train-vision", t0, 1, time.process_time() - c0)
-    return uri
+    return lake_ref(lake, uri)
 
 
 @task(
@@ -266,6 +320,7 @@ def train_stage(
     """Run one stage recipe from `parent` on a Ray trainer actor; resumes after a crash."""
     from tasks.actors import train_on_actor
 
+    parent = lake_path(lake, parent)
     log = _logger()
     t0 = datetime.now(UTC)
     sft_rows, samples = [], {}
@@ -305,7 +360,7 @@ def train_stage(
     )
     _record_checkpoint(lake, res.path, stage, round)
     record_run(lake, f"train-{stage}", round, f"train-{stage}", t0, 1, res.compute_seconds)
-    return res.path
+    return lake_ref(lake, res.path)
 
 
 def _record_checkpoint(lake: str, path: str, stage: str, round: int) -> None:
@@ -323,7 +378,7 @@ def _record_checkpoint(lake: str, path: str, stage: str, round: int) -> None:
                 "parent": m.get("parent"),
                 "round": round,
                 "stage": stage,
-                "uri": str(path),
+                "uri": lake_ref(lake, str(path)),
                 "manifest_digest": digest,
                 "promoted": False,
                 "created_at": datetime.fromisoformat(m["created_at"]),
@@ -360,6 +415,7 @@ def sample(
     from tasks.actors import get_pool
 
     t0 = datetime.now(UTC)
+    checkpoint = lake_path(lake, checkpoint)
     metas = [Metadata.model_validate_json(r["metadata"]) for r in read_ref(lake, prompts_ref)]
     items = sample_items(metas, images_per_prompt, round)
     pool = get_pool(checkpoint, workers)
@@ -408,6 +464,7 @@ def assess(
     if assessor not in ("self", "judge"):
         raise ValueError(f"assessor must be 'self' (the model) or 'judge', got {assessor!r}")
     t0 = datetime.now(UTC)
+    checkpoint = lake_path(lake, checkpoint)
     prompts = {r["prompt_id"]: r for r in read_ref(lake, prompts_ref)}
     samples = read_ref(lake, samples_ref)
     items = [
@@ -509,6 +566,11 @@ def evaluate(lake: str, round: int, checkpoint: str, eval_prompt_refs: str, work
     """ShapesEval (seen and held-out compositions), VQA and self-assessment agreement of a checkpoint."""
     from illume_core.evaluate import (
         agreement,
+        assessment_confusion,
+        balanced_accuracy,
+        confusion_rows,
+        edit_items,
+        edit_scores,
         evaluation_rows,
         tag_scores,
         vqa_items,
@@ -518,6 +580,7 @@ def evaluate(lake: str, round: int, checkpoint: str, eval_prompt_refs: str, work
 
     s = PipelineSettings.load(lake)
     t0 = datetime.now(UTC)
+    checkpoint = lake_path(lake, checkpoint)
     ck = _checkpoint_id(checkpoint)
     pool = __import__("tasks.actors", fromlist=["get_pool"]).get_pool(checkpoint, workers)
     c0 = pool.compute_seconds
@@ -546,6 +609,11 @@ def evaluate(lake: str, round: int, checkpoint: str, eval_prompt_refs: str, work
             rows += evaluation_rows(
                 round, ck, "self_assessment", split, "agreement", agreement(assessments, judgments)
             )
+            confusion = assessment_confusion(assessments, judgments)
+            rows += evaluation_rows(
+                round, ck, "self_assessment", split, "balanced_accuracy", balanced_accuracy(confusion)
+            )
+            rows += confusion_rows(round, ck, split, confusion)
             parsed = sum(a["parse_status"] == "ok" for a in assessments)
             rows += evaluation_rows(
                 round,
@@ -559,6 +627,9 @@ def evaluate(lake: str, round: int, checkpoint: str, eval_prompt_refs: str, work
     items = vqa_items(s.b.vqa_questions, s.cfg.image_size)
     answers = pool.map("ask", items, key=lambda it: it["id"])
     rows += evaluation_rows(round, ck, "vqa", "heldout", "accuracy", vqa_scores(items, answers))
+    edits = edit_items(s.b.edit_tasks, s.cfg.image_size)
+    outputs = pool.map("edit", edits, key=lambda it: it["id"])
+    rows += evaluation_rows(round, ck, "editing", "heldout", "accuracy", edit_scores(edits, outputs))
     info = get_lake(lake).write_partition(
         "evaluations", round, rows, producer="evaluate", checkpoint=ck, part=ck
     )
@@ -598,6 +669,7 @@ def promote(
     The parse rate that gates is the candidate's own (its assessments of its evaluation images
     must stay parseable); the round's rate, from the base model's assessments, is reported beside it.
     """
+    base, candidate = lake_path(lake, base), lake_path(lake, candidate)
     rows = read_ref(lake, assessments_ref)
     round_parse_rate = sum(r["parse_status"] == "ok" for r in rows) / max(1, len(rows))
     cand_rate = overall(lake, candidate_eval_ref, benchmark="self_assessment", metric="parse_rate")
@@ -627,7 +699,7 @@ def promote(
         "after": after,
         "parse_rate": parse_rate,
         "round_parse_rate": round_parse_rate,
-        "current": candidate if status == "promoted" else base,
+        "current": lake_ref(lake, candidate if status == "promoted" else base),  # cached: no lake path
     }
     set_round(lake, round, base, candidate, status, reason, params_json)
     if status == "promoted":
@@ -640,6 +712,7 @@ def set_round(
 ) -> None:
     """Write the round's row (replacing the 'running' row written at its start)."""
     lk = get_lake(lake)
+    base, candidate = lake_path(lake, base), candidate and lake_path(lake, candidate)
     old = lk.read("rounds", round).to_pylist()
     started = old[0]["started_at"] if old else datetime.now(UTC)
     lk.write_partition(
@@ -667,6 +740,7 @@ def set_current(lake: str, checkpoint: str, round: int) -> None:
     root = Path(lake) / "checkpoints"
     tmp = root / f".current.{uuid.uuid4().hex[:8]}"
     # relative to the lake root, so a copied or moved lake keeps pointing at its own checkpoint
+    checkpoint = lake_path(lake, checkpoint)
     target = Path(checkpoint).resolve()
     rel = target.relative_to(Path(lake).resolve()) if target.is_relative_to(Path(lake).resolve()) else target
     tmp.write_text(f"{rel}\n")

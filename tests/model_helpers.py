@@ -1,6 +1,6 @@
 """Shared builders for the model tests: a micro preset, a text tokenizer and a seeded model.
 
-The micro preset is the tiny preset shrunk further (32 px, 16 image tokens, 2 layers), so every
+The micro preset is the tiny-256 preset shrunk further (32 px, 16 image tokens, 2 layers), so every
 model test runs in well under a second on two shared cores.
 """
 
@@ -46,7 +46,7 @@ TEXTS = [
 
 
 def micro_config(**overrides) -> IllumeConfig:
-    return get_preset("tiny", **{**MICRO, **overrides})
+    return get_preset("tiny-256", **{**MICRO, **overrides})
 
 
 @functools.cache

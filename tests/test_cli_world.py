@@ -70,3 +70,17 @@ def test_prompts_holdout_split_and_bad_spec(tmp_path):
     assert r.exit_code != 0 and "teal" in r.output
     r = runner.invoke(app, ["prompts", "--out", str(tmp_path), "--split", "test"])
     assert r.exit_code != 0
+
+
+def test_a_lake_uri_is_refused_never_rewritten_into_a_local_folder(tmp_path, monkeypatch):
+    """`--lake s3://bucket/prefix` once became a local folder named `s3:`; now it is refused."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    for cmd in (["report"], ["train", "--budget", "smoke"], ["demo", "--budget", "smoke"]):
+        out = CliRunner().invoke(app, [*cmd, "--lake", "s3://illume-bar/lake"])
+        assert out.exit_code == 2, out.output
+        assert "looks like a URI" in out.output
+    assert not (tmp_path / "s3:").exists()

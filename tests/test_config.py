@@ -16,12 +16,16 @@ def test_shapes_of_named_presets():
     assert get_preset("illume-7b").image_tokens == 256
     assert get_preset("small").image_tokens == 256
     tiny = get_preset("tiny")
-    assert tiny.image_tokens == 256 and tiny.understanding_tokens == 64  # the adapter merges 2x2 cells
+    # the LLM draws 8x8 cells of 8 px and reads 16x16 encoder cells merged 2x2 by the adapter
+    assert tiny.image_tokens == 64 and tiny.encoder_cells == 256 and tiny.understanding_tokens == 64
+    assert tiny.tokenizer == "pattern" and tiny.code_masks == 1638
+    old = get_preset("tiny-256")
+    assert old.image_tokens == 256 and old.tokenizer == "semantic" and old.codebook_size == 2048
     assert get_preset("small").understanding_tokens == 256
 
 
 def test_unknown_preset_names_choices():
-    with pytest.raises(ValueError, match="choose one of: tiny, small, illume-7b"):
+    with pytest.raises(ValueError, match="choose one of: tiny, tiny-256, small, illume-7b"):
         get_preset("huge")
 
 
@@ -32,3 +36,7 @@ def test_bad_sizes_are_refused():
         IllumeConfig(image_size=-64)
     with pytest.raises(ValueError):
         get_preset("tiny", codebook_size=0)
+    with pytest.raises(ValueError, match="masks x 10 colours"):
+        get_preset("tiny", codebook_size=2048)
+    with pytest.raises(ValueError, match="multiple of gen_patch_size"):
+        get_preset("tiny", gen_patch_size=6)

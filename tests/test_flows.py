@@ -67,7 +67,7 @@ def test_base_pipeline_wrote_every_table(base_lake):
     stages = sorted(r["stage"] for r in lk.read("checkpoints").to_pylist())
     assert stages == ["stage0", "stage1", "stage2", "stage3", "vision"]
     benches = {r["benchmark"] for r in lk.read("evaluations").to_pylist()}
-    assert benches == {"shapeseval", "self_assessment", "vqa"}
+    assert benches == {"shapeseval", "self_assessment", "vqa", "editing"}
     scores = query(lk, "SELECT tag FROM round_scores WHERE split = 'eval'").column("tag").to_pylist()
     assert "overall" in scores
 
@@ -110,6 +110,61 @@ def test_rerun_assess_keeps_sample_cached(round_lake, prefect_harness):
     assert after_runs["sample/1"] == before_runs["sample/1"]  # the sample task body did not run
     assert after_runs["assess/1"] != before_runs["assess/1"]  # assess did
     assert _counts(str(lake)) == before_counts
+
+
+def test_a_copied_lake_keeps_its_caches_and_reruns_only_assess(round_lake, prefect_harness, tmp_path):
+    """Cache keys name the lake's contents, not its path: on a copy, a rerun of assess reruns assess alone."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.pipeline import self_enhancement_round
+
+    original, first = round_lake
+    lake = _copy(original, tmp_path / "restored" / "elsewhere", "lake")
+    before_runs, original_runs = _task_runs(str(lake)), _task_runs(str(original))
+    state = self_enhancement_round(lake=str(lake), round=1, rerun=["assess"], return_state=True, **ROUND)
+    assert state.is_completed()
+    out = state.result()
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    states = sorted((r.name.rsplit("-", 1)[0], r.state.name) for r in runs)
+    assert ("assess", "Completed") in states and ("sample", "Cached") in states, states
+    # what does not depend on assess's output is a cache hit; what does follows only if it changed
+    follows = (
+        {"reformat", "train-self_enhance", "evaluate", "promote"}
+        if out["assessments"] != first["assessments"]
+        else set()
+    )
+    others = [(n, st) for n, st in states if n != "assess" and not (n in follows and st == "Completed")]
+    assert others and all(st == "Cached" for _, st in others), states
+    assert {n for n, _ in states} >= {"select-prompts", "sample", "judge", "evaluate", "promote"}
+    after_runs = _task_runs(str(lake))
+    assert (
+        after_runs["sample/1"] == before_runs["sample/1"]
+        and after_runs["assess/1"] != before_runs["assess/1"]
+    )
+    assert _task_runs(str(original)) == original_runs  # the original lake was not touched
+    assert out["current"].startswith(str(lake.resolve()))  # the copy's own checkpoint
+    assert out["candidate"].startswith(str(lake.resolve()))
+
+
+def test_cache_keys_leave_out_the_lake_path():
+    """The key of the same task inputs in two lakes (checkpoint paths inside each) is one key."""
+    from tasks.steps import CACHE_POLICY, lake_path, lake_ref
+
+    policy = CACHE_POLICY - "workers"
+
+    def key(lake, workers=2):
+        inputs = {"lake": lake, "round": 1, "checkpoint": f"{lake}/checkpoints/abc123", "workers": workers}
+        return policy.policies[0].compute_key(None, inputs, {})
+
+    assert key("/data/lake") == key("/mnt/restored/lake") == key("/mnt/restored/lake", workers=8)
+    assert key("/data/lake") != (CACHE_POLICY.policies[0].compute_key(None, {"lake": "/x", "round": 2}, {}))
+    assert lake_ref("/data/lake", "/data/lake/checkpoints/abc") == "checkpoints/abc"
+    assert lake_ref("/data/lake", "/elsewhere/abc") == "/elsewhere/abc"  # outside the lake: as it is
+    assert lake_path("/data/lake", "checkpoints/abc") == "/data/lake/checkpoints/abc"
 
 
 def test_actor_killed_mid_sampling_gives_identical_rows(base_lake, round_lake, tmp_path, monkeypatch):

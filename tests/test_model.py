@@ -22,7 +22,7 @@ def _llm_params(c, vocab: int) -> int:
     return 2 * vocab * c.hidden_size + c.num_layers * (attn + mlp + 2 * c.hidden_size) + c.hidden_size
 
 
-@pytest.mark.parametrize("name", ["tiny", "small"])
+@pytest.mark.parametrize("name", ["tiny", "tiny-256", "small"])
 def test_preset_builds_with_expected_shapes(name):
     cfg = PRESETS[name]
     model = IllumeModel(cfg, cfg.text_vocab_size)
@@ -30,7 +30,11 @@ def test_preset_builds_with_expected_shapes(name):
     assert model.image_token_offset == cfg.text_vocab_size
     assert model.gen_embed_rows().shape == (cfg.codebook_size, cfg.hidden_size)
     assert model.gen_head_rows().shape == (cfg.codebook_size, cfg.hidden_size)
-    assert count_parameters(model.llm) == _llm_params(cfg, model.vocab_size)
+    # the pattern tokenizer's code rows sit beside a text-only Llama, factorized by mask and colour
+    llm_vocab = cfg.text_vocab_size if model.factorized else model.vocab_size
+    assert count_parameters(model.llm) == _llm_params(cfg, llm_vocab)
+    if model.factorized:
+        assert count_parameters(model.gen_codes) == 2 * (cfg.code_masks + 10) * cfg.hidden_size
     with torch.no_grad():
         feats = model.aligner(model.vision_model(torch.rand(1, 3, cfg.image_size, cfg.image_size)))
         logits = model.image_logits(torch.zeros(2, cfg.hidden_size))
@@ -54,7 +58,7 @@ def test_adapter_pool_merges_each_block_of_neighbouring_cells():
     y[:, 0] += 1
     torch.testing.assert_close(al(y)[:, 1], out[:, 1])
     with pytest.raises(ValueError, match="adapter_pool 3 does not divide"):
-        get_preset("tiny", patch_size=4, adapter_pool=3)
+        get_preset("tiny-256", patch_size=4, adapter_pool=3)
 
 
 def test_illume_7b_builds_on_meta_with_its_parameter_count():
@@ -70,7 +74,9 @@ def test_illume_7b_builds_on_meta_with_its_parameter_count():
 
 def test_pretrained_weights_load_through_from_pretrained(tmp_path):
     tok = text_tokenizer()
-    cfg = get_preset("tiny", hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=2, intermediate_size=64)
+    cfg = get_preset(
+        "tiny-256", hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=2, intermediate_size=64
+    )
     torch.manual_seed(1)
     base = LlamaForCausalLM(
         LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

@@ -176,6 +176,7 @@ def test_stage_recipes_train_what_they_say(micro_checkpoint):
     _, parts = micro_checkpoint
     assert set(RECIPES) == {"stage0", "stage1", "stage2", "stage3"}
     assert get_recipe("stage2", "tiny").lrs["llm"] == pytest.approx(5e-5 * 10)
+    assert get_recipe("stage2", "tiny-256").lrs["llm"] == pytest.approx(5e-5 * 10)
     groups = stage_groups(parts.model, get_recipe("stage0"))
     assert [g.name for g in groups] == ["llm"]
     assert not any(p.requires_grad for p in parts.model.aligner.parameters())

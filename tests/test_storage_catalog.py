@@ -264,3 +264,131 @@ def test_old_partitions_without_the_version_2_columns_read_through_the_views(tmp
     obj, count = got["object"], got["count"]
     assert (obj["n"], obj["tp"], obj["fp"], obj["tn"], obj["fn"], obj["accuracy"]) == (4, 2, 0, 0, 2, 0.5)
     assert (count["n"], count["tp"], count["accuracy"]) == (4, 4, 1.0)
+
+
+def _duckdb_1x_cli() -> str | None:
+    """The DuckDB 1.x CLI binary of the pip package `duckdb-cli` (a dev extra), or None."""
+    import importlib.util
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    spec = importlib.util.find_spec("duckdb_cli")
+    candidates = [os.path.join(os.path.dirname(spec.origin), "duckdb")] if spec and spec.origin else []
+    candidates.append(shutil.which("duckdb", path=os.path.dirname(sys.executable)) or "")
+    for exe in candidates:
+        if exe and os.access(exe, os.X_OK):
+            version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+            if version.startswith("v1."):
+                return exe
+    return None
+
+
+def _cli_json(exe: str, db, *sql: str, cwd=None) -> list[dict]:
+    import subprocess
+
+    args = [exe, "-readonly", "-json", str(db)]
+    for s in sql:
+        args += ["-c", s]
+    out = subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=60)
+    assert out.returncode == 0, out.stderr
+    results, text, decoder = [], out.stdout.strip(), json.JSONDecoder()
+    while text:  # one JSON array per statement that returns rows; the last one is the query's
+        value, end = decoder.raw_decode(text)
+        results.append(value)
+        text = text[end:].strip()
+    return results[-1] if results else []
+
+
+def test_catalog_opens_read_only_in_the_duckdb_1x_cli_and_in_duckdb_2(lake, tmp_path):
+    """The catalog is written in a storage format DuckDB 1.x reads (2.0's default is refused by 1.5)."""
+    import duckdb
+
+    from storage.catalog import STORAGE_VERSION, catalog_path
+
+    exe = _duckdb_1x_cli()
+    if exe is None:
+        pytest.skip("no DuckDB 1.x CLI: `pip install -e .[dev]` installs duckdb-cli (pinned) with it")
+    path = catalog_path(lake)
+    assert duckdb.__version__.startswith("2.")  # the writer
+    # the CLI as a user starts it, with the one-line setting docs/STORAGE.md gives
+    got = _cli_json(
+        exe,
+        path,
+        f"SET file_search_path = '{lake.root}'",
+        "SELECT round, tag, round(value, 3) AS v FROM round_scores WHERE round = 1 ORDER BY tag",
+    )
+    assert [(g["round"], g["tag"], g["v"]) for g in got] == [
+        (1, "colors", 0.7),
+        (1, "counting", 0.5),
+        (1, "overall", 0.6),
+    ]
+    got = _cli_json(
+        exe,
+        path,
+        f"SET file_search_path = '{lake.root}'",
+        "SELECT count(*) AS n, min(part) AS p FROM samples",
+    )
+    assert got == [{"n": 4, "p": "all"}]
+    # or started inside the lake folder, with no setting at all
+    got = _cli_json(
+        exe, "catalog.duckdb", "SELECT version() AS v, count(*) AS n FROM evaluations", cwd=lake.root
+    )
+    assert got[0]["v"].startswith("v1.") and got[0]["n"] == 6
+    # DuckDB 2 reads the same file; the layout records the storage format it was written in
+    assert query(lake, "SELECT value FROM _lake.layout WHERE key = 'storage_version'").to_pylist() == [
+        {"value": STORAGE_VERSION}
+    ]
+    assert query(lake, "SELECT count(*) AS n FROM samples").to_pylist() == [{"n": 4}]
+
+
+def test_a_moved_lake_reads_its_own_files(lake, tmp_path):
+    """Views name files relative to the lake root: a copy reads the copy, even once the original is gone."""
+    import shutil
+
+    first = tmp_path / "first"
+    shutil.copytree(lake.root, first)
+    moved = tmp_path / "elsewhere" / "restored"
+    shutil.copytree(first, moved)
+    shutil.rmtree(first)  # nothing may still point there
+    (moved / "samples" / "_manifest.json").stat()  # the copy has its own files
+    want = query(lake, "SELECT * FROM round_scores ORDER BY ALL").to_pylist()
+    assert query(Lake(moved), "SELECT * FROM round_scores ORDER BY ALL").to_pylist() == want
+    got = query(Lake(moved), "SELECT count(*) AS n, count(DISTINCT part) AS parts FROM samples").to_pylist()
+    assert got == [{"n": 4, "parts": 1}]
+    out = CliRunner().invoke(
+        app, ["sql", "SELECT sample_key FROM samples ORDER BY 1", "--lake", str(moved), "--csv"]
+    )
+    assert out.exit_code == 0, out.output
+    assert out.stdout.split()[1:] == [f'"{sample_key(1, "c0", "p0", i)}"' for i in range(4)]
+    exe = _duckdb_1x_cli()
+    if exe is not None:  # the stock 1.x CLI on the copy, too
+        got = _cli_json(
+            exe,
+            moved / "catalog.duckdb",
+            f"SET file_search_path = '{moved}'",
+            "SELECT count(*) AS n FROM judgments",
+        )
+        assert got == [{"n": 4}]
+
+
+def test_a_catalog_with_absolute_paths_is_rebuilt(lake, tmp_path):
+    """A catalog built before relative paths (no recorded layout) is not current; a reader rebuilds it."""
+    import shutil
+
+    import duckdb
+
+    from storage.catalog import LAYOUT, catalog_is_current, catalog_path
+
+    copy = Lake(shutil.copytree(lake.root, tmp_path / "copy"))
+    con = duckdb.connect(str(catalog_path(copy)))
+    con.execute("DROP TABLE _lake.layout")  # as an older build left it
+    assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'layout'").fetchall() == [
+        (0,)
+    ]
+    con.close()
+    assert query(copy, "SELECT value FROM _lake.layout WHERE key = 'layout'").to_pylist() == [
+        {"value": LAYOUT}
+    ]
+    assert catalog_is_current(copy)

@@ -22,7 +22,7 @@ def _pixels(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
     return to_tensor([render(sample_scene(rng, size)) for _ in range(n)])
 
 
-@pytest.mark.parametrize("preset", ["tiny", "small"])
+@pytest.mark.parametrize("preset", ["tiny-256", "small"])
 @pytest.mark.parametrize("kind", [SemanticTokenizer, PixelVQTokenizer])
 def test_encode_decode_round_trip_shapes(preset, kind):
     cfg = get_preset(preset)
@@ -37,7 +37,7 @@ def test_encode_decode_round_trip_shapes(preset, kind):
 
 
 def test_decode_refuses_bad_ids():
-    cfg = get_preset("tiny")
+    cfg = get_preset("tiny-256")
     tok = SemanticTokenizer(cfg)
     with pytest.raises(ValueError, match="code ids must lie"):
         tok.decode(torch.full((1, cfg.image_tokens), cfg.codebook_size))
@@ -46,7 +46,7 @@ def test_decode_refuses_bad_ids():
 
 
 def test_semantic_encoder_stays_frozen():
-    cfg = get_preset("tiny")
+    cfg = get_preset("tiny-256")
     enc = VisionEncoder(cfg)
     tok = SemanticTokenizer(cfg, enc).train()
     assert not tok.encoder.training
@@ -103,7 +103,7 @@ def test_first_training_call_puts_every_code_on_the_data():
 
 def test_short_training_reduces_loss_and_is_deterministic():
     cfg = get_preset(
-        "tiny", vision_width=32, vision_heads=2, vision_layers=1, codebook_size=64, decoder_width=16
+        "tiny-256", vision_width=32, vision_heads=2, vision_layers=1, codebook_size=64, decoder_width=16
     )
     torch.manual_seed(0)
     enc = VisionEncoder(cfg)
@@ -122,7 +122,7 @@ def test_short_training_reduces_loss_and_is_deterministic():
 
 
 def test_pixel_baseline_training_reduces_loss():
-    cfg = get_preset("tiny", codebook_size=64, decoder_width=16)
+    cfg = get_preset("tiny-256", codebook_size=64, decoder_width=16)
     logs: list[float] = []
     train_pixel_tokenizer(
         cfg, steps=15, batch_size=8, seed=0, lr=3e-3, progress=lambda s, d: logs.append(d["pixel"])
@@ -133,7 +133,7 @@ def test_pixel_baseline_training_reduces_loss():
 def test_semantic_tokenizer_codes_depend_on_the_cells_own_pixels_only():
     """A cell's code is keyed on its exact pixels: the same 4x4 content gets the same code in any
     surroundings, and the semantic features (which carry context) only shape training."""
-    cfg = get_preset("tiny", codebook_size=64, decoder_width=16)
+    cfg = get_preset("tiny-256", codebook_size=64, decoder_width=16)
     torch.manual_seed(0)
     tok = SemanticTokenizer(cfg).eval()
     a = _pixels(1, cfg.image_size, seed=3)
@@ -166,7 +166,7 @@ def test_pattern_table_decodes_a_single_pattern_code_to_its_exact_pixels():
     from illume_core.images import palette_index
 
     torch.manual_seed(0)
-    cfg = get_preset("tiny")
+    cfg = get_preset("tiny-256")
     tok = SemanticTokenizer(cfg).train()
     p, g = cfg.patch_size, cfg.grid
     pixels = _pixels(4)
@@ -194,7 +194,7 @@ def test_pattern_table_decodes_a_single_pattern_code_to_its_exact_pixels():
 
 
 def test_a_restarted_code_forgets_its_old_pattern():
-    cfg = get_preset("tiny", codebook_size=8, code_dim=4)
+    cfg = get_preset("tiny-256", codebook_size=8, code_dim=4)
     tok = SemanticTokenizer(cfg)
     dec = tok.decoder
     ids = torch.zeros(1, cfg.image_tokens, dtype=torch.long)  # every cell code 0

@@ -70,7 +70,7 @@ def test_encoder_gives_one_feature_per_cell(preset):
     cfg = get_preset(preset)
     enc = VisionEncoder(cfg)
     out = enc(to_tensor(_renders(2, cfg.image_size)))
-    assert out.shape == (2, cfg.image_tokens, cfg.vision_width)
+    assert out.shape == (2, cfg.encoder_cells, cfg.vision_width)
     assert torch.isfinite(out).all()
 
 

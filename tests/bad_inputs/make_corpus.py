@@ -317,7 +317,7 @@ def configs() -> None:
             [r"image_size 102 is not a multiple of patch_size 4", r"choose"],
         ),
         "pool-not-a-divisor": (
-            {"image_size": 100},
+            {"image_size": 100, "gen_patch_size": 4},
             [r"adapter_pool 2 does not divide the 25x25 grid", r"choose a divisor"],
         ),
         "heads-mismatch": ({"num_heads": 5}, [r"hidden_size must divide by num_heads"]),
