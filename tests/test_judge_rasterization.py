@@ -1,12 +1,10 @@
 """The judge names shapes drawn by other rasterization conventions than world.render's (issue 17)."""
 
-import math
-
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from illume_core.judge import UNKNOWN, classify_mask, detect
+from illume_core.judge import UNKNOWN, detect
 from illume_core.world import BACKGROUND, COLORS
 
 
@@ -82,12 +80,15 @@ def test_a_square_with_a_cut_corner_is_unknown():
         assert r.objects == [] and [d.shape for d in r.unknown] == [UNKNOWN], (size, r)
 
 
-def test_classify_mask_rejects_non_square_and_empty_boxes():
-    squashed = np.zeros((14, 20), bool)
-    yy, xx = np.mgrid[0:14, 0:20] + 0.5
-    squashed[((xx - 10) / 10) ** 2 + ((yy - 7) / 7) ** 2 <= 1] = True  # a circle squashed 30%
-    assert classify_mask(squashed)[0] == UNKNOWN
-    assert classify_mask(np.ones((1, 1), bool))[0] == UNKNOWN
-    # a large square is downscaled before fitting and still a square
-    assert classify_mask(np.ones((150, 150), bool))[0] == "square"
-    assert math.isfinite(classify_mask(np.ones((150, 150), bool))[1])
+def test_squashed_circle_is_unknown_and_a_large_square_is_a_square():
+    img = np.empty((64, 64, 3), np.uint8)
+    img[:] = BACKGROUND
+    yy, xx = np.mgrid[0:64, 0:64] + 0.5
+    img[((xx - 30) / 10) ** 2 + ((yy - 30) / 7) ** 2 <= 1] = COLORS["green"]  # a circle squashed 30%
+    r = detect(img)
+    assert r.objects == [] and [d.color for d in r.unknown] == ["green"]
+    big = np.empty((512, 512, 3), np.uint8)
+    big[:] = BACKGROUND
+    big[100:250, 200:350] = COLORS["red"]  # 150 px: fitted on a block-averaged field
+    r = detect(big)
+    assert [(d.shape, d.box) for d in r.objects] == [("square", (200, 100, 350, 250))]
