@@ -12,6 +12,8 @@ clean and soft, at sides 12%-30% of canvases of 32-512 px (see docs/JUDGE.md).
 - Aspect: every box is square; the region's extent (cut at half coverage) may differ between
   width and height by a rasterization pixel (two for a triangle, whose apex is thin), a blurred
   one by a little more: a circle squashed 30% is not a circle.
+- Arms: a cross's arm width, measured across each arm, is a third of its side (a plus sign
+  with fat arms is not this cross).
 - Symmetry (exact masks): a square drawn by any convention is a rectangle, symmetric about its
   box; one with a corner cut is not.
 """
@@ -36,6 +38,9 @@ ASPECT_PX_SOFT = 1
 ASPECT_FRAC = 0.15
 # pixels differing from the mirror image, per pixel of side, allowed to a square (exact masks)
 SQUARE_ASYM = 0.5
+# a cross's arms are a third of its side: on an exact mask at most floor(side / 3) + 1 whole pixels
+# wide; measured on a blurred field, a third plus 1.5 px of rounding and box error
+ARM_SLACK_PX = 1.5
 
 
 def asymmetry(mask: np.ndarray) -> tuple[float, float]:
@@ -43,8 +48,25 @@ def asymmetry(mask: np.ndarray) -> tuple[float, float]:
     return float((mask != mask[:, ::-1]).sum()) / 2, float((mask != mask[::-1]).sum()) / 2
 
 
+def mask_arm_width(mask: np.ndarray) -> float:
+    """Median width in whole pixels of the rows and columns of a cross's mask that cross only an arm."""
+    widths = []
+    for m in (mask, mask.T):
+        rows = m.sum(1)
+        arm = rows[(rows > 0) & (rows < 0.8 * m.shape[1])]
+        widths.extend(arm.tolist())
+    return float(np.median(widths)) if widths else 0.0
+
+
 def decide(
-    res: Fit, var: float, exact: bool, side: float, wh: tuple[int, int], mask: np.ndarray | None = None
+    res: Fit,
+    var: float,
+    exact: bool,
+    side: float,
+    wh: tuple[int, int],
+    mask: np.ndarray | None = None,
+    bands: np.ndarray | None = None,
+    arms: float | None = None,
 ) -> tuple[str, float, int | None]:
     """(shape or UNKNOWN, score 0..1, index of the shape in SHAPE_NAMES or None).
 
@@ -68,4 +90,9 @@ def decide(
         return UNKNOWN, score, None
     if mask is not None and shape == "square" and max(asymmetry(mask)) > SQUARE_ASYM * max(w, h):
         return UNKNOWN, score, None
+    if shape == "cross":
+        if mask is not None and mask_arm_width(mask) > (max(w, h) // 3) + 1:
+            return UNKNOWN, score, None
+        if mask is None and arms is not None and arms > 1 / 3 + ARM_SLACK_PX / side:
+            return UNKNOWN, score, None
     return shape, score, i

@@ -118,3 +118,56 @@ def fit(t: np.ndarray, w: np.ndarray, cx: float, cy: float, side: float, var: fl
                 best_a[i] = amp[i, arg[i]]
                 boxes[i] = (ox + dx + PAD + px, oy + dy + PAD + py, s)
     return Fit(excess=best, n=best_n, boxes=boxes, blur=best_b, amp=best_a)
+
+
+def band_residuals(t: np.ndarray, w: np.ndarray, shape: str, box: tuple[float, float, float], blur: int,
+                   amp: float) -> np.ndarray:  # fmt: skip
+    """Signed residual (t minus the fitted drawing) in the four edge bands of a fitted box, in
+    pixels of width: (top, bottom, left, right).
+
+    Each band is the outer quarter of the box on one side, two pixels wider than the box: what
+    makes a shape what it is sits there (a diamond's tips at the edge midpoints, a triangle's
+    apex, a cross's arm ends, a square's full corners), and a blob the whole-region fit explains
+    by averaging a wrong shape over its outline leaves a clear excess or deficit in one of them.
+    """
+    x0, y0, s = box
+    H, W = t.shape
+    i0, i1 = max(0, math.floor(x0) - 2), min(W, math.ceil(x0 + s) + 2)
+    j0, j1 = max(0, math.floor(y0) - 2), min(H, math.ceil(y0 + s) + 2)
+    tpl = coverage(shape, (j1 - j0, i1 - i0), x0 - i0, y0 - j0, s, ss=4)
+    tpl = gauss_blur(tpl, BLURS[blur]) if BLURS[blur] else tpl
+    r = (t[j0:j1, i0:i1] - amp * tpl) * w[j0:j1, i0:i1]  # (h, w)
+    ys = np.arange(j0, j1) + 0.5
+    xs = np.arange(i0, i1) + 0.5
+    q = s / 4
+    bands = [(ys < y0 + q), (ys > y0 + s - q)]
+    rows = r.sum(1)
+    cols = r.sum(0)
+    out = [rows[b].sum() / max(1, b.sum()) for b in bands]
+    for b in [(xs < x0 + q), (xs > x0 + s - q)]:
+        out.append(cols[b].sum() / max(1, b.sum()))
+    return np.asarray(out)
+
+
+def arm_ratio(t: np.ndarray, w: np.ndarray, box: tuple[float, float, float]) -> float:
+    """Width of a cross's arms per unit side, measured on t in the fitted box (x0, y0, side).
+
+    The coverage summed across each arm (over rows 10%-25% of the side in from each end, over
+    columns for the side arms, two pixels of margin for blur) divided by the rows summed is the
+    arm's width whatever the rasterization or blur; the mean of the four arms over the side.
+    """
+    x0, y0, s = box
+    H, W = t.shape
+    tw = t * w
+    i0, i1 = max(0, math.floor(x0) - 2), min(W, math.ceil(x0 + s) + 2)
+    j0, j1 = max(0, math.floor(y0) - 2), min(H, math.ceil(y0 + s) + 2)
+    c = np.arange(max(H, W)) + 0.5
+    widths = []
+    for lo, hi, size, along in ((y0, y0 + s, H, 0), (x0, x0 + s, W, 1)):
+        u = c[:size]
+        for band in ((u > lo + 0.1 * s) & (u < lo + 0.25 * s), (u < hi - 0.1 * s) & (u > hi - 0.25 * s)):
+            if not band.any():
+                continue
+            sub = tw[band, i0:i1] if along == 0 else tw[j0:j1, band].T
+            widths.append(float(sub.sum()) / int(band.sum()))
+    return float(np.mean(widths)) / s if widths else 0.0

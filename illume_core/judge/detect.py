@@ -10,7 +10,7 @@ from PIL import Image
 
 from illume_core.judge import classify
 from illume_core.judge.components import label_components
-from illume_core.judge.coverage_fit import fit
+from illume_core.judge.coverage_fit import arm_ratio, band_residuals, fit
 from illume_core.judge.pixels import (
     COLOR_NAMES,
     COLOR_TOL,
@@ -22,7 +22,7 @@ from illume_core.judge.pixels import (
     noise_sigma,
     to_rgb_array,
 )
-from illume_core.judge.shapes import gauss_blur
+from illume_core.judge.shapes import SHAPE_NAMES, gauss_blur
 from illume_core.world import BACKGROUND
 
 # regions with a longer box side are block-averaged to about this side before the fit: the shape is
@@ -192,7 +192,10 @@ class _Field:
         t, wgt, (cx, cy, s), var, (ox, oy, f), wh = got
         res = fit(t, wgt, cx, cy, s, var)
         mask = self.labels[box[1] : box[3], box[0] : box[2]] == k if self.exact else None
-        shape, score, i = classify.decide(res, var, self.exact, s, wh, mask)
+        j = int(np.argmin(res.excess))
+        bands = band_residuals(t, wgt, SHAPE_NAMES[j], res.boxes[j], int(res.blur[j]), float(res.amp[j]))
+        arms = arm_ratio(t, wgt, res.boxes[j]) if SHAPE_NAMES[j] == "cross" else None
+        shape, score, i = classify.decide(res, var, self.exact, s, wh, mask, bands, arms)
         if i is None:
             return UNKNOWN, score, box
         if self.exact:  # the region's own pixels are the box
