@@ -37,9 +37,9 @@ ASPECT_PX_EXACT = 1
 ASPECT_PX_SOFT = 1
 ASPECT_FRAC = 0.15
 # pixels differing from the mirror image, per pixel of side, allowed to a square (exact masks)
-SQUARE_ASYM = 0.5
-# a cross's arms are a third of its side: on an exact mask at most floor(side / 3) + 1 whole pixels
-# wide; measured on a blurred field, a third plus 1.5 px of rounding and box error
+SQUARE_ASYM = 0.65
+# a cross's arms are a third of its side: on an exact mask at most ceil(side / 3) + 1 whole pixels
+# wide (a bar straddling pixel centres); measured on a blurred field, a third plus 1.5 px
 ARM_SLACK_PX = 1.5
 
 
@@ -58,6 +58,12 @@ def mask_arm_width(mask: np.ndarray) -> float:
     return float(np.median(widths)) if widths else 0.0
 
 
+def allowed_excess(shape: str, exact: bool, side: float, var: float, n: float) -> float:
+    """The residual beyond the noise a drawing of `shape` may leave: rasterization and blur per
+    pixel of outline, plus NOISE_Z standard deviations of the noise's sum of squares over n pixels."""
+    return (FIT_EXACT if exact else FIT_SOFT) * PERIMETER[shape] * side + NOISE_Z * var * math.sqrt(2 * n)
+
+
 def decide(
     res: Fit,
     var: float,
@@ -65,7 +71,6 @@ def decide(
     side: float,
     wh: tuple[int, int],
     mask: np.ndarray | None = None,
-    bands: np.ndarray | None = None,
     arms: float | None = None,
 ) -> tuple[str, float, int | None]:
     """(shape or UNKNOWN, score 0..1, index of the shape in SHAPE_NAMES or None).
@@ -78,8 +83,7 @@ def decide(
     if not np.isfinite(res.excess[i]):
         return UNKNOWN, 0.0, None
     shape = SHAPE_NAMES[i]
-    allowed = (FIT_EXACT if exact else FIT_SOFT) * PERIMETER[shape] * side
-    allowed += NOISE_Z * var * math.sqrt(2 * res.n[i])
+    allowed = allowed_excess(shape, exact, side, var, float(res.n[i]))
     score = max(0.0, 1.0 - max(0.0, float(res.excess[i])) / max(allowed, 1e-9) / 2)
     if res.excess[i] > allowed:
         return UNKNOWN, score, None
@@ -91,7 +95,7 @@ def decide(
     if mask is not None and shape == "square" and max(asymmetry(mask)) > SQUARE_ASYM * max(w, h):
         return UNKNOWN, score, None
     if shape == "cross":
-        if mask is not None and mask_arm_width(mask) > (max(w, h) // 3) + 1:
+        if mask is not None and mask_arm_width(mask) > math.ceil(max(w, h) / 3) + 1:
             return UNKNOWN, score, None
         if mask is None and arms is not None and arms > 1 / 3 + ARM_SLACK_PX / side:
             return UNKNOWN, score, None

@@ -10,7 +10,7 @@ from PIL import Image
 
 from illume_core.judge import classify
 from illume_core.judge.components import label_components
-from illume_core.judge.coverage_fit import arm_ratio, band_residuals, fit
+from illume_core.judge.coverage_fit import arm_ratio, fit, without_speck
 from illume_core.judge.pixels import (
     COLOR_NAMES,
     COLOR_TOL,
@@ -193,9 +193,15 @@ class _Field:
         res = fit(t, wgt, cx, cy, s, var)
         mask = self.labels[box[1] : box[3], box[0] : box[2]] == k if self.exact else None
         j = int(np.argmin(res.excess))
-        bands = band_residuals(t, wgt, SHAPE_NAMES[j], res.boxes[j], int(res.blur[j]), float(res.amp[j]))
+        if not self.exact and np.isfinite(res.excess[j]):
+            sh = SHAPE_NAMES[j]
+            if res.excess[j] > classify.allowed_excess(sh, False, s, var, float(res.n[j])):
+                # a speck touching the object: forgive one 2x2 block of surplus coverage
+                res.excess[j] -= without_speck(
+                    t, wgt, sh, res.boxes[j], int(res.blur[j]), float(res.amp[j]), var
+                )
         arms = arm_ratio(t, wgt, res.boxes[j]) if SHAPE_NAMES[j] == "cross" else None
-        shape, score, i = classify.decide(res, var, self.exact, s, wh, mask, bands, arms)
+        shape, score, i = classify.decide(res, var, self.exact, s, wh, mask, arms)
         if i is None:
             return UNKNOWN, score, box
         if self.exact:  # the region's own pixels are the box
