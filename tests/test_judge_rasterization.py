@@ -34,16 +34,24 @@ def _inside(shape: str, x: np.ndarray, y: np.ndarray, left: float, top: float, s
         return (u >= 0) & (u <= 1) & (ax <= u * r)
     if shape == "cut_square":  # a near miss: the top-right corner cut off, legs 42% of the side
         return box & ((left + side - x) + (y - top) >= 0.42 * side)
+    if shape == "fat_cross":  # a near miss: a plus sign whose arms are half its width
+        return box & ((ax <= side / 4) | (ay <= side / 4))
     assert shape == "cross"
     return box & ((ax <= side / 6) | (ay <= side / 6))
 
 
-def _draw(shape: str, size: int, side: float, left: float, top: float, supersample: int) -> np.ndarray:
-    """Hard-edged canvas: centre sampling (supersample 1) or box-filtered supersampling cut at half."""
+def _draw(shape: str, size: int, side: float, left: float, top: float, supersample: int,
+          noise: float = 0.0) -> np.ndarray:  # fmt: skip
+    """Hard-edged canvas: centre sampling (supersample 1) or box-filtered supersampling cut at half;
+    with `noise`, antialiased instead (coverage blends the colours) plus Gaussian noise of that sigma."""
     k = supersample
     c = (np.arange(size * k) + 0.5) / k
     m = _inside(shape, c[None, :], c[:, None], left, top, side).astype(np.float32)
     cov = m.reshape(size, k, size, k).mean((1, 3))
+    if noise:
+        bg, fg = np.asarray(BACKGROUND, np.float32), np.asarray(COLORS["blue"], np.float32)
+        a = bg + cov[..., None] * (fg - bg) + np.random.default_rng(0).normal(0, noise, (size, size, 3))
+        return np.clip(a, 0, 255).round().astype(np.uint8)
     img = np.empty((size, size, 3), np.uint8)
     img[:] = BACKGROUND
     img[cov >= 0.5] = COLORS["blue"]
@@ -78,6 +86,17 @@ def test_a_square_with_a_cut_corner_is_unknown():
     for size, s in [(64, 19), (128, 30)]:
         r = detect(_draw("cut_square", size, s, 10.0, 10.0, 1))
         assert r.objects == [] and [d.shape for d in r.unknown] == [UNKNOWN], (size, r)
+
+
+@pytest.mark.parametrize("noise", [0.0, 12.0])
+def test_near_misses_stay_unknown_drawn_hard_or_soft(noise):
+    # a cut corner and fat arms at 18 px on 64 (what defines the square and the cross is broken),
+    # hard-edged or antialiased with noise; the true shapes drawn the same way are named
+    for shape, want in [("cut_square", UNKNOWN), ("fat_cross", UNKNOWN), ("square", "square"),
+                        ("cross", "cross"), ("diamond", "diamond")]:  # fmt: skip
+        r = detect(_draw(shape, 64, 18.0, 20.25, 24.5, 4, noise))
+        got = [d.shape for d in r.objects] or [d.shape for d in r.unknown]
+        assert got == [want], (shape, noise, r)
 
 
 def test_squashed_circle_is_unknown_and_a_large_square_is_a_square():
