@@ -31,6 +31,8 @@ FIT_SIDE = 24
 # an exact mask is blurred this much (pixels) before the fit: the staircase of a hard edge, which
 # differs between renderers, averages out; what defines the shape (a cut corner) does not
 EXACT_BLUR = 0.5
+# a degraded region's width and height (for the aspect gate) are measured where t exceeds this
+ASPECT_CUT = 0.35
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,9 @@ class _Field:
             return None
         cx, cy = (cols[0] + cols[-1] + 1) / 2, (rows[0] + rows[-1] + 1) / 2
         s = max(cols[-1] - cols[0], rows[-1] - rows[0]) + 1
+        if not self.exact:  # the extent for the aspect test: blur and noise thin a tip below one half
+            wide = own & (t > ASPECT_CUT)
+            rows, cols = np.flatnonzero(wide.any(1)), np.flatnonzero(wide.any(0))
         bw, bh = cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1
         if f > 1:
             n = 2 * R // f
