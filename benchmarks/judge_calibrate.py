@@ -6,7 +6,7 @@ conventions), clean and soft, at sides 12%-30% of canvases of 32-512 px, and rec
 region what `classify.decide` sees (the fit of every shape, the noise, the box). The gates in
 `illume_core/judge/classify.py` were set from this data (seed 1; the benchmark uses seed 0).
 
-    .venv/bin/python benchmarks/judge_calibrate.py --n 400 --seed 1 --out runs/judge_calib.json
+    .venv/bin/python benchmarks/judge_calibrate.py --n 150 --seed 1 --out runs/judge_calib.json
 """
 
 from __future__ import annotations
