@@ -335,3 +335,27 @@ def test_a_writer_killed_mid_write_leaves_the_old_or_the_new_state(bucket, tmp_p
     after.write_partition("samples", 1, _rows("samples", 2, "after"), producer="after")
     assert after._lock.recovered is not None and after._lock.recovered.owner == "killed"
     assert Lake(root).read("samples", 1).num_rows == 2
+
+
+def test_a_holder_whose_lease_was_taken_over_commits_nothing(bucket):
+    root = f"s3://{bucket}/lake"
+    a = Lake(root, lock_ttl_s=0.6)
+    a.write_partition("samples", 1, _rows("samples", 3, "old"), producer="first")
+    with pytest.raises(LakeBusyError, match="taken over by 'intruder'"):
+        with a.writer(owner="A"):
+            _, etag = a.store.get(a._lock.path)
+            rec = {
+                "owner": "intruder",
+                "pid": 1,
+                "host": "node-b",
+                "started_at": time.time(),
+                "heartbeat": time.time() + 60,
+            }
+            a.store.put(a._lock.path, json.dumps(rec).encode(), etag)  # node-b took the lease over
+            deadline = time.monotonic() + 10
+            while not a._lock.lost and time.monotonic() < deadline:
+                time.sleep(0.05)  # A's next heartbeat finds another version: lost
+            a.write_partition("samples", 1, _rows("samples", 5, "A"), producer="A")
+    assert Lake(root).read("samples", 1).num_rows == 3  # nothing of A's write is visible
+    body, _ = a.store.get(a._lock.path)
+    assert json.loads(body)["owner"] == "intruder"  # A's release did not delete node-b's lease
