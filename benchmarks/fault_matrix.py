@@ -70,7 +70,11 @@ FINDINGS = [
     "later ends the process with exit code 75 whatever Prefect's clients still retry. "
     "`tests/test_api_lost.py` SIGKILLs a real `prefect server` mid-round: the round ends in "
     "bounded time with that message, the lake is intact and its lock free, and the same round "
-    "re-run finishes from its caches, equal to an undisturbed round.",
+    "re-run finishes from its caches, equal to an undisturbed round. Status: the unit tests "
+    "pass; the end-to-end test has not yet passed as a whole: in its first run (load about 6) the "
+    "watch, then set to 4 s, fired on a live but busy server and the round exited through it as "
+    "designed (crash recorded, the message printed twice, the process ended), and its second run "
+    "(load 55-68) could not start the server within 120 s.",
     "**Fixed (2026-11-25, this script)**: earlier matrix runs never formed the two-node Ray cluster. "
     "The helper that runs each command killed every descendant of a command when it returned, and "
     "`ray start --head` returns after launching the head's GCS and raylet, so the helper killed them "
