@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def sql(
         statement: str = typer.Argument(..., help='read-only SQL, e.g. "SELECT * FROM round_scores"'),
-        lake: Path = typer.Option(Path("lake"), "--lake", help="lake root folder"),
+        lake: str = typer.Option("lake", "--lake", help="lake root: a folder, or s3://bucket/prefix"),
         as_json: bool = typer.Option(False, "--json", help="print rows as JSON lines"),
         as_csv: bool = typer.Option(False, "--csv", help="print rows as CSV"),
     ) -> None:
@@ -25,14 +25,19 @@ def register(app: typer.Typer) -> None:
         import pyarrow.csv as pacsv
 
         from storage.catalog import CatalogQueryError, query
-        from storage.lake import Lake
+        from storage.lake import Lake, LakeWriteError
+        from storage.objstore import LakeURIError, scheme_of
 
         if as_json and as_csv:
             raise typer.BadParameter("Can't use both --json and --csv. Choose one.")
-        if not lake.is_dir():
+        if scheme_of(lake) is None and not Path(lake).is_dir():
             raise typer.BadParameter(f"no lake at {lake}; pass --lake DIR pointing at a lake root")
         try:
-            result = query(Lake(lake), statement)
+            store = Lake(lake)
+        except (LakeURIError, LakeWriteError) as e:
+            raise typer.BadParameter(str(e)) from None
+        try:
+            result = query(store, statement)
         except CatalogQueryError as e:
             typer.echo(f"refused: {e}", err=True)
             raise typer.Exit(2) from None

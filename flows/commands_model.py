@@ -34,6 +34,12 @@ def current_checkpoint(lake_root: str | Path) -> Path:
     return Path(target)
 
 
+def _local_lake(value: str) -> Path:
+    from flows.commands_pipeline import local_lake  # refuses a URI, never rewrites it into a path
+
+    return local_lake(value)
+
+
 def _load(checkpoint: Path | None, lake: Path):
     import torch
 
@@ -97,7 +103,9 @@ def register(app: typer.Typer) -> None:
         checkpoint: Path | None = typer.Option(
             None, "--checkpoint", help="checkpoint folder (default: the lake's current)"
         ),
-        lake: Path = typer.Option(Path("lake"), "--lake", help="lake root holding checkpoints/current"),
+        lake: str = typer.Option(
+            "lake", "--lake", help="lake root holding checkpoints/current", callback=_local_lake
+        ),
         cfg: float = typer.Option(2.0, "--cfg", help="classifier-free guidance scale (1: none)"),
         seed: int = typer.Option(0, "--seed", help="seed of the first image; image i uses seed + i"),
         n: int = typer.Option(1, "-n", min=1, help="number of images"),
@@ -127,7 +135,9 @@ def register(app: typer.Typer) -> None:
         checkpoint: Path | None = typer.Option(
             None, "--checkpoint", help="checkpoint folder (default: the lake's current)"
         ),
-        lake: Path = typer.Option(Path("lake"), "--lake", help="lake root holding checkpoints/current"),
+        lake: str = typer.Option(
+            "lake", "--lake", help="lake root holding checkpoints/current", callback=_local_lake
+        ),
         max_new_tokens: int = typer.Option(48, "--max-new-tokens", min=1),
     ) -> None:
         """Answer a question about an image (greedy)."""
@@ -145,7 +155,9 @@ def register(app: typer.Typer) -> None:
         checkpoint: Path | None = typer.Option(
             None, "--checkpoint", help="checkpoint folder (default: the lake's current)"
         ),
-        lake: Path = typer.Option(Path("lake"), "--lake", help="lake root holding checkpoints/current"),
+        lake: str = typer.Option(
+            "lake", "--lake", help="lake root holding checkpoints/current", callback=_local_lake
+        ),
         seed: int = typer.Option(0, "--seed"),
         temperature: float = typer.Option(1.0, "--temperature", min=0.0),
     ) -> None:

@@ -13,17 +13,64 @@ from pathlib import Path
 import typer
 
 
-def local_lake(value: Path) -> Path:
-    """Refuse a lake URI: a path option would turn `s3://b/p` into a local folder named `s3:`."""
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", str(value)):
+def local_lake(value: str) -> Path:
+    """Refuse a lake URI. The option is read as text, never as a path: a path option would turn
+    `s3://b/p` into `s3:/b/p`, a local folder named `s3:`. The tables and `illume sql` work on
+    s3:// lakes (storage/objstore.py); the flows do not yet (checkpoints and Prefect's results
+    live on local paths), so these commands refuse every URI."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", value):
         raise typer.BadParameter(
-            f"{value} looks like a URI; the commands take a local lake folder. For object storage, "
-            "mount the bucket (s3fs, gcsfuse) and pass the mount point"
+            f"{value} is a URI; the pipeline commands take a local lake folder (the lake's tables and "
+            "`illume sql --lake s3://bucket/prefix` work on S3, the flows' checkpoints and task results "
+            "do not yet). For object storage, mount the bucket (s3fs, gcsfuse) and pass the mount point"
         )
-    return value
+    return Path(value)
 
 
-LAKE = typer.Option(Path("lake"), "--lake", help="lake root: a local folder", callback=local_lake)
+LAKE = typer.Option("lake", "--lake", help="lake root: a local folder", callback=local_lake)
+
+
+def _start_api() -> None:
+    """Start the temporary Prefect API (a server subprocess) unless PREFECT_API_URL names one."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    SubprocessASGIServer().start()  # a singleton: the flow's client finds it running
+
+
+def warm_up() -> None:
+    """Start Ray while the temporary Prefect API starts, instead of one after the other.
+
+    The API server is a subprocess that takes seconds to answer; Ray's local instance takes
+    seconds too. The flow would start the API at its first call and Ray in its first task;
+    here the API starts in a thread while this thread imports Ray and starts it (Ray's init
+    stays in the main thread). Errors are left for the flow to meet and report.
+    See benchmarks/startup.py and docs/PIPELINE.md for the figures.
+    """
+    import os
+    import threading
+
+    if os.environ.get("ILLUME_NO_WARM_UP"):  # benchmarks/startup.py measures without it
+        return
+    errors: list[BaseException] = []
+
+    def api() -> None:
+        try:
+            _start_api()
+        except BaseException as e:  # the flow starts it again and reports the error
+            errors.append(e)
+
+    t = threading.Thread(target=api, name="illume-api-start", daemon=True)
+    t.start()
+    try:
+        from tasks.actors import ensure_ray
+
+        ensure_ray()
+    finally:
+        t.join()
 
 
 def _print_scores(rows: list[dict]) -> None:
@@ -41,12 +88,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def demo(
-        lake: Path = LAKE,
+        lake: str = LAKE,
         budget: str = typer.Option("demo", help="step budget: smoke (seconds), demo (minutes), experiment"),
         seed: int = typer.Option(0, help="seed of the corpus and the training runs"),
         workers: int = typer.Option(2, help="Ray model workers for sampling and assessment"),
     ) -> None:
         """Everything on the embedded default: data, tokenizers, stages 0-3, one round, evaluation, report."""
+        warm_up()
         from flows.pipeline import self_enhancement_round, train_pipeline
         from flows.report import build_report
         from storage.catalog import catalog_path
@@ -65,7 +113,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def train(
-        lake: Path = LAKE,
+        lake: str = LAKE,
         preset: str = typer.Option("tiny", help="model preset (see `illume presets`)"),
         budget: str = typer.Option("demo", help="step budget: smoke, demo, experiment"),
         seed: int = typer.Option(0),
@@ -73,6 +121,7 @@ def register(app: typer.Typer) -> None:
         rerun: list[str] = typer.Option([], help="task names to refresh (repeatable)"),
     ) -> None:
         """Train the base model through all stages; it becomes round 0 and the current checkpoint."""
+        warm_up()
         from flows.pipeline import train_pipeline
 
         out = train_pipeline(
@@ -82,7 +131,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command(name="round")
     def round_(
-        lake: Path = LAKE,
+        lake: str = LAKE,
         n_prompts: int = typer.Option(48, help="prompts drawn from the base text-to-image prompts"),
         images_per_prompt: int = typer.Option(4),
         strategy: list[str] = typer.Option(
@@ -96,6 +145,7 @@ def register(app: typer.Typer) -> None:
         rerun: list[str] = typer.Option([], help="task names to refresh (repeatable)"),
     ) -> None:
         """The next self-enhancement round from the current checkpoint (finishes an interrupted one first)."""
+        warm_up()
         from flows.pipeline import self_enhancement_round
 
         out = self_enhancement_round(
@@ -116,7 +166,7 @@ def register(app: typer.Typer) -> None:
     def rerun(
         round: int = typer.Option(..., "--round", help="the round to re-run"),
         task: list[str] = typer.Option(..., "--task", help="task to refresh; what depends on it follows"),
-        lake: Path = LAKE,
+        lake: str = LAKE,
         workers: int = typer.Option(2),
     ) -> None:
         """Re-run one task of a round (and everything downstream of its output); the rest is cached."""
@@ -148,7 +198,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command(name="eval")
     def eval_(
-        lake: Path = LAKE,
+        lake: str = LAKE,
         checkpoint: Path | None = typer.Option(None, help="checkpoint folder (default: the current one)"),
         prompts: Path | None = typer.Option(
             None, help="any GenEval-format prompt file (default: ShapesEval)"
@@ -176,7 +226,7 @@ def register(app: typer.Typer) -> None:
         _print_scores(rows)
 
     @app.command()
-    def report(lake: Path = LAKE) -> None:
+    def report(lake: str = LAKE) -> None:
         """Write an HTML report (scores per round and tag, agreement, sample grids) into <lake>/reports."""
         from flows.report import build_report
 

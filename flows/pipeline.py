@@ -15,6 +15,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from flows.api_watch import ApiWatch
 from illume_core.settings import PipelineSettings
 from storage.lock import LakeBusyError
 from tasks import steps
@@ -129,7 +130,8 @@ def train_pipeline(
     sj = s.model_dump_json()
     from tasks.actors import pinned_train_threads  # imports ray: only when a flow runs
 
-    with _Locked(lake, "train-pipeline", lock_timeout_s), pinned_train_threads():
+    resume = f"illume train --lake {lake} --preset {preset} --budget {budget} --seed {seed}"
+    with ApiWatch(resume), _Locked(lake, "train-pipeline", lock_timeout_s), pinned_train_threads():
         eval_refs = _t(steps.prepare_data, lake, rerun)(lake, sj)
         # tasks return lake-relative checkpoint paths (a cache hit in a moved lake must name its own)
         ck = steps.lake_path(lake, _t(steps.train_vision, lake, rerun)(lake, sj))
@@ -189,6 +191,30 @@ def self_enhancement_round(
     """Sample -> assess -> judge -> reformat -> finetune -> evaluate -> promote, from the current model."""
     rerun = _check_rerun(rerun or [])
     strategies = strategies or ["assessment", "accepted_t2i"]
+    resume = "the same command" if round is not None else f"illume round --lake {lake}"
+    with ApiWatch(resume, also=" (or start the same deployment run again)"):
+        return _round_body(
+            lake, round, n_prompts, images_per_prompt, strategies, assessor, margin,
+            min_parse_rate, finetune_steps, seed, workers, rerun, lock_timeout_s,
+        )  # fmt: skip
+
+
+def _round_body(
+    lake: str,
+    round: int | None,
+    n_prompts: int,
+    images_per_prompt: int,
+    strategies: list[str],
+    assessor: str,
+    margin: float,
+    min_parse_rate: float,
+    finetune_steps: int | None,
+    seed: int,
+    workers: int,
+    rerun: list[str],
+    lock_timeout_s: float,
+) -> dict:
+    """The round itself, under `self_enhancement_round`'s API watch."""
     log = get_run_logger()
     from tasks.actors import pinned_train_threads  # imports ray: only when a flow runs
 
@@ -260,7 +286,7 @@ def evaluate_checkpoint(
 ) -> dict:
     """ShapesEval, VQA and self-assessment agreement of a checkpoint (default: the current one)."""
     rerun = _check_rerun(rerun or [])
-    with _Locked(lake, "evaluate-checkpoint", lock_timeout_s):
+    with ApiWatch(f"illume eval --lake {lake}"), _Locked(lake, "evaluate-checkpoint", lock_timeout_s):
         ck = checkpoint or steps.current_checkpoint(lake)
         if ck is None:
             raise FileNotFoundError(

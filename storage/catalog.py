@@ -50,8 +50,24 @@ class CatalogQueryError(ValueError):
     """A query the read-only catalog refuses (anything that is not a read)."""
 
 
+CACHE_ENV = "ILLUME_CATALOG_CACHE"  # where object-store lakes keep their per-machine catalogs
+
+
 def catalog_path(lake: Lake) -> Path:
-    return Path(lake.root) / CATALOG_NAME
+    """<lake>/catalog.duckdb for a local lake; for an object-store lake, a file of this machine's
+    cache (`$ILLUME_CATALOG_CACHE`, default ~/.cache/illume/catalogs/<digest of the URI>/)."""
+    if lake.local:
+        return Path(lake.root) / CATALOG_NAME
+    base = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "illume" / "catalogs")
+    return base / hashlib.sha256(lake.uri.encode()).hexdigest()[:16] / CATALOG_NAME
+
+
+def _register_fs(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    """Let DuckDB read an object-store lake's s3:// files through the lake's own filesystem."""
+    if not lake.local:
+        from storage.objstore import duckdb_filesystem
+
+        con.register_filesystem(duckdb_filesystem(lake.fs))
 
 
 def _sql_str(s: str) -> str:
@@ -62,9 +78,10 @@ def _relative(lake: Lake) -> bool:
     """Whether the views name files relative to the lake root.
 
     DuckDB splits `file_search_path` on commas, so a root with a comma in it cannot be searched:
-    such a lake's views name absolute paths (and do not survive a move).
+    such a lake's views name absolute paths (and do not survive a move). An object-store lake's
+    views name absolute s3:// URIs.
     """
-    return "," not in lake.root
+    return lake.local and "," not in lake.root
 
 
 def set_search_path(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
@@ -167,11 +184,13 @@ ANALYST_VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
 def build_catalog(lake: Lake) -> Path:
     """Rebuild `<lake>/catalog.duckdb` from the manifests into a temp file, then swap it in."""
     final = catalog_path(lake)
+    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{CATALOG_NAME}.{uuid.uuid4().hex}.tmp")
     try:
         con = duckdb.connect(str(tmp), config={"storage_compatibility_version": STORAGE_VERSION})
         try:
             set_search_path(con, lake)  # views are bound (their files opened) as they are created
+            _register_fs(con, lake)
             relative = _relative(lake)
             con.execute("CREATE SCHEMA _lake")
             con.execute("CREATE TABLE _lake.layout (key VARCHAR, value VARCHAR)")
@@ -198,6 +217,8 @@ def build_catalog(lake: Lake) -> Path:
                 files = lake.files(name)
                 if relative:
                     files = [os.path.relpath(f, lake.root) for f in files]
+                elif not lake.local:
+                    files = [f"s3://{f}" for f in files]
                 body = f'SELECT * FROM _lake."empty_{name}"'
                 if files:
                     paths = ", ".join(_sql_str(p) for p in files)
@@ -276,7 +297,7 @@ def catalog_is_current(lake: Lake) -> bool:
     if not path.exists():
         return False
     try:
-        with connect_readonly(lake) as con:
+        with _open(lake) as con:
             built = dict(con.execute("SELECT table_name, manifest_version FROM _lake.state").fetchall())
             layout = _layout(con)
     except duckdb.Error:
@@ -303,7 +324,8 @@ def connect_readonly(lake: Lake) -> duckdb.DuckDBPyConnection:
     a later reader the catalog it opened before the last swap.
     """
     path = catalog_path(lake)
-    if not path.exists():
+    if not path.exists() or (not lake.local and not catalog_is_current(lake)):
+        # an object-store lake: this machine's catalog is rebuilt when a manifest moved on
         build_catalog(lake)
     con = _open(lake)
     if _layout(con) != (LAYOUT if _relative(lake) else "absolute") and _upgrade(lake):
@@ -315,6 +337,7 @@ def connect_readonly(lake: Lake) -> duckdb.DuckDBPyConnection:
 def _open(lake: Lake) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     set_search_path(con, lake)
+    _register_fs(con, lake)
     con.execute(f"ATTACH {_sql_str(str(catalog_path(lake)))} AS catalog (READ_ONLY)")
     con.execute("USE catalog")
     return con

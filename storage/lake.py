@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ValidationError
 
 from storage.lock import WriterLock
+from storage.objstore import LakeURIError, WriteConflict, open_root
 from storage.schemas import TABLES, TableDef
 
 DEFAULT_PART = "all"  # the part a round-wide write lands in
@@ -51,6 +52,20 @@ class LakeValidationError(ValueError):
 
 class LakeWriteError(OSError):
     """A write that failed at the filesystem (full disk, permissions); the lake is unchanged."""
+
+
+class LakeConflictError(LakeWriteError):
+    """Another writer committed the table first; this write is not visible, nothing was lost."""
+
+
+__all__ = [
+    "Lake",
+    "LakeConflictError",
+    "LakeURIError",
+    "LakeValidationError",
+    "LakeWriteError",
+    "PartitionInfo",
+]
 
 
 @dataclass(frozen=True)
@@ -235,7 +250,13 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 class Lake:
-    """A lake rooted at a local folder or any pyarrow filesystem URI (s3://, gs://, file://)."""
+    """A lake rooted at a local folder, a file:// URI or s3://bucket/prefix (storage/objstore.py).
+
+    Any other URI scheme raises LakeURIError. On S3 a write uploads its file straight to its
+    final, content-named key (invisible: readers follow the manifest) and commits by replacing
+    the manifest with a conditional write of the version it read; the writer lock is a lease
+    object (storage/lock.py).
+    """
 
     def __init__(
         self,
@@ -245,25 +266,31 @@ class Lake:
         catalog: bool = True,
         grace_s: float = 300.0,
         lock_timeout_s: float = 30.0,
+        lock_ttl_s: float = 60.0,
     ) -> None:
-        root = str(root)
-        if "://" in root:
-            self.fs, self.root = pafs.FileSystem.from_uri(root)
-            self.uri = root
-        else:
-            self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(root)
-            self.uri = self.root
+        self.fs, self.root, self.uri, self.store = open_root(str(root))
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
         self.tables: Mapping[str, TableDef] = tables if tables is not None else TABLES
-        self.catalog = catalog and self.local  # the DuckDB catalog file needs a local lake
+        # a local lake rebuilds <lake>/catalog.duckdb after each write; an object-store lake's
+        # catalog is a per-machine file that readers build when it is not current (storage/catalog.py)
+        self.catalog = catalog and self.local
+        self.lock_ttl_s = lock_ttl_s
         self.grace_s = grace_s  # retired files stay this long for readers of an older catalog
         self.lock_timeout_s = lock_timeout_s
         try:
-            self.fs.create_dir(self.root, recursive=True)
+            if self.local:
+                self.fs.create_dir(self.root, recursive=True)
+            else:  # object stores have no folders; the bucket must exist
+                self.store.check_bucket()
         except OSError as e:
+            what = (
+                "a writable folder"
+                if self.local
+                else "an existing bucket (and credentials that can write it)"
+            )
             raise LakeWriteError(
-                e.errno,
-                f"cannot use {self.uri} as the lake root ({e}); pass a writable folder as the lake root",
+                getattr(e, "errno", None),
+                f"cannot use {self.uri} as the lake root ({e}); pass {what} as the lake root",
             ) from None
         self._lock: WriterLock | None = None
 
@@ -280,14 +307,37 @@ class Lake:
 
     def manifest(self, table: str) -> dict:
         """The table's manifest: {"version", "files": [...], "retired": [...]} (empty if new)."""
+        return self._manifest(table)[0]
+
+    def _manifest(self, table: str) -> tuple[dict, str | None]:
+        """(manifest, version tag): the tag is the object's etag on S3 (what a commit must
+        replace), None on a local lake or when the table has no manifest yet."""
+        empty = {"table": table, "version": 0, "files": [], "retired": []}
+        if self.store is not None:
+            body, etag = self.store.get(self._path(table, "_manifest.json"))
+            return (json.loads(body), etag) if body is not None else (empty, None)
         try:
             with self.fs.open_input_stream(self._path(table, "_manifest.json")) as f:
-                return json.loads(f.read())
+                return json.loads(f.read()), None
         except FileNotFoundError:
-            return {"table": table, "version": 0, "files": [], "retired": []}
+            return empty, None
 
-    def _write_manifest(self, table: str, manifest: dict) -> None:
+    def _write_manifest(self, table: str, manifest: dict, tag: str | None = None) -> None:
+        """Replace the manifest: os.replace locally; on S3 a conditional write of version `tag`
+        (created only if absent when tag is None). A lost race raises LakeConflictError."""
         final = self._path(table, "_manifest.json")
+        if self.store is not None:
+            if self._lock is not None and self._lock._depth:
+                self._lock.check()  # a writer whose lease was taken over commits nothing
+            try:
+                self.store.put(final, json.dumps(manifest, indent=1).encode(), tag)
+            except WriteConflict:
+                raise LakeConflictError(
+                    f"table {table!r}: another writer committed to {self.uri} first (the manifest "
+                    "changed since this write read it); this write is not visible and nothing of the "
+                    "other's is lost. Write again."
+                ) from None
+            return
         tmp = self._path(table, f"_manifest.{uuid.uuid4().hex}.tmp")
         body = json.dumps(manifest, indent=1).encode()
         if self.local:
@@ -302,9 +352,7 @@ class Lake:
                     os.unlink(tmp)
                 raise
         else:
-            with self.fs.open_output_stream(tmp) as f:
-                f.write(body)
-            self.fs.move(tmp, final)
+            raise AssertionError("a non-local lake without conditional writes")  # open_root refuses it
 
     # ---------------------------------------------------------------- reading
     def partitions(self, table: str) -> list[PartitionInfo]:
@@ -356,7 +404,11 @@ class Lake:
     def writer(self, owner: str, timeout_s: float | None = None) -> Iterator[Lake]:
         """Hold the lake's writer lock for several writes (raises LakeBusyError naming the holder)."""
         if self._lock is None:
-            self._lock = WriterLock(self.fs, self.root, owner, timeout_s or self.lock_timeout_s)
+            self._lock = WriterLock(
+                self.fs, self.root, owner, timeout_s or self.lock_timeout_s, self.lock_ttl_s, self.store
+            )
+        elif not self._lock._depth:
+            self._lock.owner = owner  # the holder record names this writer, not the Lake's first
         with self._lock:
             if self._lock._depth == 1:
                 self.recover()
@@ -385,7 +437,7 @@ class Lake:
         part_name = part or DEFAULT_PART
         rel = f"round={round}/part={part_name}/data-{digest[:16]}.parquet"
         with self.writer(owner=producer):
-            manifest = self.manifest(table)
+            manifest, tag = self._manifest(table)
             live = [e for e in manifest["files"] if e["round"] == round]
             replaced = live if part is None else [e for e in live if e["part"] == part_name]
             if [e["path"] for e in replaced] == [rel] and self.fs.get_file_info(
@@ -407,27 +459,10 @@ class Lake:
                 "illume.written_at": datetime.now(UTC).isoformat(),
             }
             try:
-                staged_dir = self._path("_staging", uuid.uuid4().hex)
-                self.fs.create_dir(staged_dir, recursive=True)
-                staged = f"{staged_dir}/data.parquet"
-                pq.write_table(
-                    data.replace_schema_metadata(meta), staged, filesystem=self.fs, compression="zstd"
-                )
-                back = pq.read_table(staged, filesystem=self.fs)
-                if _plain(back.schema) != _plain(data.schema) or back.num_rows != data.num_rows:
-                    raise LakeWriteError(
-                        f"staged file {staged} does not read back as written; the lake is unchanged"
-                    )
-                if content_digest(back) != digest:
-                    raise LakeWriteError(
-                        f"staged file {staged} reads back with other content; the lake is unchanged"
-                    )
-                size = self.fs.get_file_info(staged).size
-                _pause("staged")
-                self.fs.create_dir(self._path(table, f"round={round}/part={part_name}"), recursive=True)
-                self.fs.move(staged, self._path(table, rel))
-                self.fs.delete_dir(staged_dir)
-                _pause("moved")
+                if self.local:
+                    size = self._stage_and_move(table, rel, data, meta, digest)
+                else:
+                    size = self._upload(table, rel, data, meta, digest)
                 now = time.time()
                 gone = {e["path"] for e in replaced} - {rel}
                 entry = {
@@ -448,12 +483,13 @@ class Lake:
                     "retired": [r for r in manifest["retired"] if r["path"] != rel]
                     + [{"path": p, "retired_at": now} for p in sorted(gone)],
                 }
-                self._write_manifest(table, manifest)
+                self._write_manifest(table, manifest, tag)
             except OSError as e:
                 # a full disk or lost permissions mid-write: the manifest still lists the old
                 # files; what this write left (staged or moved, never listed) goes now
                 with suppress(OSError):
-                    self.fs.delete_dir_contents(self._path("_staging"), missing_dir_ok=True)
+                    if self.local:
+                        self.fs.delete_dir_contents(self._path("_staging"), missing_dir_ok=True)
                     self._collect(table, self.grace_s)
                 if isinstance(e, LakeWriteError):
                     raise
@@ -470,21 +506,71 @@ class Lake:
                 build_catalog(self)
         return PartitionInfo(table, round, part_name, self._path(table, rel), data.num_rows, digest, size)
 
+    def _check_back(self, path: str, data: pa.Table, digest: str, what: str) -> None:
+        back = pq.read_table(path, filesystem=self.fs)
+        if _plain(back.schema) != _plain(data.schema) or back.num_rows != data.num_rows:
+            raise LakeWriteError(f"{what} {path} does not read back as written; the lake is unchanged")
+        if content_digest(back) != digest:
+            raise LakeWriteError(f"{what} {path} reads back with other content; the lake is unchanged")
+
+    def _stage_and_move(self, table: str, rel: str, data: pa.Table, meta: dict, digest: str) -> int:
+        """Local lake: write under _staging/, check it, rename it to its partition path."""
+        staged_dir = self._path("_staging", uuid.uuid4().hex)
+        self.fs.create_dir(staged_dir, recursive=True)
+        staged = f"{staged_dir}/data.parquet"
+        pq.write_table(data.replace_schema_metadata(meta), staged, filesystem=self.fs, compression="zstd")
+        self._check_back(staged, data, digest, "staged file")
+        size = self.fs.get_file_info(staged).size
+        _pause("staged")
+        self.fs.create_dir(self._path(table, rel.rsplit("/", 1)[0]), recursive=True)
+        self.fs.move(staged, self._path(table, rel))
+        self.fs.delete_dir(staged_dir)
+        _pause("moved")
+        return size
+
+    def _upload(self, table: str, rel: str, data: pa.Table, meta: dict, digest: str) -> int:
+        """Object store: upload straight to the content-named key (no rename on S3).
+
+        The key is invisible until the manifest lists it (readers never list keys), and an
+        upload is a multipart upload that creates no object until it completes: a writer that
+        dies mid-upload leaves nothing, or at most an unlisted object the next writer collects.
+        """
+        path = self._path(table, rel)
+        with self.fs.open_output_stream(path) as out:
+            w = pq.ParquetWriter(out, data.schema.with_metadata(meta), compression="zstd")
+            half = data.num_rows // 2
+            w.write_table(data.slice(0, half))
+            _pause("uploading")  # crash tests: die with half of the rows sent
+            w.write_table(data.slice(half))
+            w.close()
+        self._check_back(path, data, digest, "uploaded file")
+        _pause("staged")
+        _pause("moved")
+        return self.fs.get_file_info(path).size
+
     # ---------------------------------------------------------------- recovery and garbage
-    def _collect(self, table: str, grace_s: float) -> None:
-        """Delete retired files older than grace_s and files no manifest ever listed."""
-        manifest = self.manifest(table)
+    def _collect(self, table: str, grace_s: float, listing: list[pafs.FileInfo] | None = None) -> None:
+        """Delete retired files older than grace_s and files no manifest ever listed.
+
+        On object storage an unlisted file is deleted only once it is older than grace_s too: a
+        writer that lost a commit race leaves its upload there, and a writer that has just
+        uploaded (and not yet committed) must not lose it to another's clean-up.
+        """
+        manifest, tag = self._manifest(table)
         now = time.time()
         keep_retired = [r for r in manifest["retired"] if now - r["retired_at"] < grace_s]
         known = {e["path"] for e in manifest["files"]} | {r["path"] for r in keep_retired}
         base = self._path(table)
-        sel = pafs.FileSelector(base, recursive=True, allow_not_found=True)
-        for info in self.fs.get_file_info(sel):
+        if listing is None:
+            listing = self.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        for info in listing:
             rel = info.path[len(base) + 1 :]
             if info.is_file and rel.startswith("round=") and rel not in known:
-                self.fs.delete_file(info.path)
+                young = not self.local and info.mtime is not None and now - info.mtime.timestamp() < grace_s
+                if not young:
+                    self.fs.delete_file(info.path)
         if len(keep_retired) != len(manifest["retired"]):
-            self._write_manifest(table, {**manifest, "retired": keep_retired})
+            self._write_manifest(table, {**manifest, "retired": keep_retired}, tag)
 
     def recover(self) -> None:
         """Clean what a crashed writer left: staged files and uncommitted partition files.
@@ -492,9 +578,19 @@ class Lake:
         Runs under the writer lock (on every `writer()` entry); the catalog is rebuilt too, so a
         writer killed between its manifest swap and its catalog rebuild leaves no stale catalog.
         """
-        self.fs.delete_dir_contents(self._path("_staging"), missing_dir_ok=True)
-        for table in self.tables:
-            self._collect(table, self.grace_s)
+        if self.local:
+            self.fs.delete_dir_contents(self._path("_staging"), missing_dir_ok=True)
+            for table in self.tables:
+                self._collect(table, self.grace_s)
+        else:
+            # one listing of the whole lake instead of one per table (each is a request)
+            by_table: dict[str, list[pafs.FileInfo]] = {}
+            sel = pafs.FileSelector(self.root, recursive=True, allow_not_found=True)
+            for info in self.fs.get_file_info(sel):
+                by_table.setdefault(info.path[len(self.root) + 1 :].split("/", 1)[0], []).append(info)
+            for table in self.tables:
+                if table in by_table:
+                    self._collect(table, self.grace_s, by_table[table])
         if self.catalog:
             from storage.catalog import build_catalog, catalog_is_current
 

@@ -3,8 +3,12 @@
 On a local lake the lock is an `fcntl.flock` on `<lake>/_writer.lock`: the kernel drops it when
 the holder dies (even on SIGKILL), so a crashed writer never leaves it stuck. The file also holds
 the holder's record (owner, pid, host, start, heartbeat) so a refused writer can say who holds
-it. On a remote filesystem (no flock) the record itself is a lease: a heartbeat thread renews it,
-and it is stale once its pid is dead on this host or its heartbeat is older than `ttl_s`.
+it. On object storage (an s3:// lake: no flock) the record itself is a lease object, created with
+a conditional write that only one contender wins (`If-None-Match: *`), renewed by a heartbeat
+thread that replaces exactly its own version (`If-Match`), and taken over, again by a conditional
+replace of the version read, once it is stale: its pid dead on this host, or its heartbeat older
+than `ttl_s`. A holder whose renewal fails has lost the lease (`lost`), and the lake refuses its
+next commit.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import time
 from dataclasses import asdict, dataclass
 
 import pyarrow.fs as pafs
+
+from storage.objstore import ConditionalStore, WriteConflict
 
 LOCK_NAME = "_writer.lock"
 
@@ -71,12 +77,19 @@ class WriterLock:
         owner: str,
         timeout_s: float = 30.0,
         ttl_s: float = 60.0,
+        store: ConditionalStore | None = None,
     ) -> None:
-        self.fs, self.root = fs, root
+        self.fs, self.root, self.store = fs, root, store
         self.path = f"{root}/{LOCK_NAME}" if root else LOCK_NAME
         self.owner, self.timeout_s, self.ttl_s = owner, timeout_s, ttl_s
         self._local = isinstance(fs, pafs.LocalFileSystem)
+        if not self._local and store is None:
+            raise ValueError("a writer lock on object storage needs conditional writes (a ConditionalStore)")
         self._fd: int | None = None
+        self._etag: str | None = None  # the lease version this holder wrote last
+        self._etag_lock = threading.Lock()
+        self.lost = False  # the lease was taken over (or could not be renewed) while held
+        self.recovered: Holder | None = None  # the stale holder this lease was taken from
         self._depth = 0
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
@@ -84,6 +97,9 @@ class WriterLock:
     def holder(self) -> Holder | None:
         """The record currently in the lock file (None when empty or absent)."""
         try:
+            if self.store is not None:
+                body, _ = self.store.get(self.path)
+                return Holder.parse(body.decode()) if body is not None else None
             with self.fs.open_input_stream(self.path) as f:
                 return Holder.parse(f.read().decode())
         except (FileNotFoundError, OSError):
@@ -113,26 +129,52 @@ class WriterLock:
         return time.time() - h.heartbeat > self.ttl_s
 
     def _try_remote(self) -> bool:
-        h = self.holder()
+        try:
+            self._etag = self.store.put(self.path, self._record(), None)  # only if no lease exists
+            return True
+        except WriteConflict:
+            pass
+        body, etag = self.store.get(self.path)
+        if body is None:
+            return False  # released meanwhile: try again
+        h = Holder.parse(body.decode())
         if h is not None and not self._stale(h):
             return False
-        with self.fs.open_output_stream(self.path) as f:
-            f.write(self._record())
-        # object stores have no create-if-absent: read back to see whose record won the race
-        mine = self.holder()
-        return mine is not None and mine.pid == os.getpid() and mine.started_at == self._started
+        try:  # a stale (or unreadable) lease: take it over, replacing exactly the version read
+            self._etag = self.store.put(self.path, self._record(), etag)
+        except WriteConflict:
+            return False  # another contender took it first
+        self.recovered = h
+        return True
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.ttl_s / 3):
-            with self.fs.open_output_stream(self.path) as f:
-                f.write(self._record())
+            with self._etag_lock:
+                try:
+                    self._etag = self.store.put(self.path, self._record(), self._etag)
+                except WriteConflict:
+                    self.lost = True  # someone took the lease over: this holder must stop writing
+                    return
+                except Exception:
+                    continue  # a network blip: the lease stays valid until ttl_s after the last beat
+
+    def check(self) -> None:
+        """Raise LakeBusyError if this holder lost its lease (the lake calls it before each commit)."""
+        if self.lost:
+            h = self.holder()
+            who = h.describe() if h else "another writer"
+            raise LakeBusyError(
+                f"this writer's lease on {self.root} was taken over by {who} (its heartbeat could not "
+                f"be renewed within {self.ttl_s:.0f} s); nothing more is committed. Run the write again."
+            )
 
     def acquire(self) -> None:
         if self._depth:
             self._depth += 1
             return
         self._started = time.time()
-        if self.root:
+        self.lost, self.recovered = False, None
+        if self.root and self._local:
             self.fs.create_dir(self.root, recursive=True)
         deadline = time.monotonic() + self.timeout_s
         while not (self._try_local() if self._local else self._try_remote()):
@@ -143,7 +185,7 @@ class WriterLock:
                     f"the lake at {self.root or '/'} is being written by {who}; "
                     f"waited {self.timeout_s:.0f} s. Wait for it to finish or pass a longer timeout."
                 )
-            time.sleep(0.05)
+            time.sleep(0.05 if self._local else 0.5)
         if not self._local:
             self._stop.clear()
             self._beat = threading.Thread(target=self._heartbeat, daemon=True)
@@ -163,7 +205,10 @@ class WriterLock:
             self._stop.set()
             self._beat.join()
             self._beat = None
-            self.fs.delete_file(self.path)
+            with self._etag_lock:
+                if not self.lost:
+                    self.store.delete(self.path, self._etag)  # only this holder's own version
+                self._etag = None
 
     def __enter__(self) -> WriterLock:
         self.acquire()

@@ -15,6 +15,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="illume-prefect-home-"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# a loaded machine (training beside the tests) can take longer than Prefect's 30 s to start a server
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +24,7 @@ def prefect_harness():
     """One temporary Prefect API for the whole session (about 9 s to start, once)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=None):  # PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
         yield
 
 

@@ -79,8 +79,21 @@ def test_a_lake_uri_is_refused_never_rewritten_into_a_local_folder(tmp_path, mon
     from flows.cli import app
 
     monkeypatch.chdir(tmp_path)
-    for cmd in (["report"], ["train", "--budget", "smoke"], ["demo", "--budget", "smoke"]):
-        out = CliRunner().invoke(app, [*cmd, "--lake", "s3://illume-bar/lake"])
-        assert out.exit_code == 2, out.output
-        assert "looks like a URI" in out.output
-    assert not (tmp_path / "s3:").exists()
+    for cmd in (
+        ["report"],
+        ["train", "--budget", "smoke"],
+        ["demo", "--budget", "smoke"],
+        ["round"],
+        ["rerun", "--round", "1", "--task", "assess"],
+        ["eval"],
+        ["generate", "a photo of a circle", "-o", "x.png"],
+    ):
+        for uri in ("s3://illume-bar/lake", "gs://illume-bar/lake", "s3:/illume-bar/lake"):
+            out = CliRunner().invoke(app, [*cmd, "--lake", uri])
+            assert out.exit_code == 2, out.output
+            assert "is a URI" in out.output and "illume-bar" in out.output
+    # `illume sql` reads bucket lakes (tests/test_storage_s3.py) but refuses other schemes
+    out = CliRunner().invoke(app, ["sql", "SELECT 1", "--lake", "gs://illume-bar/lake"])
+    flat = " ".join(out.output.replace("│", " ").split())  # rich wraps the message in a box
+    assert out.exit_code == 2 and "scheme 'gs' are not supported" in flat
+    assert list(tmp_path.iterdir()) == []  # no folder named `s3:` or `gs:`

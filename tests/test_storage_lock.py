@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -65,25 +63,10 @@ def test_same_process_second_lock_is_refused_and_lock_is_reentrant(tmp_path):
         pass
 
 
-def test_remote_style_lease_from_a_dead_pid_is_taken_over(tmp_path):
-    """Without flock (remote filesystems) the lease record decides: a dead pid's lease is stale."""
-    fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())  # not a LocalFileSystem: lease mode
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
-    now = time.time()
-    record = dict(
-        owner="crashed", pid=int(dead.stdout), host=socket.gethostname(), started_at=now, heartbeat=now
-    )
-    (tmp_path / LOCK_NAME).write_text(json.dumps(record))
-    live = dict(record, pid=os.getpid(), owner="alive")
-    lock = WriterLock(fs, "", owner="next", timeout_s=0.5, ttl_s=5)
-    with lock:
-        assert lock.holder().owner == "next"
-    assert not (tmp_path / LOCK_NAME).exists()
-    (tmp_path / LOCK_NAME).write_text(json.dumps(live))  # a live holder with a fresh heartbeat
-    with pytest.raises(LakeBusyError, match="'alive'"):
-        WriterLock(fs, "", owner="next", timeout_s=0.3, ttl_s=5).acquire()
-    (tmp_path / LOCK_NAME).write_text(json.dumps(dict(live, heartbeat=now - 10)))  # heartbeat past TTL
-    with WriterLock(fs, "", owner="next", timeout_s=0.3, ttl_s=5):
-        pass
+def test_a_lock_without_flock_needs_conditional_writes(tmp_path):
+    """Without flock the lease needs a create-if-absent that only one contender wins: object
+    storage's conditional writes (tests/test_storage_s3.py: a live holder refused, a dead pid's
+    or an expired lease taken over). A filesystem without them is refused, not half-locked."""
+    fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())  # not a LocalFileSystem
+    with pytest.raises(ValueError, match="conditional writes"):
+        WriterLock(fs, "", owner="next", timeout_s=0.5, ttl_s=5)
