@@ -213,3 +213,35 @@ def test_data_parallel_stage_on_two_cpu_workers(base_lake, tmp_path, monkeypatch
     assert [p.name for p in (tmp_path / "checkpoints").iterdir() if not p.name.startswith("_")] == [
         res.checkpoint_id
     ]
+
+
+def test_a_preference_round_runs_through_prefect_and_trains_on_the_pairs_it_found(base_lake, tmp_path):
+    """`--strategy preference`: the round pairs each prompt's accepted and rejected samples (by
+    its own assessments), writes them as sft_examples and fine-tunes on exactly those pairs.
+    The smoke model rejects every sample it draws, so here that is zero pairs; the DPO loss on
+    real pairs is tested in tests/test_preference.py."""
+    from flows.pipeline import self_enhancement_round
+    from illume_core.checkpoint import read_manifest
+    from illume_core.reformat import assessment_of
+    from tasks.steps import get_lake
+
+    lake = _copy(base_lake, tmp_path, "preference")
+    out = self_enhancement_round(
+        lake=str(lake), **{**ROUND, "n_prompts": 6, "images_per_prompt": 4}, strategies=["preference"]
+    )
+    lk = get_lake(str(lake))
+    verdicts: dict[str, list[bool]] = {}
+    for a in lk.read("assessments", 1, "self-self").to_pylist():
+        parsed = assessment_of(a)
+        if parsed is not None:
+            verdicts.setdefault(a["prompt_id"], []).append(parsed.all_yes)
+    expected = sum(min(sum(v), len(v) - sum(v)) for v in verdicts.values())
+    rows = lk.read("sft_examples", 1).to_pylist()
+    assert {r["strategy"] for r in rows} <= {"preference"} and len(rows) == expected
+    for r in rows:  # an accepted sample first, a rejected one of the same prompt second
+        good, bad = r["image_refs"]
+        assert good.split("/")[2] == bad.split("/")[2] == r["prompt_id"]
+    run = lk.read("rounds", 1).to_pylist()[0]
+    assert run["status"] == out["status"]
+    extra = read_manifest(lake / "checkpoints" / run["candidate_checkpoint"])["extra"]
+    assert extra["preference_pairs"] == expected
