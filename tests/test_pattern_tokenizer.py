@@ -224,7 +224,9 @@ def test_memorized_pairs_are_drawn_as_the_tokenizer_reconstructs_them(fitted64):
     pics = to_pil(fitted.decode(drawn))
     recon_ok = sum(judge_image(im, m).correct for im, m in zip(recon, metas, strict=True))
     drawn_ok = sum(judge_image(im, m).correct for im, m in zip(pics, metas, strict=True))
-    assert recon_ok >= 12  # 400 masks keep most scenes (the tiny preset's 1,638 keep more)
+    # 400 masks keep half the scenes for the coverage-fit judge, which calls a shape with a
+    # pixel or two of edge missing unknown (the tiny preset's 1,638 masks keep more)
+    assert recon_ok >= 8
     assert drawn_ok >= recon_ok - 1
 
 

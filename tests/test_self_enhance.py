@@ -175,7 +175,8 @@ def test_engine_sample_is_seeded_per_sample(micro_checkpoint):
 def test_stage_recipes_train_what_they_say(micro_checkpoint):
     _, parts = micro_checkpoint
     assert set(RECIPES) == {"stage0", "stage1", "stage2", "stage3"}
-    assert get_recipe("stage2", "tiny").lrs["llm"] == pytest.approx(5e-5 * 10)
+    assert get_recipe("stage2", "tiny").lrs["llm"] == pytest.approx(5e-5 * 10 * 3)  # tiny's stage-2 factor
+    assert get_recipe("stage3", "tiny").lrs["llm"] == pytest.approx(2e-5 * 10)
     assert get_recipe("stage2", "tiny-256").lrs["llm"] == pytest.approx(5e-5 * 10)
     groups = stage_groups(parts.model, get_recipe("stage0"))
     assert [g.name for g in groups] == ["llm"]
