@@ -19,9 +19,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from illume_core.config import PATTERN_COLOURS, IllumeConfig
 from illume_core.vision import VisionEncoder
 
+# the parameter groups a recipe can train (their learning rates live in illume_core/recipes.py)
 PARAM_GROUPS = ("adapter", "image_embed_head", "llm", "vision")
-# ILLUME Table 5's learning rate per parameter group and stage; stage 0 (text-only language
-# modelling) stands in for the pretrained LLM the paper starts from
+
+
 @dataclass
 class IllumeOutput:
     """`loss` is None without labels; `logits` (B, T, V) over the whole vocab, computed on first use
@@ -121,7 +122,9 @@ class FactorizedCodes(nn.Module):
     def set_mask_pixels(self, masks: torch.Tensor) -> None:
         """Copy the tokenizer's masks (M, P) in {0, 1} into the pixel structure of the rows."""
         if masks.shape != self.mask_pixels.shape:
-            raise ValueError(f"masks {tuple(masks.shape)} do not fit the code rows {tuple(self.mask_pixels.shape)}")
+            raise ValueError(
+                f"masks {tuple(masks.shape)} do not fit the code rows {tuple(self.mask_pixels.shape)}"
+            )
         self.mask_pixels.copy_(masks.to(self.mask_pixels) * 2 - 1)
 
     def mask_rows(self, which: str) -> torch.Tensor:
@@ -212,7 +215,9 @@ class IllumeModel(nn.Module):
             )
         # generation path of the pattern tokenizer: factorized code rows beside the text-only Llama
         self.gen_codes = (
-            FactorizedCodes(cfg.code_masks, PATTERN_COLOURS, cfg.hidden_size, cfg.gen_cell * cfg.gen_cell) if self.factorized else None
+            FactorizedCodes(cfg.code_masks, PATTERN_COLOURS, cfg.hidden_size, cfg.gen_cell * cfg.gen_cell)
+            if self.factorized
+            else None
         )
         self._grad_hooks: list[torch.utils.hooks.RemovableHandle] = []
 
