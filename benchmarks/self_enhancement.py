@@ -1,17 +1,29 @@
 """The self-enhancement experiment: does a round of self-assessed data beat equal compute without it?
 
-For each seed: train the base model through all stages (the `experiment` budget), then on copies
-of that lake run four arms from the same base checkpoint:
+For each seed: train the base model through all stages (the `experiment` budget; the seeds after
+the first reuse the first seed's trained vision encoder and tokenizer, `illume train
+--vision-from`), then on copies of that lake run these arms from the same base checkpoint:
 - baseline: the base model as trained (round 0);
-- control: stage-3 fine-tuning for the round's number of steps on the base corpus only;
-- round: one self-enhancement round (the model samples, assesses itself, reformats, fine-tunes);
-- judge round: the same round with the independent judge as the assessor (the ceiling that
-  better self-assessment could reach).
-Every arm's candidate is evaluated by the same `evaluate` task (ShapesEval seen and held-out
-compositions, VQA on held-out scenes, self-assessment agreement with the judge). Writes a
-markdown table and a PNG chart. The base corpus is fixed and the same for every arm.
+- control: stage-3 fine-tuning for a round's number of steps on the base corpus only;
+- round: one self-enhancement round, ILLUME's `assessment` strategy (the model samples, assesses
+  itself, and its assessments become training examples);
+- round+accepted: the same, plus the images it accepted as text-to-image examples;
+- judge_round: round+accepted with the independent judge as the assessor (the ceiling that
+  better self-assessment could reach);
+- preference: `assessment` plus DPO on accepted/rejected pairs of the same prompt.
+With `--rounds K` (on the first seed), K successive rounds of `--rounds-strategy` through the
+promotion gate, from the same base: the ShapesEval curve over rounds and what the gate decided.
 
-    .venv/bin/python benchmarks/self_enhancement.py --seeds 0 1 --budget experiment --out docs/RESULTS.md
+Every arm's candidate is evaluated by the same `evaluate` task (ShapesEval seen and held-out
+compositions, VQA on held-out scenes, editing, self-assessment against the judge). Each seed's
+figures, with every evaluation prompt's judged images, go to `--results/seed<N>.json`; the
+report (`--out`, markdown and a PNG) merges whatever seed files exist there, with 95% bootstrap
+intervals over prompts (resampled within each seed and tag, the same draw for every arm, so a
+difference between arms gets a paired interval).
+
+    .venv/bin/python benchmarks/self_enhancement.py --seeds 0 --rounds 3
+    .venv/bin/python benchmarks/self_enhancement.py --seeds 1 --vision-from /tmp/illume-experiment/seed0/base
+    .venv/bin/python benchmarks/self_enhancement.py --merge-only
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import time
@@ -27,147 +40,350 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-ARMS = ("baseline", "control", "round", "judge_round")
+# arm -> the round it runs (None: no round); every round arm starts from the seed's base model
+ARMS: dict[str, dict | None] = {
+    "baseline": None,
+    "control": None,
+    "round": {"strategies": ["assessment"], "assessor": "self"},
+    "round+accepted": {"strategies": ["assessment", "accepted_t2i"], "assessor": "self"},
+    "judge_round": {"strategies": ["assessment", "accepted_t2i"], "assessor": "judge"},
+    "preference": {"strategies": ["assessment", "preference"], "assessor": "self"},
+}
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+DIMENSIONS = ("object", "count", "color", "spatial")
 
 
-def _metrics(rows: list[dict]) -> dict[str, float]:
+def metrics(rows: list[dict]) -> dict[str, float]:
+    """An evaluation's rows as flat figures: per tag, held-out, VQA, editing, self-assessment."""
     out: dict[str, float] = {}
     for r in rows:
         key = {
             ("shapeseval", "eval", "accuracy"): r["tag"],
             ("shapeseval", "heldout", "accuracy"): f"heldout_{r['tag']}",
             ("vqa", "heldout", "accuracy"): f"vqa_{r['tag']}",
+            ("editing", "heldout", "accuracy"): f"edit_{r['tag']}",
             ("self_assessment", "eval", "agreement"): f"agree_{r['tag']}",
+            ("self_assessment", "eval", "balanced_accuracy"): f"ba_{r['tag']}",
             ("self_assessment", "eval", "parse_rate"): "parse_rate",
         }.get((r["benchmark"], r["split"], r["metric"]))
         if key:
             out[key] = float(r["value"])
+        elif r["benchmark"] == "self_assessment" and r["metric"] in (
+            "true_yes",
+            "false_yes",
+            "true_no",
+            "false_no",
+        ):
+            out[f"{r['metric']}_{r['tag']}"] = float(r["value"])
     return out
 
 
-def run_seed(
-    work: Path,
-    seed: int,
-    budget: str,
-    n_prompts: int,
-    images_per_prompt: int,
-    workers: int,
-    log,
-    rerun: list[str] | None = None,
-) -> dict[str, dict[str, float]]:
+def per_prompt(lake: str, rows: list[dict]) -> dict[str, dict[str, list]]:
+    """Each evaluation prompt's judged images: split -> prompt id -> [tag, correct, images]."""
+    from tasks.steps import get_lake
+
+    ck = rows[0]["checkpoint_id"]
+    rnd = int(rows[0]["round"])
+    out: dict[str, dict[str, list]] = {}
+    for split in ("eval", "heldout"):
+        got: dict[str, list] = {}
+        for j in get_lake(lake).read("judgments", rnd, f"eval-{split}-{ck}").to_pylist():
+            e = got.setdefault(j["prompt_id"], [j["tag"], 0, 0])
+            e[1] += int(bool(j["correct"]))
+            e[2] += 1
+        out[split] = got
+    return out
+
+
+def _arm_result(lake: str, eval_ref: str, minutes: float, **extra) -> dict:
+    from tasks.steps import read_ref
+
+    rows = read_ref(lake, eval_ref)
+    return {
+        "metrics": metrics(rows),
+        "prompts": per_prompt(lake, rows),
+        "minutes": round(minutes, 2),
+        **extra,
+    }
+
+
+def run_seed(work: Path, seed: int, args, log, vision_from: str | None) -> dict:
     from flows.pipeline import _eval_refs, self_enhancement_round, train_pipeline
     from illume_core.settings import PipelineSettings
     from tasks import steps
 
     base = work / f"seed{seed}" / "base"
     t0 = time.perf_counter()
-    # a base lake left by an earlier run of this work folder is reused through the flow's caches;
-    # `rerun` refreshes the named tasks (and what depends on them) there
+    # a base lake left by an earlier run of this work folder is reused through the flow's caches
     out = train_pipeline(
-        lake=str(base), budget=budget, seed=seed, workers=workers, lock_timeout_s=60, rerun=rerun or []
+        lake=str(base),
+        budget=args.budget,
+        seed=seed,
+        workers=args.workers,
+        lock_timeout_s=60,
+        rerun=args.rerun,
+        vision_from=vision_from,
     )
-    log(
-        f"seed {seed}: base training {time.perf_counter() - t0:.0f} s, ShapesEval {out['shapeseval_overall']}"
-    )
-    results = {"baseline": _metrics(steps.read_ref(str(base), out["evaluation"]))}
-    for arm in ("control", "round", "judge_round"):
+    base_min = (time.perf_counter() - t0) / 60
+    log(f"seed {seed}: base training {base_min:.1f} min, ShapesEval {out['shapeseval_overall']}")
+    result = {
+        "seed": seed,
+        "budget": args.budget,
+        "vision_from": vision_from,
+        "base_minutes": round(base_min, 2),
+        "arms": {"baseline": _arm_result(str(base), out["evaluation"], 0.0)},
+    }
+    for arm, spec in ARMS.items():
+        if arm == "baseline" or (args.arms and arm not in args.arms):
+            continue
         lake = work / f"seed{seed}" / arm
         if lake.exists():
             shutil.rmtree(lake)
         shutil.copytree(base, lake)
         t1 = time.perf_counter()
-        if arm == "control":
+        if spec is None:  # control: the round's fine-tuning on base data only
             s = PipelineSettings.load(lake)
             ck = steps.current_checkpoint(str(lake))
             cand = steps.train_stage.fn(str(lake), s.model_dump_json(), "self_enhance", ck, 1, None, None)
-            ev = steps.evaluate.fn(str(lake), 1, cand, _eval_refs(str(lake)), workers)
+            ev = steps.evaluate.fn(str(lake), 1, cand, _eval_refs(str(lake)), args.workers)
+            extra = {}
         else:
             r = self_enhancement_round(
                 lake=str(lake),
-                n_prompts=n_prompts,
-                images_per_prompt=images_per_prompt,
-                assessor="self" if arm == "round" else "judge",
+                n_prompts=args.n_prompts,
+                images_per_prompt=args.images_per_prompt,
+                strategies=spec["strategies"],
+                assessor=spec["assessor"],
                 seed=seed,
-                workers=workers,
-                margin=1.0,
+                workers=args.workers,
+                margin=1.0,  # every arm's candidate is measured, whatever the gate would say
                 min_parse_rate=0.0,
                 lock_timeout_s=60,
             )
             ev = r["evaluation"]
-            n_sft = len(steps.read_ref(str(lake), r["sft"]))
-            log(f"seed {seed} {arm}: {n_sft} self-enhancement examples")
-        results[arm] = _metrics(steps.read_ref(str(lake), ev))
-        if arm != "control":
-            results[arm]["sft_examples"] = float(n_sft)
-        log(f"seed {seed} {arm}: {time.perf_counter() - t1:.0f} s, ShapesEval {results[arm].get('overall')}")
-    return results
+            sft = steps.read_ref(str(lake), r["sft"])
+            extra = {
+                "sft_examples": sum(x["strategy"] != "preference" for x in sft),
+                "preference_pairs": sum(x["strategy"] == "preference" for x in sft),
+            }
+        result["arms"][arm] = _arm_result(str(lake), ev, (time.perf_counter() - t1) / 60, **extra)
+        log(
+            f"seed {seed} {arm}: {(time.perf_counter() - t1) / 60:.1f} min, "
+            f"ShapesEval {result['arms'][arm]['metrics'].get('overall')} {extra}"
+        )
+    if args.rounds:
+        result["rounds"] = run_rounds(work / f"seed{seed}", base, seed, args, log)
+    return result
 
 
-def write_report(
-    results: dict[int, dict[str, dict[str, float]]], out: Path, cmd: str, minutes: float, corpus: dict
-) -> None:
+def run_rounds(seed_dir: Path, base: Path, seed: int, args, log) -> list[dict]:
+    """K successive rounds through the promotion gate (its default margin), from the seed's base."""
+    from flows.pipeline import self_enhancement_round
+    from tasks.steps import get_lake, read_ref
+
+    lake = seed_dir / "rounds"
+    if lake.exists():
+        shutil.rmtree(lake)
+    shutil.copytree(base, lake)
+    spec = ARMS[args.rounds_strategy]
+    curve = []
+    for k in range(1, args.rounds + 1):
+        t1 = time.perf_counter()
+        r = self_enhancement_round(
+            lake=str(lake),
+            n_prompts=args.n_prompts,
+            images_per_prompt=args.images_per_prompt,
+            strategies=spec["strategies"],
+            assessor=spec["assessor"],
+            seed=seed + 1000 * k,  # each round draws its own prompts
+            workers=args.workers,
+            lock_timeout_s=60,
+        )
+        m = metrics(read_ref(str(lake), r["evaluation"]))
+        curve.append(
+            {
+                "round": r["round"],
+                "status": r["status"],
+                "reason": r["reason"],
+                "candidate_overall": m.get("overall"),
+                "candidate_heldout": m.get("heldout_overall"),
+                "minutes": round((time.perf_counter() - t1) / 60, 2),
+            }
+        )
+        log(
+            f"seed {seed} rounds: round {r['round']} {r['status']} ({r['reason']}), candidate {m.get('overall')}"
+        )
+    base_rows = [x for x in get_lake(str(lake)).read("rounds").to_pylist() if x["round"] == 0]
+    return [{"round": 0, "status": base_rows[0]["status"] if base_rows else "promoted"}, *curve]
+
+
+# ------------------------------------------------------------------------------- the report
+
+
+def shapeseval(prompts: dict[str, list], ids: list[str] | None = None) -> float:
+    """ShapesEval overall (mean over tags of images judged correct) of the given prompts."""
+    by_tag: dict[str, list[int]] = {}
+    for pid in ids if ids is not None else list(prompts):
+        tag, ok, n = prompts[pid]
+        acc = by_tag.setdefault(tag, [0, 0])
+        acc[0] += ok
+        acc[1] += n
+    return statistics.mean(c / n for c, n in by_tag.values()) if by_tag else float("nan")
+
+
+def bootstrap(seeds: list[dict], arms: list[str], split: str = "eval", draws: int = 2000, rng_seed: int = 0):
+    """95% intervals of each arm's overall and of each arm minus control, mean over seeds.
+
+    Prompts are resampled with replacement within each seed and tag, the same draw for every
+    arm (paired); a seed's overall is its mean over tags, and the figure is the mean over seeds.
+    """
+    rng = random.Random(rng_seed)
+    strata = []
+    for s in seeds:
+        ref = s["arms"]["baseline"]["prompts"][split]
+        by_tag: dict[str, list[str]] = {}
+        for pid, (tag, _, _) in ref.items():
+            by_tag.setdefault(tag, []).append(pid)
+        strata.append((s, by_tag))
+    samples: dict[str, list[float]] = {a: [] for a in arms}
+    diffs: dict[str, list[float]] = {a: [] for a in arms if a != "control"}
+    for _ in range(draws):
+        per_arm: dict[str, list[float]] = {a: [] for a in arms}
+        for s, by_tag in strata:
+            ids = [rng.choice(pids) for pids in by_tag.values() for _ in pids]
+            for a in arms:
+                per_arm[a].append(shapeseval(s["arms"][a]["prompts"][split], ids))
+        for a in arms:
+            samples[a].append(statistics.mean(per_arm[a]))
+        if "control" in arms:
+            for a in diffs:
+                diffs[a].append(samples[a][-1] - samples["control"][-1])
+
+    def ci(v: list[float]) -> tuple[float, float]:
+        v = sorted(v)
+        return v[int(0.025 * len(v))], v[min(len(v) - 1, int(0.975 * len(v)))]
+
+    return {a: ci(v) for a, v in samples.items()}, {a: ci(v) for a, v in diffs.items()}
+
+
+def write_report(results_dir: Path, out: Path, cmd: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    seeds = [json.loads(p.read_text()) for p in sorted(results_dir.glob("seed*.json"))]
+    if not seeds:
+        raise SystemExit(f"no seed results in {results_dir}; run a seed first")
+    arms = [a for a in ARMS if all(a in s["arms"] for s in seeds)]
+    ids = [s["seed"] for s in seeds]
+
     def mean(arm: str, key: str) -> float | None:
-        vals = [results[s][arm][key] for s in results if key in results[s].get(arm, {})]
+        vals = [s["arms"][arm]["metrics"][key] for s in seeds if key in s["arms"][arm]["metrics"]]
         return statistics.mean(vals) if vals else None
 
-    def fmt(v: float | None, col: str = "") -> str:
-        return "-" if v is None else f"{v:.0f}" if col == "sft_examples" else f"{v:.3f}"
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
 
-    cols = ["overall", *TAGS, "heldout_overall", "vqa_overall", "agree_overall", "parse_rate", "sft_examples"]
+    cis, dcis = bootstrap(seeds, arms)
+    held, dheld = bootstrap(seeds, arms, split="heldout")
+    cols = ["overall", *TAGS, "heldout_overall", "vqa_overall", "edit_overall", "ba_overall", "agree_overall"]
     lines = [
         "# Self-enhancement experiment",
         "",
         f"Command: `{cmd}`  ",
-        f"Seeds: {sorted(results)}; total wall time {minutes:.0f} min on this project's 2-core CPU machine.  ",
-        f"Base corpus (fixed, the same for every arm): {json.dumps(corpus)}",
+        f"Seeds: {ids} (budget {seeds[0]['budget']}); base training per seed: "
+        + ", ".join(f"{s['base_minutes']:.1f} min" for s in seeds)
+        + " (seeds after the first reuse the first seed's vision training, `--vision-from`).",
         "",
-        "Mean over seeds (ShapesEval accuracy per tag; `heldout` = compositions never trained on; "
-        "`vqa` = exact-match VQA on held-out scenes; `agree` = self-assessment agreement with the judge over "
-        "the four dimensions; `sft_examples` = the round's reformatted training examples):",
+        "## Arms, mean over seeds",
         "",
-        "| arm | " + " | ".join(cols) + " |",
+        "ShapesEval accuracy per tag (seen compositions); `heldout` = compositions never trained on; "
+        "`vqa` = exact-match VQA on held-out scenes; `edit` = edits judged against their target "
+        "scenes; `ba` = self-assessment balanced accuracy against the judge over the four dimensions "
+        "(a constant answer scores 0.5); `agree` = plain agreement.",
+        "",
+        "| arm | overall [95% CI] | " + " | ".join(cols[1:]) + " |",
         "|---|" + "---|" * len(cols),
     ]
-    for arm in ARMS:
-        lines.append(f"| {arm} | " + " | ".join(fmt(mean(arm, c), c) for c in cols) + " |")
-    lines += [
-        "",
-        "Per seed (ShapesEval overall / held-out overall / agreement):",
-        "",
-        "| seed | " + " | ".join(ARMS) + " |",
-        "|---|" + "---|" * len(ARMS),
-    ]
-    for s in sorted(results):
-        cells = [
-            f"{fmt(results[s][a].get('overall'))} / {fmt(results[s][a].get('heldout_overall'))} / "
-            f"{fmt(results[s][a].get('agree_overall'))}"
-            for a in ARMS
-            if a in results[s]
+    for arm in arms:
+        lo, hi = cis[arm]
+        cells = [f"{fmt(mean(arm, 'overall'))} [{lo:.3f}, {hi:.3f}]"] + [fmt(mean(arm, c)) for c in cols[1:]]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    if "control" in arms:
+        lines += [
+            "",
+            "## Each arm minus control (paired bootstrap over prompts, mean over seeds)",
+            "",
+            "| arm | overall [95% CI] | held-out [95% CI] | worst tag | balanced accuracy (points) |",
+            "|---|---|---|---|---|",
         ]
-        lines.append(f"| {s} | " + " | ".join(cells) + " |")
-    d_overall = (mean("round", "overall") or 0) - (mean("control", "overall") or 0)
-    d_agree = (mean("round", "agree_overall") or 0) - (mean("control", "agree_overall") or 0)
+        for arm in arms:
+            if arm == "control":
+                continue
+            d = (mean(arm, "overall") or 0) - (mean("control", "overall") or 0)
+            dh = (mean(arm, "heldout_overall") or 0) - (mean("control", "heldout_overall") or 0)
+            worst = min(TAGS, key=lambda t: (mean(arm, t) or 0) - (mean("control", t) or 0))
+            dw = (mean(arm, worst) or 0) - (mean("control", worst) or 0)
+            dba = 100 * ((mean(arm, "ba_overall") or 0) - (mean("control", "ba_overall") or 0))
+            (lo, hi), (hlo, hhi) = dcis[arm], dheld[arm]
+            lines.append(
+                f"| {arm} | {d:+.3f} [{lo:+.3f}, {hi:+.3f}] | {dh:+.3f} [{hlo:+.3f}, {hhi:+.3f}] | "
+                f"{worst} {dw:+.3f} | {dba:+.1f} |"
+            )
+        lines += [
+            "",
+            "Goals for `round`: overall >= +0.05, balanced accuracy >= +5 points, no tag below -0.05.",
+        ]
     lines += [
         "",
-        f"Round minus control: ShapesEval overall {d_overall:+.3f} (goal >= +0.05), "
-        f"agreement {100 * d_agree:+.1f} points (goal >= +5).",
+        "## Per seed (ShapesEval overall / held-out / self-assessment balanced accuracy)",
+        "",
+        "| seed | " + " | ".join(arms) + " |",
+        "|---|" + "---|" * len(arms),
     ]
-    fig, ax = plt.subplots(figsize=(8, 3.8), dpi=100)
-    width = 0.2
+    for s in seeds:
+        cells = [
+            "{} / {} / {}".format(
+                *(fmt(s["arms"][a]["metrics"].get(k)) for k in ("overall", "heldout_overall", "ba_overall"))
+            )
+            for a in arms
+        ]
+        lines.append(f"| {s['seed']} | " + " | ".join(cells) + " |")
+    lines += ["", "Round data per seed (examples the round's fine-tuning trained on / preference pairs):", ""]
+    for s in seeds:
+        lines.append(
+            f"- seed {s['seed']}: "
+            + ", ".join(
+                f"{a} {s['arms'][a].get('sft_examples', 0)} / {s['arms'][a].get('preference_pairs', 0)}"
+                for a in arms
+                if ARMS[a] is not None
+            )
+        )
+    for s in seeds:
+        if s.get("rounds"):
+            lines += [
+                "",
+                f"## Successive rounds (seed {s['seed']}, through the promotion gate)",
+                "",
+                "| round | gate | candidate overall | candidate held-out | reason |",
+                "|---|---|---|---|---|",
+            ]
+            for r in s["rounds"][1:]:
+                lines.append(
+                    f"| {r['round']} | {r['status']} | {fmt(r['candidate_overall'])} | "
+                    f"{fmt(r['candidate_heldout'])} | {r['reason']} |"
+                )
+    fig, ax = plt.subplots(figsize=(9, 3.8), dpi=100)
+    width = 0.8 / max(1, len(arms))
     keys = ["overall", *TAGS]
-    for i, arm in enumerate(ARMS):
+    for i, arm in enumerate(arms):
         vals = [mean(arm, k) or 0 for k in keys]
         ax.bar([j + i * width for j in range(len(keys))], vals, width, label=arm)
-    ax.set_xticks([j + 1.5 * width for j in range(len(keys))], keys, rotation=20, fontsize=8)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))], keys, rotation=20, fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("ShapesEval accuracy")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
     png = out.with_suffix(".png")
     fig.savefig(png)
@@ -180,51 +396,51 @@ def write_report(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--seeds", type=int, nargs="*", default=[0])
     ap.add_argument("--budget", default="experiment")
+    ap.add_argument("--arms", nargs="*", default=[], help="run only these arms (default: all)")
     ap.add_argument("--n-prompts", type=int, default=96)
     ap.add_argument("--images-per-prompt", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=0, help="successive rounds on the first seed")
+    ap.add_argument("--rounds-strategy", default="round+accepted", choices=[a for a, v in ARMS.items() if v])
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--vision-from", default=None, help="a checkpoint folder or lake whose vision to reuse")
     ap.add_argument("--work", default="/tmp/illume-experiment")
+    ap.add_argument("--results", default="docs/results", help="folder of the per-seed result files")
     ap.add_argument("--out", default="docs/RESULTS.md")
+    ap.add_argument("--merge-only", action="store_true", help="only rebuild the report from --results")
     ap.add_argument(
         "--rerun",
         nargs="*",
         default=[],
-        help="with a --work folder of an earlier run: reuse its base training and refresh "
-        "these train_pipeline tasks (e.g. evaluate, after a change to assessment decoding)",
+        help="with a --work folder of an earlier run: reuse its base training and refresh these tasks",
     )
     args = ap.parse_args()
-    from illume_core.settings import PipelineSettings
-
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    log_path = work / "experiment.log"
-
-    def log(msg: str) -> None:
-        line = f"[{time.perf_counter() - t0:7.0f} s] {msg}"
-        print(line, flush=True)
-        with open(log_path, "a") as f:
-            f.write(line + "\n")
-
-    results = {}
-    for seed in args.seeds:
-        results[seed] = run_seed(
-            work, seed, args.budget, args.n_prompts, args.images_per_prompt, args.workers, log, args.rerun
-        )
-        (work / "results.json").write_text(json.dumps(results, indent=2))
-    corpus = PipelineSettings(budget=args.budget).corpus.__dict__
-    cmd = (
-        "python benchmarks/self_enhancement.py --seeds "
-        + " ".join(map(str, args.seeds))
-        + f" --budget {args.budget} --n-prompts {args.n_prompts} --images-per-prompt {args.images_per_prompt}"
-        + (f" --work {args.work} --rerun {' '.join(args.rerun)}" if args.rerun else "")
+    results_dir = Path(args.results)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    cmd = f"python benchmarks/self_enhancement.py --seeds {' '.join(map(str, args.seeds))}" + (
+        f" --rounds {args.rounds}" if args.rounds else ""
     )
-    write_report(
-        results, Path(args.out), cmd, (time.perf_counter() - t0) / 60, {k: v for k, v in corpus.items()}
-    )
-    log(f"wrote {args.out}")
+    if not args.merge_only:
+        work = Path(args.work)
+        work.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+
+        def log(msg: str) -> None:
+            line = f"[{time.perf_counter() - t0:7.0f} s] {msg}"
+            print(line, flush=True)
+            with open(work / "experiment.log", "a") as f:
+                f.write(line + "\n")
+
+        vision_from = args.vision_from
+        for i, seed in enumerate(args.seeds):
+            one = argparse.Namespace(**{**vars(args), "rounds": args.rounds if i == 0 else 0})
+            res = run_seed(work, seed, one, log, vision_from)
+            (results_dir / f"seed{seed}.json").write_text(json.dumps(res, indent=1))
+            log(f"wrote {results_dir / f'seed{seed}.json'}")
+            vision_from = vision_from or str(work / f"seed{seed}" / "base")
+    write_report(results_dir, Path(args.out), cmd)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

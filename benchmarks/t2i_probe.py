@@ -1,7 +1,7 @@
 """Text-to-image alone from a checkpoint, then the judge on tuning prompts: a quick A/B of a lever.
 
 Trains the checkpoint's LLM on text-to-image pairs only (stage-2 parameter groups, one learning
-rate) for `--steps` steps at batch 32, then samples 2 images for each of 10 tuning prompts per
+rate) for `--steps` steps at `--batch` (32), then samples 2 images for each of 10 tuning prompts per
 GenEval tag (`generate_prompts(seed=424242)`, never the ShapesEval prompts) under three
 sampling settings and prints the loss and the judge's accuracy per setting and tag as JSON.
 `--plain` leaves the pattern code rows without their mask pixels (the factorization before the
@@ -76,8 +76,10 @@ def main() -> None:
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--batch", type=int, default=32, help="text-to-image pairs per step")
     ap.add_argument("--plain", action="store_true", help="code rows without their mask pixels")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-judge", action="store_true", help="report the training loss only")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -99,6 +101,7 @@ def main() -> None:
         lrs={"llm": args.lr, "adapter": args.lr},
         mix={"t2i": 1.0},
         steps=args.steps,
+        batch_size=args.batch,
         warmup_steps=20,
     )
     t0 = time.time()
@@ -109,10 +112,15 @@ def main() -> None:
         "pixels": not args.plain,
         "lr": args.lr,
         "steps": args.steps,
+        "batch": args.batch,
         "loss_first": round(st.losses[0], 3),
         "loss_last20": round(sum(st.losses[-20:]) / len(st.losses[-20:]), 3),
         "train_s": round(train_s, 1),
-        "judged": judge_settings(parts),
+        "loss_by_100": [
+            round(sum(st.losses[i : i + 100]) / len(st.losses[i : i + 100]), 3)
+            for i in range(0, len(st.losses), 100)
+        ],
+        "judged": None if args.no_judge else judge_settings(parts),
     }
     print(json.dumps(result), flush=True)
 

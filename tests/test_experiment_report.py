@@ -1,0 +1,74 @@
+"""The experiment's report: ShapesEval from per-prompt judgments, paired bootstrap intervals, merged seeds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+spec = importlib.util.spec_from_file_location(
+    "self_enhancement", Path(__file__).parents[1] / "benchmarks" / "self_enhancement.py"
+)
+exp = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(exp)
+
+
+def _prompts(rng: random.Random, p_correct: dict[str, float], per_tag: int = 20, images: int = 4) -> dict:
+    return {
+        f"{tag}-{i}": [tag, sum(rng.random() < p for _ in range(images)), images]
+        for tag, p in p_correct.items()
+        for i in range(per_tag)
+    }
+
+
+def _seed(seed: int, lift: float) -> dict:
+    rng = random.Random(seed)
+    base = {t: 0.2 + 0.1 * i for i, t in enumerate(exp.TAGS)}
+    arms = {}
+    for arm, d in (("baseline", 0.0), ("control", 0.0), ("round", lift)):
+        prompts = {
+            "eval": _prompts(rng, {t: min(1.0, p + d) for t, p in base.items()}),
+            "heldout": _prompts(rng, {t: min(1.0, p + d) for t, p in base.items() if t != "counting"}),
+        }
+        m = {
+            "overall": exp.shapeseval(prompts["eval"]),
+            "heldout_overall": exp.shapeseval(prompts["heldout"]),
+        }
+        m.update(
+            {t: exp.shapeseval({k: v for k, v in prompts["eval"].items() if v[0] == t}) for t in exp.TAGS}
+        )
+        arms[arm] = {"metrics": m, "prompts": prompts, "minutes": 1.0}
+    return {"seed": seed, "budget": "experiment", "vision_from": None, "base_minutes": 20.0, "arms": arms}
+
+
+def test_shapeseval_is_the_mean_over_tags_of_images_judged_correct():
+    prompts = {"a": ["colors", 4, 4], "b": ["colors", 0, 4], "c": ["position", 1, 4]}
+    assert exp.shapeseval(prompts) == pytest.approx((0.5 + 0.25) / 2)
+    assert exp.shapeseval(prompts, ["a", "a", "c"]) == pytest.approx((1.0 + 0.25) / 2)
+
+
+def test_bootstrap_intervals_hold_the_estimate_and_separate_a_real_lift_from_none():
+    seeds = [_seed(0, 0.25), _seed(1, 0.25)]
+    cis, diffs = exp.bootstrap(seeds, ["baseline", "control", "round"], draws=400)
+    for arm, (lo, hi) in cis.items():
+        est = sum(s["arms"][arm]["metrics"]["overall"] for s in seeds) / 2
+        assert lo <= est <= hi and hi - lo < 0.2
+    assert diffs["round"][0] > 0.1  # a lift of 0.25 per image is clearly above zero
+    assert diffs["baseline"][0] < 0 < diffs["baseline"][1]  # two arms drawn alike: zero inside
+
+
+def test_the_report_merges_every_seed_file_with_intervals(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    for s in (_seed(0, 0.1), _seed(3, 0.1)):
+        (results / f"seed{s['seed']}.json").write_text(json.dumps(s))
+    out = tmp_path / "RESULTS.md"
+    out.write_text("old table\n## Reading\nkept by hand\n")
+    exp.write_report(results, out, "cmd")
+    text = out.read_text()
+    assert "Seeds: [0, 3]" in text and "| round |" in text and "[95% CI]" in text
+    assert text.rstrip().endswith("kept by hand") and "old table" not in text
+    assert (tmp_path / "RESULTS.png").stat().st_size > 1000
