@@ -4,6 +4,7 @@ Builds the preset's IllumeModel with an untrained text tokenizer and times one f
 text-to-image, editing and captioning examples (random codes, real ShapesWorld renders). Usage:
 
     .venv/bin/python benchmarks/llm_step_bench.py --preset tiny --batch 32 --threads 2
+    .venv/bin/python benchmarks/llm_step_bench.py --compile   # torch.compile, for comparison
     .venv/bin/python benchmarks/llm_step_bench.py --override '{"patch_size": 8, "adapter_pool": 1}'
 """
 
@@ -32,6 +33,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=4)
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="autocast dtype")
+    ap.add_argument(
+        "--compile", action="store_true", help="torch.compile(dynamic=True) the model (the warm-up step compiles)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = get_preset(args.preset, **json.loads(args.override))
@@ -43,6 +47,7 @@ def main() -> None:
     model = IllumeModel(cfg, tok.vocab_size)
     proc = Processor(cfg, tok)
     opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    step_model = torch.compile(model, dynamic=True) if args.compile else model
     images = [render(s) for s in scenes]
 
     def example(kind: str, i: int):
@@ -57,7 +62,7 @@ def main() -> None:
     print(
         f"preset {cfg.name} {json.loads(args.override)}: {cfg.image_tokens} image tokens, "
         f"{cfg.understanding_tokens} understanding positions, batch {args.batch}, {args.threads} threads, "
-        f"{args.precision}"
+        f"{args.precision}{', compiled' if args.compile else ''}"
     )
     for kind in ("text-to-image", "editing", "captioning"):
         batch = proc.collate([example(kind, i) for i in range(args.batch)])
@@ -65,14 +70,14 @@ def main() -> None:
         for _ in range(args.reps):
             t = time.perf_counter()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-                loss = model(batch).loss
+                loss = step_model(batch).loss
             loss.backward()
             opt.step()
             opt.zero_grad()
             times.append(time.perf_counter() - t)
         print(
             f"{kind}: sequence {batch.input_ids.shape[1]} tokens, {min(times[1:]):.3f} s/step (best of "
-            f"{args.reps - 1} after a warm-up)"
+            f"{args.reps - 1} after a warm-up of {times[0]:.1f} s)"
         )
 
 

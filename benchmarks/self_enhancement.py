@@ -246,7 +246,7 @@ def bootstrap(seeds: list[dict], arms: list[str], split: str = "eval", draws: in
             by_tag.setdefault(tag, []).append(pid)
         strata.append((s, by_tag))
     samples: dict[str, list[float]] = {a: [] for a in arms}
-    diffs: dict[str, list[float]] = {a: [] for a in arms if a != "control"}
+    diffs: dict[str, list[float]] = {a: [] for a in arms if a != "control"} if "control" in arms else {}
     for _ in range(draws):
         per_arm: dict[str, list[float]] = {a: [] for a in arms}
         for s, by_tag in strata:
@@ -293,8 +293,11 @@ def write_report(results_dir: Path, out: Path, cmd: str) -> None:
         "",
         f"Command: `{cmd}`  ",
         f"Seeds: {ids} (budget {seeds[0]['budget']}); base training per seed: "
-        + ", ".join(f"{s['base_minutes']:.1f} min" for s in seeds)
-        + " (seeds after the first reuse the first seed's vision training, `--vision-from`).",
+        + ", ".join(
+            f"{s['base_minutes']:.1f} min" + (" (vision reused, `--vision-from`)" if s["vision_from"] else "")
+            for s in seeds
+        )
+        + ".",
         "",
         "## Arms, mean over seeds",
         "",
@@ -314,6 +317,10 @@ def write_report(results_dir: Path, out: Path, cmd: str) -> None:
         lines += [
             "",
             "## Each arm minus control (paired bootstrap over prompts, mean over seeds)",
+            "",
+            "The intervals resample the evaluation prompts with each arm's model held fixed: they say how "
+            "much the figure depends on which prompts were drawn, not how much another fine-tuning run "
+            "would differ (the seeds show that).",
             "",
             "| arm | overall [95% CI] | held-out [95% CI] | worst tag | balanced accuracy (points) |",
             "|---|---|---|---|---|",

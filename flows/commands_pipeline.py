@@ -119,13 +119,24 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0),
         workers: int = typer.Option(2),
         rerun: list[str] = typer.Option([], help="task names to refresh (repeatable)"),
+        vision_from: str = typer.Option(
+            None,
+            help="reuse the vision encoder and tokenizer of this checkpoint folder or lake "
+            "(same preset) instead of training them: seeds of one experiment share one vision run",
+        ),
     ) -> None:
         """Train the base model through all stages; it becomes round 0 and the current checkpoint."""
         warm_up()
         from flows.pipeline import train_pipeline
 
         out = train_pipeline(
-            lake=str(lake), preset=preset, budget=budget, seed=seed, workers=workers, rerun=rerun
+            lake=str(lake),
+            preset=preset,
+            budget=budget,
+            seed=seed,
+            workers=workers,
+            rerun=rerun,
+            vision_from=vision_from,
         )
         typer.echo(json.dumps(out, indent=2, default=str))
 

@@ -8,7 +8,6 @@ Lines naming classes ShapesWorld cannot draw are reported and skipped, never gue
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -27,9 +26,9 @@ def evaluate_prompt_file(
 ) -> list[dict]:
     from illume_core.evaluate import evaluation_rows, sample_items, tag_scores
     from illume_core.images import from_png
-    from illume_core.judge import judge_folder
+    from illume_core.judge import judge_folder, write_results
     from tasks.actors import get_pool
-    from tasks.steps import _checkpoint_id, current_checkpoint, get_lake
+    from tasks.steps import checkpoint_id_of, current_checkpoint, get_lake
 
     ck = checkpoint or current_checkpoint(lake)
     if ck is None:
@@ -61,12 +60,9 @@ def evaluate_prompt_file(
         (d / "metadata.jsonl").write_text(r["meta"] + "\n", encoding="utf-8")
         from_png(r["png"]).save(d / "samples" / f"{r['sample_index']:04d}.png")
     report = judge_folder(outdir)
-    results = [{"tag": x.tag, "correct": x.correct} if hasattr(x, "tag") else x for x in report.results]
-    with open(outdir / "results.jsonl", "w", encoding="utf-8") as f:
-        for x in report.results:
-            f.write(json.dumps(x if isinstance(x, dict) else x.to_dict()) + "\n")
-    scores = tag_scores([{"tag": r["tag"], "correct": r["correct"]} for r in results])
-    ck_id = _checkpoint_id(ck)
+    write_results(outdir / "results.jsonl", report.results)
+    scores = tag_scores([{"tag": r.tag, "correct": r.correct} for r in report.results])
+    ck_id = checkpoint_id_of(ck)
     bench = "geneval-" + re.sub(r"[^A-Za-z0-9_.-]", "_", prompts.stem)
     out = evaluation_rows(0, ck_id, bench, "all", "accuracy", scores)
     lk = get_lake(lake)

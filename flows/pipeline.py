@@ -122,19 +122,30 @@ def train_pipeline(
     workers: int = 2,
     rerun: list[str] | None = None,
     lock_timeout_s: float = 10.0,
+    vision_from: str | None = None,
 ) -> dict:
-    """Data -> vision + text tokenizers -> stages 0..3 -> evaluate -> round 0 (the first current model)."""
+    """Data -> vision + text tokenizers -> stages 0..3 -> evaluate -> round 0 (the first current model).
+
+    `vision_from` (a checkpoint folder, or a lake) reuses that run's trained vision encoder and
+    tokenizer instead of training them again: the seeds of one experiment share one vision run.
+    """
     rerun = _check_rerun(rerun or [])
+    if vision_from is not None:
+        vision_from = steps.vision_checkpoint(vision_from)
+    else:  # a lake trained on shared vision keeps it when trained again without the flag
+        vision_from = steps.shared_vision_of(lake)
     log = get_run_logger()
     s = PipelineSettings(preset=preset, budget=budget, seed=seed)
     sj = s.model_dump_json()
     from tasks.actors import pinned_train_threads  # imports ray: only when a flow runs
 
-    resume = f"illume train --lake {lake} --preset {preset} --budget {budget} --seed {seed}"
+    resume = f"illume train --lake {lake} --preset {preset} --budget {budget} --seed {seed}" + (
+        f" --vision-from {vision_from}" if vision_from else ""
+    )
     with ApiWatch(resume), _Locked(lake, "train-pipeline", lock_timeout_s), pinned_train_threads():
         eval_refs = _t(steps.prepare_data, lake, rerun)(lake, sj)
         # tasks return lake-relative checkpoint paths (a cache hit in a moved lake must name its own)
-        ck = steps.lake_path(lake, _t(steps.train_vision, lake, rerun)(lake, sj))
+        ck = steps.lake_path(lake, _t(steps.train_vision, lake, rerun)(lake, sj, vision_from))
         for stage in ("stage0", "stage1", "stage2", "stage3"):
             ck = steps.lake_path(lake, _t(steps.train_stage, lake, rerun)(lake, sj, stage, ck, 0))
             log.info("%s -> %s", stage, ck)
@@ -315,7 +326,7 @@ def _uri_of(lake: str, checkpoint_id: str) -> str:
 
 
 def _round_of(lake: str, checkpoint: str) -> int:
-    ck = steps._checkpoint_id(checkpoint)
+    ck = steps.checkpoint_id_of(checkpoint)
     for p in get_lake(lake).partitions("checkpoints"):
         if p.part == ck:
             return p.round

@@ -68,7 +68,7 @@ BUDGETS: dict[str, Budget] = {
         tokenizer_steps=4,
         tokenizer_scenes=12000,
         vision_batch=64,
-        stage_steps={"stage0": 60, "stage1": 60, "stage2": 600, "stage3": 150},
+        stage_steps={"stage0": 60, "stage1": 60, "stage2": 800, "stage3": 100},
         batch_size=32,
         finetune_steps=40,
         n_t2i=30000,
@@ -82,12 +82,13 @@ BUDGETS: dict[str, Budget] = {
     # the self-enhancement experiment (benchmarks/self_enhancement.py)
     "experiment": Budget(
         # the tiny preset (64 image tokens) on the 2-core machine: vision (encoder 500 steps,
-        # pattern masks fitted in 6 k-means rounds, 7-10 min), then the LLM stages in about 18
-        # min, most of it text-to-image in stage 2 (docs/BASE_MODEL.md has the measured times)
+        # pattern masks fitted in 6 k-means rounds, about 10 min, shared by an experiment's seeds
+        # with `--vision-from`), then the LLM stages, most of them text-to-image in stage 2
+        # (docs/BASE_MODEL.md has the measured times)
         encoder_steps=500,
         tokenizer_steps=6,
         vision_batch=64,
-        stage_steps={"stage0": 100, "stage1": 100, "stage2": 1200, "stage3": 300},
+        stage_steps={"stage0": 100, "stage1": 100, "stage2": 2000, "stage3": 200},
         batch_size=32,
         finetune_steps=60,
         n_t2i=40000,
@@ -137,8 +138,23 @@ class PipelineSettings(BaseModel):
         return VisionBudget(b.encoder_steps, b.tokenizer_steps, b.vision_batch, b.tokenizer_scenes)
 
     def digest(self) -> str:
-        """A short digest of these settings (recorded in every Parquet file's metadata)."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        """A short digest of what defines the base model: these settings and what their names stand for.
+
+        The budget's step counts, the preset's shapes and the stage recipes at the preset's
+        learning rates are in it, not only their names, so a changed budget or recipe changes the
+        digest. It is recorded in every Parquet file's metadata and stands for `settings_json` in
+        the training tasks' cache keys (tasks/steps.py): a lake trained under an older recipe
+        retrains instead of reusing its cached stages.
+        """
+        from illume_core.recipes import RECIPES, get_recipe
+
+        blob = {
+            "settings": self.model_dump(mode="json"),
+            "budget": self.b.model_dump(mode="json"),
+            "config": self.cfg.model_dump(mode="json"),
+            "recipes": {n: get_recipe(n, self.preset).model_dump(mode="json") for n in RECIPES},
+        }
+        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
     def save(self, lake_root: str | Path) -> None:
         path = Path(lake_root) / "pipeline.json"

@@ -54,17 +54,20 @@ class Parts:
 
 @dataclass(frozen=True)
 class VisionBudget:
-    """Steps of the two vision pretraining runs (encoder contrastive, tokenizer)."""
+    """Steps of the two vision pretraining runs (encoder contrastive, tokenizer).
 
-    encoder_steps: int = 600
-    tokenizer_steps: int = 1500  # semantic: optimizer steps; pattern: k-means iterations
-    batch_size: int = 64
-    tokenizer_scenes: int = 20000  # renders whose cells the pattern tokenizer is fitted to
+    No defaults: a run's budget (illume_core/settings.py::BUDGETS) is the one place they are set.
+    """
+
+    encoder_steps: int
+    tokenizer_steps: int  # semantic: optimizer steps; pattern: k-means iterations
+    batch_size: int
+    tokenizer_scenes: int  # renders whose cells the pattern tokenizer is fitted to
 
 
 def train_vision(
     cfg: IllumeConfig,
-    budget: VisionBudget = VisionBudget(),
+    budget: VisionBudget,
     seed: int = 0,
     progress: Callable[[str, int, dict], None] | None = None,
 ) -> SemanticTokenizer | PatternTokenizer:
@@ -89,6 +92,30 @@ def train_vision(
         progress=(lambda s, m: progress("tokenizer", s, m)) if progress else None,
         scenes=budget.tokenizer_scenes,
     )
+
+
+def shared_vision(
+    cfg: IllumeConfig, checkpoint: str | Path
+) -> tuple[SemanticTokenizer | PatternTokenizer, str]:
+    """The trained vision tokenizer (with its encoder) of another run's checkpoint, and its id.
+
+    Refused unless that checkpoint was made for the same model configuration: an encoder or
+    codebook of another shape would not fit, and one of another preset would silently change
+    what this run trains.
+    """
+    from illume_core.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    if ck.config != cfg:
+        diff = sorted(k for k, v in cfg.model_dump().items() if ck.config.model_dump().get(k) != v)
+        raise ValueError(
+            f"--vision-from {checkpoint}: that checkpoint's model configuration "
+            f"({ck.config.name}) differs from this run's ({cfg.name}) in {diff}; "
+            "share vision only between runs of the same preset"
+        )
+    if ck.semantic_tokenizer is None:
+        raise ValueError(f"--vision-from {checkpoint}: that checkpoint has no vision tokenizer")
+    return ck.semantic_tokenizer, ck.manifest["id"]
 
 
 def init_model(
@@ -142,6 +169,10 @@ def train_stage(
     parts.semantic.to(device).eval()
     for p in parts.semantic.parameters():
         p.requires_grad_(False)
+    if recipe.steps is None:
+        raise ValueError(
+            f"recipe {recipe.name!r} has no step count; take it from a budget: get_recipe(name, preset, steps=N)"
+        )
     groups = stage_groups(parts.model, recipe)
     data = StageData(base, parts.processor, parts.semantic.encode, recipe, seed, self_examples, device)
     cfg = TrainConfig(steps=recipe.steps, warmup_steps=recipe.warmup_steps)

@@ -64,10 +64,22 @@ class LakeInputs(CachePolicy):
             for k, v in (inputs or {}).items()
             if k != "lake"
         }
+        if isinstance(named.get("settings_json"), str):  # keyed by what the names stand for
+            named["settings_json"] = _settings_key(named["settings_json"])
         return Inputs(exclude=list(self.exclude)).compute_key(task_ctx, named, flow_parameters, **kwargs)
 
     def __sub__(self, other: str) -> LakeInputs:
         return replace(self, exclude=[*self.exclude, other])
+
+
+def _settings_key(settings_json: str) -> str:
+    """Pipeline settings as their digest: budget steps, preset shapes and recipes included."""
+    from illume_core.settings import PipelineSettings
+
+    try:
+        return PipelineSettings.model_validate_json(settings_json).digest()
+    except ValueError:  # not settings after all: keyed as given
+        return settings_json
 
 
 @dataclass
@@ -269,19 +281,34 @@ def select_prompts(lake: str, round: int, n_prompts: int, seed: int) -> str:
 
 
 @task(name="train-vision", cache_policy=CACHE_POLICY, persist_result=True, **RETRIES)
-def train_vision(lake: str, settings_json: str) -> str:
-    """Contrastive encoder + semantic tokenizer + text tokenizer -> an untrained-LLM checkpoint."""
+def train_vision(lake: str, settings_json: str, vision_from: str | None = None) -> str:
+    """Contrastive encoder + semantic tokenizer + text tokenizer -> an untrained-LLM checkpoint.
+
+    With `vision_from` (a checkpoint folder of the same preset), the encoder and the tokenizer
+    are that checkpoint's and only the text tokenizer and the fresh LLM are made here, at this
+    run's seed: the seeds and arms of one experiment share one vision training, as ILLUME trains
+    its tokenizer once.
+    """
     import torch
 
     from illume_core.jobs import store
     from illume_core.settings import PipelineSettings
-    from illume_core.stages import init_model
+    from illume_core.stages import init_model, shared_vision
     from illume_core.stages import train_vision as _train_vision
 
     s = PipelineSettings.model_validate_json(settings_json)
     t0, c0 = datetime.now(UTC), time.process_time()
     torch.manual_seed(s.seed)
     log = _logger()
+    if vision_from is not None:
+        semantic, source = shared_vision(s.cfg, vision_from)
+        log.info("vision encoder and tokenizer from checkpoint %s (not trained again)", source)
+        parts = init_model(s.cfg, semantic, seed=s.seed, n_text=s.b.n_text)
+        extra = {"round": 0, "settings": s.digest(), "vision_from": source}
+        uri, _ = store(parts, Path(lake).resolve() / "checkpoints", "vision", None, extra)
+        _record_checkpoint(lake, uri, "vision", 0)
+        record_run(lake, "train-vision", 0, "train-vision", t0, 1, time.process_time() - c0)
+        return lake_ref(lake, uri)
     total = {"encoder": s.vision.encoder_steps, "tokenizer": s.vision.tokenizer_steps}
     bars = {part: Progress(f"train-vision: {part} steps") for part in total}
 
@@ -393,7 +420,8 @@ def _record_checkpoint(lake: str, path: str, stage: str, round: int) -> None:
 # ------------------------------------------------------------------------ the round's steps
 
 
-def _checkpoint_id(uri: str) -> str:
+def checkpoint_id_of(uri: str) -> str:
+    """The content id of the checkpoint folder at `uri` (from its manifest)."""
     from illume_core.checkpoint import read_manifest
 
     return read_manifest(uri)["id"]
@@ -423,7 +451,7 @@ def sample(
     rows = pool.map(
         "sample", items, key=lambda it: it["prompt_id"], progress=Progress(f"sample round {round}")
     )
-    ck = _checkpoint_id(checkpoint)
+    ck = checkpoint_id_of(checkpoint)
     out = [
         {
             "round": round,
@@ -496,7 +524,7 @@ def assess(
                 text = f"image could not be read: {e}"
             rows.append({**{k: v for k, v in it.items() if k != "png"}, **assessment_fields(text)})
         compute = time.process_time() - c0
-    ck = samples[0]["checkpoint_id"] if samples else _checkpoint_id(checkpoint)
+    ck = samples[0]["checkpoint_id"] if samples else checkpoint_id_of(checkpoint)
     out = [
         {
             "round": round,
@@ -577,12 +605,13 @@ def evaluate(lake: str, round: int, checkpoint: str, eval_prompt_refs: str, work
         vqa_scores,
     )
     from illume_core.settings import PipelineSettings
+    from tasks.actors import get_pool
 
     s = PipelineSettings.load(lake)
     t0 = datetime.now(UTC)
     checkpoint = lake_path(lake, checkpoint)
-    ck = _checkpoint_id(checkpoint)
-    pool = __import__("tasks.actors", fromlist=["get_pool"]).get_pool(checkpoint, workers)
+    ck = checkpoint_id_of(checkpoint)
+    pool = get_pool(checkpoint, workers)
     c0 = pool.compute_seconds
     rows: list[dict] = []
     for pref in eval_prompt_refs.split(","):
@@ -721,8 +750,8 @@ def set_round(
         [
             {
                 "round": round,
-                "base_checkpoint": _checkpoint_id(base),
-                "candidate_checkpoint": _checkpoint_id(candidate) if candidate else None,
+                "base_checkpoint": checkpoint_id_of(base),
+                "candidate_checkpoint": checkpoint_id_of(candidate) if candidate else None,
                 "status": status,
                 "reason": reason,
                 "started_at": started,
@@ -746,7 +775,7 @@ def set_current(lake: str, checkpoint: str, round: int) -> None:
     tmp.write_text(f"{rel}\n")
     os.replace(tmp, root / "current")
     lk = get_lake(lake)
-    ck = _checkpoint_id(checkpoint)
+    ck = checkpoint_id_of(checkpoint)
     for info in lk.partitions("checkpoints"):
         if info.part == ck:
             rows = lk.read("checkpoints", info.round, ck).to_pylist()
@@ -762,6 +791,35 @@ def current_checkpoint(lake: str) -> str | None:
         return None
     target = Path(p.read_text().strip())
     return str(target if target.is_absolute() else (Path(lake) / target).resolve())
+
+
+def vision_checkpoint(path: str) -> str:
+    """The checkpoint folder a `--vision-from` names: a checkpoint folder, or a lake's vision checkpoint."""
+    p = Path(path)
+    if (p / "manifest.json").is_file():
+        return str(p.resolve())
+    if (p / "checkpoints").is_dir():
+        rows = [r for r in get_lake(str(p)).read("checkpoints").to_pylist() if r["stage"] == "vision"]
+        if rows:
+            last = max(rows, key=lambda r: r["created_at"])
+            return lake_path(str(p.resolve()), last["uri"])
+        raise FileNotFoundError(f"--vision-from {path}: that lake has no vision checkpoint yet")
+    raise FileNotFoundError(
+        f"--vision-from {path}: neither a checkpoint folder (with manifest.json) nor a lake with checkpoints"
+    )
+
+
+def shared_vision_of(lake: str) -> str | None:
+    """The lake's own vision checkpoint if it was made with `--vision-from`, else None."""
+    from illume_core.checkpoint import read_manifest
+
+    if "://" in lake or not (Path(lake) / "checkpoints").is_dir():
+        return None
+    try:
+        own = vision_checkpoint(lake)
+    except FileNotFoundError:
+        return None
+    return own if read_manifest(own).get("extra", {}).get("vision_from") else None
 
 
 def params_json(**params) -> str:

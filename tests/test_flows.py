@@ -150,6 +150,34 @@ def test_a_copied_lake_keeps_its_caches_and_reruns_only_assess(round_lake, prefe
     assert out["candidate"].startswith(str(lake.resolve()))
 
 
+def test_cache_keys_follow_what_the_budget_and_recipes_stand_for(monkeypatch):
+    """A budget or recipe changed under the same name gives training tasks a new key (no stale model)."""
+    from illume_core import recipes, settings
+    from illume_core.settings import PipelineSettings
+    from tasks.steps import CACHE_POLICY
+
+    sj = PipelineSettings(budget="smoke").model_dump_json()
+
+    def key():
+        return CACHE_POLICY.policies[0].compute_key(
+            None, {"lake": "/l", "settings_json": sj, "stage": "stage2"}, {}
+        )
+
+    before = key()
+    assert key() == before
+    smoke = settings.BUDGETS["smoke"]
+    monkeypatch.setitem(
+        settings.BUDGETS,
+        "smoke",
+        smoke.model_copy(update={"stage_steps": {**smoke.stage_steps, "stage2": 3}}),
+    )
+    after_budget = key()
+    assert after_budget != before
+    s2 = recipes.RECIPES["stage2"]
+    monkeypatch.setitem(recipes.RECIPES, "stage2", s2.model_copy(update={"mix": {"t2i": 1.0}}))
+    assert key() not in (before, after_budget)
+
+
 def test_cache_keys_leave_out_the_lake_path():
     """The key of the same task inputs in two lakes (checkpoint paths inside each) is one key."""
     from tasks.steps import CACHE_POLICY, lake_path, lake_ref
