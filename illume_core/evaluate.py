@@ -49,11 +49,19 @@ def shapeseval_prompts(per_tag: int = 20, holdout: Holdout | None = None) -> dic
 
 
 def sample_items(prompts: Iterable[Metadata], images_per_prompt: int, round: int) -> list[dict]:
-    """Sampling requests: one per (prompt, sample index), with the deterministic seed."""
+    """Sampling requests: one per (prompt, sample index), with the deterministic seed.
+
+    A prompt listed again (a tag whose space is smaller than its prompt count repeats prompts,
+    see `generate_prompts`) continues its sample indices: its j-th listing draws indices
+    j*K .. j*K+K-1, so every request is a distinct image, and no image is drawn or judged twice.
+    """
     items = []
+    seen: dict[str, int] = {}
     for m in prompts:
         pid = prompt_id(m)
-        for k in range(images_per_prompt):
+        first = seen.get(pid, 0)
+        seen[pid] = first + images_per_prompt
+        for k in range(first, first + images_per_prompt):
             items.append(
                 {"prompt_id": pid, "prompt": m.prompt, "sample_index": k, "seed": sample_seed(round, pid, k)}
             )

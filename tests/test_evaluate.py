@@ -78,3 +78,19 @@ def test_edit_scores_judge_drawn_images_against_their_targets():
         unchanged.append({"id": it["id"], "png_out": it["png"]})
     assert edit_scores(items, perfect)["overall"] == (1.0, 6)
     assert edit_scores(items, unchanged)["overall"][0] == pytest.approx(0.0)
+
+
+def test_a_repeated_prompt_draws_new_images_instead_of_the_same_ones_again():
+    """ShapesEval repeats prompts where a tag's space is small (single object: 5 in the seen split)."""
+    from illume_core.evaluate import sample_items, shapeseval_prompts
+
+    metas = shapeseval_prompts(20)["eval"]
+    single = [m for m in metas if m.tag == "single_object"]
+    assert len(single) == 20 and len({m.prompt for m in single}) < 20  # the space is smaller than 20
+    items = sample_items(metas, 4, round=0)
+    keys = [(it["prompt_id"], it["sample_index"]) for it in items]
+    assert len(items) == len(metas) * 4 and len(set(keys)) == len(keys)
+    assert len({it["seed"] for it in items}) == len(items)
+    # a prompt listed once keeps indices 0..K-1, as before
+    once = [m for m in metas if sum(x.prompt == m.prompt for x in metas) == 1][0]
+    assert sorted(it["sample_index"] for it in items if it["prompt"] == once.prompt) == [0, 1, 2, 3]
