@@ -23,6 +23,7 @@ difference between arms gets a paired interval).
 
     .venv/bin/python benchmarks/self_enhancement.py --seeds 0 --rounds 3
     .venv/bin/python benchmarks/self_enhancement.py --seeds 1 --vision-from /tmp/illume-experiment/seed0/base
+    .venv/bin/python benchmarks/self_enhancement.py --seeds 0 --base-from /tmp/lk_seed{seed}   # bases trained earlier
     .venv/bin/python benchmarks/self_enhancement.py --merge-only
 """
 
@@ -114,18 +115,25 @@ def run_seed(work: Path, seed: int, args, log, vision_from: str | None) -> dict:
 
     base = work / f"seed{seed}" / "base"
     t0 = time.perf_counter()
-    # a base lake left by an earlier run of this work folder is reused through the flow's caches
-    out = train_pipeline(
-        lake=str(base),
-        budget=args.budget,
-        seed=seed,
-        workers=args.workers,
-        lock_timeout_s=60,
-        rerun=args.rerun,
-        vision_from=vision_from,
-    )
+    if args.base_from:  # a base trained earlier by `illume train` (its round-0 evaluation is reused)
+        src = Path(args.base_from.format(seed=seed))
+        if base.exists():
+            shutil.rmtree(base)
+        shutil.copytree(src, base)
+        out = base_of(str(base))
+        log(f"seed {seed}: base model from {src}, ShapesEval {out['shapeseval_overall']}")
+    else:  # a base lake left by an earlier run of this work folder is reused through the flow's caches
+        out = train_pipeline(
+            lake=str(base),
+            budget=args.budget,
+            seed=seed,
+            workers=args.workers,
+            lock_timeout_s=60,
+            rerun=args.rerun,
+            vision_from=vision_from,
+        )
     base_min = (time.perf_counter() - t0) / 60
-    log(f"seed {seed}: base training {base_min:.1f} min, ShapesEval {out['shapeseval_overall']}")
+    log(f"seed {seed}: base ready in {base_min:.1f} min, ShapesEval {out['shapeseval_overall']}")
     result = {
         "seed": seed,
         "budget": args.budget,
@@ -174,6 +182,21 @@ def run_seed(work: Path, seed: int, args, log, vision_from: str | None) -> dict:
     if args.rounds:
         result["rounds"] = run_rounds(work / f"seed{seed}", base, seed, args, log)
     return result
+
+
+def base_of(lake: str) -> dict:
+    """A trained lake's current checkpoint and the reference of its latest evaluation."""
+    from tasks import steps
+
+    ck = steps.current_checkpoint(lake)
+    if ck is None:
+        raise SystemExit(f"{lake} has no trained base model: run `illume train --lake {lake}` first")
+    ck_id = steps.checkpoint_id_of(ck)
+    parts = [p for p in steps.get_lake(lake).partitions("evaluations") if p.part == ck_id]
+    if not parts:
+        raise SystemExit(f"{lake}: checkpoint {ck_id} has no evaluation; run `illume eval --lake {lake}`")
+    ev = steps.ref(parts[-1])
+    return {"checkpoint": ck, "evaluation": ev, "shapeseval_overall": steps.overall(lake, ev)}
 
 
 def run_rounds(seed_dir: Path, base: Path, seed: int, args, log) -> list[dict]:
@@ -412,6 +435,12 @@ def main() -> None:
     ap.add_argument("--rounds-strategy", default="round+accepted", choices=[a for a, v in ARMS.items() if v])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--vision-from", default=None, help="a checkpoint folder or lake whose vision to reuse")
+    ap.add_argument(
+        "--base-from",
+        default=None,
+        help="use base lakes trained earlier by `illume train` instead of training ({seed} in the path "
+        "is the seed), e.g. /tmp/lk{seed}",
+    )
     ap.add_argument("--work", default="/tmp/illume-experiment")
     ap.add_argument("--results", default="docs/results", help="folder of the per-seed result files")
     ap.add_argument("--out", default="docs/RESULTS.md")
