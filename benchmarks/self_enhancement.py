@@ -109,7 +109,7 @@ def _arm_result(lake: str, eval_ref: str, minutes: float, **extra) -> dict:
 
 
 def run_seed(work: Path, seed: int, args, log, vision_from: str | None) -> dict:
-    from flows.pipeline import _eval_refs, self_enhancement_round, train_pipeline
+    from flows.pipeline import _eval_refs, train_pipeline
     from illume_core.settings import PipelineSettings
     from tasks import steps
 
@@ -156,18 +156,8 @@ def run_seed(work: Path, seed: int, args, log, vision_from: str | None) -> dict:
             ev = steps.evaluate.fn(str(lake), 1, cand, _eval_refs(str(lake)), args.workers)
             extra = {}
         else:
-            r = self_enhancement_round(
-                lake=str(lake),
-                n_prompts=args.n_prompts,
-                images_per_prompt=args.images_per_prompt,
-                strategies=spec["strategies"],
-                assessor=spec["assessor"],
-                seed=seed,
-                workers=args.workers,
-                margin=1.0,  # every arm's candidate is measured, whatever the gate would say
-                min_parse_rate=0.0,
-                lock_timeout_s=60,
-            )
+            # every arm's candidate is measured, whatever the gate would say
+            r = one_round(lake, spec, args, seed, margin=1.0, min_parse_rate=0.0)
             ev = r["evaluation"]
             sft = steps.read_ref(str(lake), r["sft"])
             extra = {
@@ -182,6 +172,23 @@ def run_seed(work: Path, seed: int, args, log, vision_from: str | None) -> dict:
     if args.rounds:
         result["rounds"] = run_rounds(work / f"seed{seed}", base, seed, args, log)
     return result
+
+
+def one_round(lake: Path, spec: dict, args, seed: int, **gate) -> dict:
+    """One self-enhancement round of an arm's strategies and assessor on `lake`."""
+    from flows.pipeline import self_enhancement_round
+
+    return self_enhancement_round(
+        lake=str(lake),
+        n_prompts=args.n_prompts,
+        images_per_prompt=args.images_per_prompt,
+        strategies=spec["strategies"],
+        assessor=spec["assessor"],
+        seed=seed,
+        workers=args.workers,
+        lock_timeout_s=60,
+        **gate,
+    )
 
 
 def base_of(lake: str) -> dict:
@@ -201,7 +208,6 @@ def base_of(lake: str) -> dict:
 
 def run_rounds(seed_dir: Path, base: Path, seed: int, args, log) -> list[dict]:
     """K successive rounds through the promotion gate (its default margin), from the seed's base."""
-    from flows.pipeline import self_enhancement_round
     from tasks.steps import get_lake, read_ref
 
     lake = seed_dir / "rounds"
@@ -212,16 +218,7 @@ def run_rounds(seed_dir: Path, base: Path, seed: int, args, log) -> list[dict]:
     curve = []
     for k in range(1, args.rounds + 1):
         t1 = time.perf_counter()
-        r = self_enhancement_round(
-            lake=str(lake),
-            n_prompts=args.n_prompts,
-            images_per_prompt=args.images_per_prompt,
-            strategies=spec["strategies"],
-            assessor=spec["assessor"],
-            seed=seed + 1000 * k,  # each round draws its own prompts
-            workers=args.workers,
-            lock_timeout_s=60,
-        )
+        r = one_round(lake, spec, args, seed + 1000 * k)  # each round draws its own prompts
         m = metrics(read_ref(str(lake), r["evaluation"]))
         curve.append(
             {
