@@ -61,8 +61,8 @@ BUDGETS: dict[str, Budget] = {
         edit_tasks=4,
     ),
     # the README's `illume demo`: everything in under 20 minutes on 2 CPU cores. Timed on
-    # 2026-12-03 (64-token tiny preset, venv set up): 18 min 31 s in all: start-up 0.4 min, vision 4.5,
-    # LLM stages 10.7, base evaluation 0.6, the round 2.2, the report and shutdown the rest
+    # 2026-12-03 (64-token tiny preset, stage 2 at 85% text-to-image, venv set up): 16 min 8 s in
+    # all: start-up 0.3 min, vision 3.8, LLM stages 9.6, base evaluation 0.7, the round 1.8
     "demo": Budget(
         encoder_steps=200,
         tokenizer_steps=4,
