@@ -35,6 +35,7 @@ import os
 import random
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -138,6 +139,8 @@ def run_seed(work: Path, seed: int, args, log, vision_from: str | None) -> dict:
         "seed": seed,
         "budget": args.budget,
         "vision_from": vision_from,
+        "base_from": str(Path(args.base_from.format(seed=seed))) if args.base_from else None,
+        "command": "python " + " ".join(sys.argv),
         "base_minutes": round(base_min, 2),
         "arms": {"baseline": _arm_result(str(base), out["evaluation"], 0.0)},
     }
@@ -311,10 +314,13 @@ def write_report(results_dir: Path, out: Path, cmd: str) -> None:
     lines = [
         "# Self-enhancement experiment",
         "",
-        f"Command: `{cmd}`  ",
+        "Commands: " + ", ".join(sorted({f"`{s.get('command', cmd)}`" for s in seeds})) + "  ",
         f"Seeds: {ids} (budget {seeds[0]['budget']}); base training per seed: "
         + ", ".join(
-            f"{s['base_minutes']:.1f} min" + (" (vision reused, `--vision-from`)" if s["vision_from"] else "")
+            f"trained earlier in {s['base_from']} (`--base-from`)"
+            if s.get("base_from")
+            else f"{s['base_minutes']:.1f} min"
+            + (" (vision reused, `--vision-from`)" if s["vision_from"] else "")
             for s in seeds
         )
         + ".",
