@@ -300,29 +300,23 @@ def train_vision(lake: str, settings_json: str, vision_from: str | None = None) 
     t0, c0 = datetime.now(UTC), time.process_time()
     torch.manual_seed(s.seed)
     log = _logger()
+    extra = {"round": 0, "settings": s.digest()}
     if vision_from is not None:
-        semantic, source = shared_vision(s.cfg, vision_from)
-        log.info("vision encoder and tokenizer from checkpoint %s (not trained again)", source)
-        parts = init_model(s.cfg, semantic, seed=s.seed, n_text=s.b.n_text)
-        extra = {"round": 0, "settings": s.digest(), "vision_from": source}
-        uri, _ = store(parts, Path(lake).resolve() / "checkpoints", "vision", None, extra)
-        _record_checkpoint(lake, uri, "vision", 0)
-        record_run(lake, "train-vision", 0, "train-vision", t0, 1, time.process_time() - c0)
-        return lake_ref(lake, uri)
-    total = {"encoder": s.vision.encoder_steps, "tokenizer": s.vision.tokenizer_steps}
-    bars = {part: Progress(f"train-vision: {part} steps") for part in total}
+        semantic, extra["vision_from"] = shared_vision(s.cfg, vision_from)
+        log.info("vision encoder and tokenizer from checkpoint %s (not trained again)", extra["vision_from"])
+    else:
+        total = {"encoder": s.vision.encoder_steps, "tokenizer": s.vision.tokenizer_steps}
+        bars = {part: Progress(f"train-vision: {part} steps") for part in total}
 
-    def progress(part: str, step: int, metrics: dict) -> None:
-        bars[part](step + 1, total[part])
-        if (step + 1) % max(1, total[part] // 10) == 0:
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
-            log.info("%s step %d/%d: %s", part, step + 1, total[part], shown)
+        def progress(part: str, step: int, metrics: dict) -> None:
+            bars[part](step + 1, total[part])
+            if (step + 1) % max(1, total[part] // 10) == 0:
+                shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+                log.info("%s step %d/%d: %s", part, step + 1, total[part], shown)
 
-    semantic = _train_vision(s.cfg, s.vision, seed=s.seed, progress=progress)
+        semantic = _train_vision(s.cfg, s.vision, seed=s.seed, progress=progress)
     parts = init_model(s.cfg, semantic, seed=s.seed, n_text=s.b.n_text)
-    uri, _ = store(
-        parts, Path(lake).resolve() / "checkpoints", "vision", None, {"round": 0, "settings": s.digest()}
-    )
+    uri, _ = store(parts, Path(lake).resolve() / "checkpoints", "vision", None, extra)
     _record_checkpoint(lake, uri, "vision", 0)
     record_run(lake, "train-vision", 0, "train-vision", t0, 1, time.process_time() - c0)
     return lake_ref(lake, uri)
