@@ -38,6 +38,10 @@ class IllumeConfig(BaseModel):
     # the adapter merges each adapter_pool x adapter_pool block of encoder cells into one LLM
     # input position (concatenated features -> MLP), so understanding costs grid^2 / pool^2 tokens
     adapter_pool: int = Field(2, ge=1, le=64)
+    # standardize the encoder's features per channel before the adapter and RMS-normalise its
+    # output to the scale of the LLM's token embeddings (checkpoints from before this field load
+    # without either: illume_core/checkpoint.py)
+    adapter_norm: bool = True
     # vision tokenizer (discrete output): "semantic" (ILLUME's: codes reconstruct the encoder's
     # features) or "pattern" (codes are (cell mask, colour) pairs fitted to the world's cells, so
     # coarse cells stay near-exact; codebook_size = masks x PATTERN_COLOURS, and the LLM's code
@@ -96,6 +100,10 @@ class IllumeConfig(BaseModel):
             )
         return self
 
+    def vision_part(self) -> dict:
+        """The fields that shape the vision encoder and tokenizer (what `--vision-from` shares)."""
+        return {k: getattr(self, k) for k in VISION_FIELDS}
+
     @property
     def grid(self) -> int:
         """Side of the understanding grid (encoder features per side)."""
@@ -131,6 +139,21 @@ class IllumeConfig(BaseModel):
         """LLM input positions per image on the understanding path (the adapter's merged grid)."""
         return (self.grid // self.adapter_pool) ** 2
 
+
+# the fields a trained encoder and vision tokenizer depend on; the adapter and the LLM are not
+# among them, so runs that differ only there can share one vision checkpoint
+VISION_FIELDS = (
+    "image_size",
+    "patch_size",
+    "gen_patch_size",
+    "vision_width",
+    "vision_layers",
+    "vision_heads",
+    "tokenizer",
+    "codebook_size",
+    "code_dim",
+    "decoder_width",
+)
 
 PRESETS: dict[str, IllumeConfig] = {
     # trains on 2 CPU cores in minutes: 64 px; the LLM draws an 8x8 grid of 8-px cells (64 image

@@ -20,6 +20,7 @@ from illume_core import corpus
 from illume_core.checkpoint import CheckpointInfo, LoadedCheckpoint, save_checkpoint
 from illume_core.config import IllumeConfig
 from illume_core.data import BaseCorpus, SelfExample, StageData
+from illume_core.images import to_tensor
 from illume_core.model import IllumeModel
 from illume_core.preference import PreferencePair, dpo_loss, pair_batches
 from illume_core.processor import Processor
@@ -28,6 +29,10 @@ from illume_core.text_tokenizer import TextTokenizer
 from illume_core.tokenizer import PatternTokenizer, SemanticTokenizer
 from illume_core.training import ParamGroup, TrainConfig, TrainState, train_loop
 from illume_core.vision_training import train_encoder, train_tokenizer
+from illume_core.world import render, sample_scene
+
+# renders whose encoder features give the adapter's per-channel input statistics
+ADAPTER_STAT_SCENES = 256
 
 
 @dataclass
@@ -99,17 +104,19 @@ def shared_vision(
 ) -> tuple[SemanticTokenizer | PatternTokenizer, str]:
     """The trained vision tokenizer (with its encoder) of another run's checkpoint, and its id.
 
-    Refused unless that checkpoint was made for the same model configuration: an encoder or
-    codebook of another shape would not fit, and one of another preset would silently change
-    what this run trains.
+    Refused unless that checkpoint's vision fields (`config.VISION_FIELDS`) equal this run's: an
+    encoder or codebook of another shape would not fit, and one of another grid or tokenizer
+    would silently change what this run trains. The adapter and the LLM may differ: this run
+    builds its own.
     """
     from illume_core.checkpoint import load_checkpoint
 
     ck = load_checkpoint(checkpoint)
-    if ck.config != cfg:
-        diff = sorted(k for k, v in cfg.model_dump().items() if ck.config.model_dump().get(k) != v)
+    theirs, ours = ck.config.vision_part(), cfg.vision_part()
+    if theirs != ours:
+        diff = sorted(k for k, v in ours.items() if theirs[k] != v)
         raise ValueError(
-            f"--vision-from {checkpoint}: that checkpoint's model configuration "
+            f"--vision-from {checkpoint}: that checkpoint's vision configuration "
             f"({ck.config.name}) differs from this run's ({cfg.name}) in {diff}; "
             "share vision only between runs of the same preset"
         )
@@ -126,9 +133,22 @@ def init_model(
     torch.manual_seed(seed)
     model = IllumeModel(cfg, text_tok.vocab_size)
     model.vision_model.load_state_dict(semantic.encoder.state_dict())
+    fit_adapter_stats(model, seed)
     if model.gen_codes is not None:  # the code rows know each mask's pixels
         model.gen_codes.set_mask_pixels(semantic.masks)
     return Parts(model, semantic, text_tok, Processor(cfg, text_tok))
+
+
+def fit_adapter_stats(model: IllumeModel, seed: int = 0) -> None:
+    """Set the adapter's input statistics from the encoder's features of ShapesWorld renders
+    (a no-op for an adapter that does not standardize)."""
+    if not model.aligner.standardize:
+        return
+    rng = random.Random(f"adapter-stats/{seed}")
+    size = model.cfg.image_size
+    pixels = to_tensor([render(sample_scene(rng, size)) for _ in range(ADAPTER_STAT_SCENES)])
+    with torch.no_grad():
+        model.aligner.set_input_stats(model.vision_model(pixels))  # (I, cells, W)
 
 
 def stage_groups(model: IllumeModel, recipe: StageRecipe) -> list[ParamGroup]:

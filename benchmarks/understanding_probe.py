@@ -1,0 +1,174 @@
+"""Does the LLM read the image? Stage 1, then a short understanding mix, then held-out figures.
+
+From a checkpoint taken before stage 1 (a lake's stage-0 checkpoint), runs stage 1 at the
+recipe's learning rates for `--stage1-steps`, then `--steps` steps of an understanding mix
+(`--mix`, default VQA, captions and assessment) with the adapter and the LLM at `--lr`, and
+prints as JSON:
+
+- VQA exact-match accuracy per question kind on 200 held-out questions (`evaluate.vqa_items`);
+- the image-use gap: the VQA loss with each question's own image against the same questions with
+  the images shuffled among them (0 means the answer does not depend on the image);
+- the adapter output's norm beside a token embedding's;
+- self-assessment of rendered scenes that fit or break their prompt (half and half, a seed the
+  corpus never draws): per-dimension balanced accuracy and confusion counts.
+
+`--adapter-norm off` builds the adapter without its input standardization and output norm (as
+before 2026-12-04; `IllumeConfig.adapter_norm`);
+`--adapter-scale` sets the norm's initial gain. The checkpoint's own adapter setting is replaced,
+so the same stage-0 checkpoint serves both arms.
+
+    .venv/bin/python benchmarks/understanding_probe.py --checkpoint LAKE/checkpoints/<stage-0 id>
+    .venv/bin/python benchmarks/understanding_probe.py --checkpoint LAKE/checkpoints/<stage-0 id> --adapter-norm off
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+
+import torch
+
+from illume_core import corpus
+from illume_core.checkpoint import load_checkpoint
+from illume_core.data import BaseCorpus, CorpusSpec
+from illume_core.engine import Engine
+from illume_core.evaluate import balanced_accuracy, vqa_items, vqa_scores
+from illume_core.images import from_png, png_bytes
+from illume_core.model import IllumeModel
+from illume_core.processor import Processor
+from illume_core.recipes import StageRecipe, get_recipe
+from illume_core.rules import DIMENSIONS
+from illume_core.settings import BUDGETS
+from illume_core.stages import Parts, fit_adapter_stats, train_stage
+from illume_core.world import render
+
+ASSESS_SEED = 777_001  # the probe's assessment scenes (the corpus seeds its own by run seed)
+
+
+def rebuild(parts: Parts, adapter_norm: bool, scale: float | None) -> Parts:
+    """The same weights in a model whose adapter has (or lacks) the input standardization and
+    output norm; a new norm starts at `scale` (default: the model's)."""
+    cfg = parts.cfg.model_copy(update={"adapter_norm": adapter_norm})
+    model = IllumeModel(cfg, parts.model.text_vocab_size, llm_config=parts.model.llm.config)
+    missing, unexpected = model.load_state_dict(parts.model.state_dict(), strict=False)
+    if {k for k in [*missing, *unexpected] if not k.startswith(("aligner.norm", "aligner.in_"))}:
+        raise SystemExit(f"cannot rebuild: missing {missing}, unexpected {unexpected}")
+    if scale is not None and model.aligner.norm is not None:
+        torch.nn.init.constant_(model.aligner.norm.weight, scale)
+    if "aligner.in_mean" in missing:
+        fit_adapter_stats(model)
+    return Parts(model, parts.semantic, parts.text_tokenizer, Processor(cfg, parts.text_tokenizer))
+
+
+@torch.no_grad()
+def image_use(parts: Parts, items: list[dict]) -> dict:
+    """VQA and reconstruction losses with the true images and with the images shuffled among the
+    examples; the gap (shuffled - true) is 0 when the answer does not depend on the image."""
+    proc, model = parts.processor, parts.model.eval()
+    images = [from_png(it["png"]) for it in items]
+    codes = parts.semantic.encode(torch.stack([proc._pixels(im) for im in images]))  # (I, N)
+    order = random.Random(0).sample(range(len(items)), len(items))
+    out = {}
+    for name, idx in (("true", range(len(items))), ("shuffled", order)):
+        vqa = [proc.vqa(images[j], it["question"], it["answer"]) for j, it in zip(idx, items, strict=True)]
+        rec = [proc.reconstruction(images[j], codes[i]) for i, j in enumerate(idx)]
+        out[f"vqa_{name}"] = model(proc.collate(vqa)).loss.item()
+        out[f"reconstruct_{name}"] = model(proc.collate(rec)).loss.item()
+    out["vqa_gap"] = out["vqa_shuffled"] - out["vqa_true"]
+    out["reconstruct_gap"] = out["reconstruct_shuffled"] - out["reconstruct_true"]
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+def in_memory_engine(parts: Parts) -> Engine:
+    """An Engine over parts in memory (the probe's model need not fit a saved preset)."""
+    engine = Engine.__new__(Engine)
+    engine.parts, engine.device, engine.checkpoint, engine.checkpoint_id = parts, "cpu", "in-memory", "probe"
+    engine.cfg = parts.cfg
+    return engine
+
+
+def assessment_items(n: int, size: int) -> list[dict]:
+    rng = random.Random(ASSESS_SEED)
+    items = []
+    for i in range(n):
+        ex = corpus.assessment_example(rng, size, p_correct=0.5)
+        items.append({"prompt_id": f"a{i}", "sample_index": 0, "prompt": ex.meta.prompt,
+                      "png": png_bytes(render(ex.scene)), "truth": ex.evaluation.dimensions})  # fmt: skip
+    return items
+
+
+def assessment_figures(engine: Engine, items: list[dict]) -> dict:
+    answers = engine.assess([{k: v for k, v in it.items() if k != "truth"} for it in items])
+    confusion = {
+        d: dict.fromkeys(("true_yes", "false_yes", "true_no", "false_no", "unparsed"), 0) for d in DIMENSIONS
+    }
+    for it, a in zip(items, answers, strict=True):
+        for d in DIMENSIONS:
+            v, ok = a.get(f"{d}_verdict"), bool(it["truth"][d])
+            key = "unparsed" if v not in ("yes", "no") else f"{'true' if (v == 'yes') == ok else 'false'}_{v}"
+            confusion[d][key] += 1
+    return {
+        "balanced": {d: round(v, 3) for d, (v, _) in balanced_accuracy(confusion).items()},
+        "confusion": confusion,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", required=True, help="a checkpoint before stage 1 (stage 0)")
+    ap.add_argument("--adapter-norm", choices=("on", "off"), default="on")
+    ap.add_argument("--adapter-scale", type=float, default=None, help="initial gain of the output norm")
+    ap.add_argument("--stage1-steps", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=300, help="steps of the understanding mix after stage 1")
+    ap.add_argument("--mix", default="vqa=0.6,caption=0.2,assess=0.2")
+    ap.add_argument("--lr", type=float, default=1.5e-3, help="adapter and LLM, after stage 1")
+    ap.add_argument("--assess-items", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    parts = rebuild(Parts.from_checkpoint(load_checkpoint(args.checkpoint)), args.adapter_norm == "on",
+                    args.adapter_scale)  # fmt: skip
+    b = BUDGETS["experiment"]
+    base = BaseCorpus(parts.cfg, CorpusSpec(args.seed, b.n_t2i, b.n_scenes, b.n_assess))
+    items = vqa_items(200, parts.cfg.image_size)
+    result: dict = {
+        "checkpoint": args.checkpoint,
+        **{k: v for k, v in vars(args).items() if k != "checkpoint"},
+    }
+    t0 = time.time()
+    if args.stage1_steps:
+        st = train_stage(
+            parts, get_recipe("stage1", parts.cfg.name, steps=args.stage1_steps), base, seed=args.seed
+        )
+        result["stage1_loss_last20"] = round(sum(st.losses[-20:]) / len(st.losses[-20:]), 3)
+        result["after_stage1"] = {"image_use": image_use(parts, items[:64])}
+    mix = {k: float(v) for k, v in (kv.split("=") for kv in args.mix.split(","))}
+    if args.steps:
+        recipe = StageRecipe(name="understanding-probe", stage=2, purpose="understanding mix",
+                             lrs={"llm": args.lr, "adapter": args.lr}, mix=mix, steps=args.steps, warmup_steps=20)  # fmt: skip
+        st = train_stage(parts, recipe, base, seed=args.seed)
+        result["loss_by_100"] = [round(sum(st.losses[i : i + 100]) / len(st.losses[i : i + 100]), 3)
+                                 for i in range(0, len(st.losses), 100)]  # fmt: skip
+    result["train_s"] = round(time.time() - t0, 1)
+    model = parts.model.eval()
+    with torch.no_grad():
+        feats = model.aligner(model.vision_model(torch.stack([torch.zeros(3, 64, 64)])))
+        result["adapter_norm_mean"] = round(feats.norm(dim=-1).mean().item(), 3)
+        result["token_embedding_norm_mean"] = round(
+            model.llm.get_input_embeddings().weight.norm(dim=-1).mean().item(), 3
+        )
+    result["image_use"] = image_use(parts, items[:64])
+    engine = in_memory_engine(parts)
+    answers = engine.ask(items)
+    result["vqa"] = {k: round(v, 3) for k, (v, _) in vqa_scores(items, answers).items()}
+    result["assessment"] = assessment_figures(
+        engine, assessment_items(args.assess_items, parts.cfg.image_size)
+    )
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
