@@ -1,24 +1,22 @@
-"""Does the LLM read the image? Stage 1, then a short understanding mix, then held-out figures.
+"""Does the LLM read the image? Understanding training from a checkpoint, then held-out figures.
 
-From a checkpoint taken before stage 1 (a lake's stage-0 checkpoint), runs stage 1 at the
+From a checkpoint (a lake's stage-0 checkpoint, or a later one), optionally runs stage 1 at the
 recipe's learning rates for `--stage1-steps`, then `--steps` steps of an understanding mix
 (`--mix`, default VQA, captions and assessment) with the adapter and the LLM at `--lr`, and
 prints as JSON:
 
 - VQA exact-match accuracy per question kind on 200 held-out questions (`evaluate.vqa_items`);
-- the image-use gap: the VQA loss with each question's own image against the same questions with
-  the images shuffled among them (0 means the answer does not depend on the image);
+- the image-use gaps: the VQA and reconstruction losses with each example's own image against
+  the same examples with the images shuffled among them (0: the output ignores the image);
 - the adapter output's norm beside a token embedding's;
 - self-assessment of rendered scenes that fit or break their prompt (half and half, a seed the
   corpus never draws): per-dimension balanced accuracy and confusion counts.
 
-`--adapter-norm off` builds the adapter without its input standardization and output norm (as
-before 2026-12-04; `IllumeConfig.adapter_norm`);
-`--adapter-scale` sets the norm's initial gain. The checkpoint's own adapter setting is replaced,
-so the same stage-0 checkpoint serves both arms.
+`--turns` sets how many of a scene's questions one VQA example asks (1: one question per image,
+as before 2026-12-04; `illume_core/data.py::VQA_TURNS`).
 
-    .venv/bin/python benchmarks/understanding_probe.py --checkpoint LAKE/checkpoints/<stage-0 id>
-    .venv/bin/python benchmarks/understanding_probe.py --checkpoint LAKE/checkpoints/<stage-0 id> --adapter-norm off
+    .venv/bin/python benchmarks/understanding_probe.py --checkpoint LAKE/checkpoints/<stage-2 id> \
+        --stage1-steps 0 --steps 300 --mix vqa=1.0 --turns 8
 """
 
 from __future__ import annotations
@@ -30,36 +28,19 @@ import time
 
 import torch
 
-from illume_core import corpus
+from illume_core import corpus, data
 from illume_core.checkpoint import load_checkpoint
 from illume_core.data import BaseCorpus, CorpusSpec
 from illume_core.engine import Engine
 from illume_core.evaluate import balanced_accuracy, vqa_items, vqa_scores
 from illume_core.images import from_png, png_bytes
-from illume_core.model import IllumeModel
-from illume_core.processor import Processor
 from illume_core.recipes import StageRecipe, get_recipe
 from illume_core.rules import DIMENSIONS
 from illume_core.settings import BUDGETS
-from illume_core.stages import Parts, fit_adapter_stats, train_stage
+from illume_core.stages import Parts, train_stage
 from illume_core.world import render
 
 ASSESS_SEED = 777_001  # the probe's assessment scenes (the corpus seeds its own by run seed)
-
-
-def rebuild(parts: Parts, adapter_norm: bool, scale: float | None) -> Parts:
-    """The same weights in a model whose adapter has (or lacks) the input standardization and
-    output norm; a new norm starts at `scale` (default: the model's)."""
-    cfg = parts.cfg.model_copy(update={"adapter_norm": adapter_norm})
-    model = IllumeModel(cfg, parts.model.text_vocab_size, llm_config=parts.model.llm.config)
-    missing, unexpected = model.load_state_dict(parts.model.state_dict(), strict=False)
-    if {k for k in [*missing, *unexpected] if not k.startswith(("aligner.norm", "aligner.in_"))}:
-        raise SystemExit(f"cannot rebuild: missing {missing}, unexpected {unexpected}")
-    if scale is not None and model.aligner.norm is not None:
-        torch.nn.init.constant_(model.aligner.norm.weight, scale)
-    if "aligner.in_mean" in missing:
-        fit_adapter_stats(model)
-    return Parts(model, parts.semantic, parts.text_tokenizer, Processor(cfg, parts.text_tokenizer))
 
 
 @torch.no_grad()
@@ -117,9 +98,8 @@ def assessment_figures(engine: Engine, items: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", required=True, help="a checkpoint before stage 1 (stage 0)")
-    ap.add_argument("--adapter-norm", choices=("on", "off"), default="on")
-    ap.add_argument("--adapter-scale", type=float, default=None, help="initial gain of the output norm")
+    ap.add_argument("--checkpoint", required=True, help="a stage-0 checkpoint, or a later one")
+    ap.add_argument("--turns", type=int, default=data.VQA_TURNS, help="questions per VQA conversation")
     ap.add_argument("--stage1-steps", type=int, default=100)
     ap.add_argument("--steps", type=int, default=300, help="steps of the understanding mix after stage 1")
     ap.add_argument("--mix", default="vqa=0.6,caption=0.2,assess=0.2")
@@ -129,8 +109,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    parts = rebuild(Parts.from_checkpoint(load_checkpoint(args.checkpoint)), args.adapter_norm == "on",
-                    args.adapter_scale)  # fmt: skip
+    data.VQA_TURNS = args.turns
+    parts = Parts.from_checkpoint(load_checkpoint(args.checkpoint))
     b = BUDGETS["experiment"]
     base = BaseCorpus(parts.cfg, CorpusSpec(args.seed, b.n_t2i, b.n_scenes, b.n_assess))
     items = vqa_items(200, parts.cfg.image_size)

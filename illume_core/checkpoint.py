@@ -214,9 +214,8 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     manifest = verify_checkpoint(directory)
     config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
     refuse_renamed_preset(config["illume"], directory)
-    # checkpoints written before the adapter could merge cells had one LLM position per cell, and
-    # those written before its output norm have none
-    cfg = IllumeConfig(**{"adapter_pool": 1, "adapter_norm": False, **config["illume"]})
+    # checkpoints written before the adapter could merge cells had one LLM position per cell
+    cfg = IllumeConfig(**{"adapter_pool": 1, **config["illume"]})
     text_tokenizer = TextTokenizer.from_file(directory / TEXT_TOKENIZER_FILE)
     if text_tokenizer.vocab_size != config["text_vocab_size"]:
         raise CheckpointIntegrityError(

@@ -38,10 +38,6 @@ class IllumeConfig(BaseModel):
     # the adapter merges each adapter_pool x adapter_pool block of encoder cells into one LLM
     # input position (concatenated features -> MLP), so understanding costs grid^2 / pool^2 tokens
     adapter_pool: int = Field(2, ge=1, le=64)
-    # standardize the encoder's features per channel before the adapter and RMS-normalise its
-    # output to the scale of the LLM's token embeddings (checkpoints from before this field load
-    # without either: illume_core/checkpoint.py)
-    adapter_norm: bool = True
     # vision tokenizer (discrete output): "semantic" (ILLUME's: codes reconstruct the encoder's
     # features) or "pattern" (codes are (cell mask, colour) pairs fitted to the world's cells, so
     # coarse cells stay near-exact; codebook_size = masks x PATTERN_COLOURS, and the LLM's code

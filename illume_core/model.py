@@ -21,9 +21,6 @@ from illume_core.vision import VisionEncoder
 
 # the parameter groups a recipe can train (their learning rates live in illume_core/recipes.py)
 PARAM_GROUPS = ("adapter", "image_embed_head", "llm", "vision")
-# the adapter output's initial per-dimension scale: transformers' Llama initialises its token
-# embeddings with this std (LlamaConfig.initializer_range), so image features enter as tokens do
-ADAPTER_OUT_SCALE = 0.02
 
 
 @dataclass
@@ -72,54 +69,20 @@ class Aligner(nn.Module):
     Each `pool x pool` block of neighbouring cells is concatenated into one vector before the
     two-layer MLP (pool 1: one position per cell), so a fine encoder grid need not cost the LLM
     one input position per cell.
-
-    `standardize` subtracts the per-channel mean of the encoder's features and divides by their
-    std (statistics fixed when the model is built: `stages.fit_adapter_stats`), and `out_scale`
-    RMS-normalises the output, starting at that per-dimension scale (the LLM's token embeddings'
-    initial std). Without them, most of every feature is one vector shared by all cells and images
-    (norm 11 of 12 at the encoder), and Adam at stage 1's learning rate grew the adapter's output
-    to norm ~1,500 against ~0.5 for a token embedding, where the gradient reaching it was ~1e-7
-    (docs/BASE_MODEL.md, section 9).
     """
 
-    def __init__(
-        self,
-        vision_width: int,
-        hidden_size: int,
-        grid: int = 1,
-        pool: int = 1,
-        out_scale: float | None = None,
-        standardize: bool = False,
-    ) -> None:
+    def __init__(self, vision_width: int, hidden_size: int, grid: int = 1, pool: int = 1) -> None:
         super().__init__()
         self.grid, self.pool = grid, pool
         self.fc1 = nn.Linear(vision_width * pool * pool, hidden_size)
         self.fc2 = nn.Linear(hidden_size, hidden_size)
-        self.norm = None
-        if out_scale is not None:
-            self.norm = nn.RMSNorm(hidden_size, eps=1e-6)
-            nn.init.constant_(self.norm.weight, out_scale)
-        self.standardize = standardize
-        if standardize:  # per-channel statistics of the encoder's features (set_input_stats)
-            self.register_buffer("in_mean", torch.zeros(vision_width))
-            self.register_buffer("in_std", torch.ones(vision_width))
-
-    @torch.no_grad()
-    def set_input_stats(self, feats: torch.Tensor) -> None:
-        """Standardize inputs with the per-channel mean and std of encoder features (..., W)."""
-        flat = feats.reshape(-1, feats.shape[-1]).float()
-        self.in_mean.copy_(flat.mean(0))
-        self.in_std.copy_(flat.std(0).clamp(min=1e-4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.standardize:
-            x = (x - self.in_mean) / self.in_std
         if self.pool > 1:  # (I, (h p w q), W) -> (I, (h w), (p q W)), row-major blocks
             x = rearrange(
                 x, "i (h p w q) d -> i (h w) (p q d)", p=self.pool, q=self.pool, w=self.grid // self.pool
             )
-        out = self.fc2(F.gelu(self.fc1(x)))
-        return out if self.norm is None else self.norm(out)
+        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class FactorizedCodes(nn.Module):
@@ -236,14 +199,7 @@ class IllumeModel(nn.Module):
         llm_vocab = text_vocab_size if self.factorized else self.vocab_size
         # understanding path
         self.vision_model = VisionEncoder(cfg)
-        self.aligner = Aligner(
-            cfg.vision_width,
-            cfg.hidden_size,
-            cfg.grid,
-            cfg.adapter_pool,
-            out_scale=ADAPTER_OUT_SCALE if cfg.adapter_norm else None,
-            standardize=cfg.adapter_norm,
-        )
+        self.aligner = Aligner(cfg.vision_width, cfg.hidden_size, cfg.grid, cfg.adapter_pool)
         # the language model; its image-code rows are the generation path
         if llm_config is not None:
             self.llm = LlamaForCausalLM(llm_config)

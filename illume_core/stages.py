@@ -20,7 +20,6 @@ from illume_core import corpus
 from illume_core.checkpoint import CheckpointInfo, LoadedCheckpoint, save_checkpoint
 from illume_core.config import IllumeConfig
 from illume_core.data import BaseCorpus, SelfExample, StageData
-from illume_core.images import to_tensor
 from illume_core.model import IllumeModel
 from illume_core.preference import PreferencePair, dpo_loss, pair_batches
 from illume_core.processor import Processor
@@ -29,10 +28,6 @@ from illume_core.text_tokenizer import TextTokenizer
 from illume_core.tokenizer import PatternTokenizer, SemanticTokenizer
 from illume_core.training import ParamGroup, TrainConfig, TrainState, train_loop
 from illume_core.vision_training import train_encoder, train_tokenizer
-from illume_core.world import render, sample_scene
-
-# renders whose encoder features give the adapter's per-channel input statistics
-ADAPTER_STAT_SCENES = 256
 
 
 @dataclass
@@ -133,22 +128,9 @@ def init_model(
     torch.manual_seed(seed)
     model = IllumeModel(cfg, text_tok.vocab_size)
     model.vision_model.load_state_dict(semantic.encoder.state_dict())
-    fit_adapter_stats(model, seed)
     if model.gen_codes is not None:  # the code rows know each mask's pixels
         model.gen_codes.set_mask_pixels(semantic.masks)
     return Parts(model, semantic, text_tok, Processor(cfg, text_tok))
-
-
-def fit_adapter_stats(model: IllumeModel, seed: int = 0) -> None:
-    """Set the adapter's input statistics from the encoder's features of ShapesWorld renders
-    (a no-op for an adapter that does not standardize)."""
-    if not model.aligner.standardize:
-        return
-    rng = random.Random(f"adapter-stats/{seed}")
-    size = model.cfg.image_size
-    pixels = to_tensor([render(sample_scene(rng, size)) for _ in range(ADAPTER_STAT_SCENES)])
-    with torch.no_grad():
-        model.aligner.set_input_stats(model.vision_model(pixels))  # (I, cells, W)
 
 
 def stage_groups(model: IllumeModel, recipe: StageRecipe) -> list[ParamGroup]:

@@ -18,7 +18,6 @@ from illume_core.checkpoint import (
     read_manifest,
     save_checkpoint,
 )
-from illume_core.model import IllumeModel
 from illume_core.recipes import get_recipe
 from illume_core.sampling import generate_images
 from illume_core.tokenizer import SemanticTokenizer
@@ -161,23 +160,6 @@ def test_checkpoint_from_before_adapter_pool_loads_with_one_position_per_cell(tm
     loaded = load_checkpoint(ck)
     assert loaded.config.adapter_pool == 1
     torch.testing.assert_close(loaded.model.aligner.fc1.weight, model.aligner.fc1.weight)
-
-
-def test_checkpoint_from_before_the_adapter_norm_loads_without_it(tmp_path):
-    model, proc = micro_model()
-    assert model.aligner.norm is not None  # the default since 2026-12-04
-    ck = tmp_path / "new"
-    save_checkpoint(ck, model, SemanticTokenizer(proc.cfg), text_tokenizer(), stage=1)
-    assert load_checkpoint(ck).model.aligner.norm is not None
-    plain = IllumeModel(proc.cfg.model_copy(update={"adapter_norm": False}), model.text_vocab_size)
-    old = tmp_path / "old"
-    save_checkpoint(old, plain, SemanticTokenizer(proc.cfg), text_tokenizer(), stage=1)
-    config = json.loads((old / "config.json").read_text())
-    del config["illume"]["adapter_norm"]  # what an older illume wrote
-    (old / "config.json").write_text(json.dumps(config))
-    _resign(old)
-    loaded = load_checkpoint(old)
-    assert not loaded.config.adapter_norm and loaded.model.aligner.norm is None
 
 
 def test_tokenizer_of_an_older_shape_is_refused_with_what_to_do(tmp_path):

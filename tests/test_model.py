@@ -64,34 +64,6 @@ def test_adapter_pool_merges_each_block_of_neighbouring_cells():
         get_preset("tiny-256", patch_size=4, adapter_pool=3)
 
 
-def test_adapter_output_norm_keeps_image_features_at_the_token_scale():
-    """Without the norm, stage 1 grew the adapter's output to ~3,000x a token embedding and the
-    LLM stopped reading images (docs/BASE_MODEL.md, section 9): the norm pins the scale."""
-    from illume_core.model import ADAPTER_OUT_SCALE, Aligner
-
-    torch.manual_seed(0)
-    al = Aligner(vision_width=3, hidden_size=8, grid=4, pool=2, out_scale=ADAPTER_OUT_SCALE)
-    x = torch.randn(2, 16, 3)
-    for scale in (1.0, 1000.0):
-        with torch.no_grad():
-            al.fc2.weight.mul_(scale)  # what Adam's growth did to the weights
-        rms = al(x).pow(2).mean(-1).sqrt()
-        torch.testing.assert_close(rms, torch.full_like(rms, ADAPTER_OUT_SCALE), rtol=1e-3, atol=1e-6)
-    # standardized inputs: a shared offset and scale of the encoder's features no longer matter
-    std = Aligner(3, 8, 4, 2, out_scale=ADAPTER_OUT_SCALE, standardize=True)
-    shifted = x * 5 + torch.tensor([100.0, -40.0, 7.0])  # what a shared vector does to the features
-    std.set_input_stats(shifted)
-    torch.testing.assert_close(std.in_mean, shifted.reshape(-1, 3).mean(0))
-    plain = Aligner(3, 8, 4, 2, out_scale=ADAPTER_OUT_SCALE)
-    plain.load_state_dict({k: v for k, v in std.state_dict().items() if not k.startswith("in_")})
-    z = (shifted - shifted.reshape(-1, 3).mean(0)) / shifted.reshape(-1, 3).std(0)
-    torch.testing.assert_close(std(shifted), plain(z))
-    assert Aligner(3, 8, 4, 2).norm is None  # the plain adapter, as older checkpoints have it
-    cfg = get_preset("tiny")
-    built = IllumeModel(cfg, 1024).aligner
-    assert cfg.adapter_norm and built.norm is not None and built.standardize
-
-
 def test_illume_7b_builds_on_meta_with_its_parameter_count():
     cfg = PRESETS["illume-7b"]
     with torch.device("meta"):

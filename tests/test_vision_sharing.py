@@ -56,7 +56,7 @@ def test_vision_is_shared_across_adapter_and_llm_shapes_but_not_grids(smoke_lake
 
     source = steps.vision_checkpoint(str(smoke_lake))
     # the adapter and the LLM are built by the run itself: they may differ
-    tok, _ = shared_vision(get_preset("tiny", adapter_norm=False, num_layers=2, hidden_size=128), source)
+    tok, _ = shared_vision(get_preset("tiny", adapter_pool=4, num_layers=2, hidden_size=128), source)
     assert tok.masks.shape[0] == get_preset("tiny").code_masks
     with pytest.raises(ValueError, match=r"in \['gen_patch_size'\]"):
         shared_vision(get_preset("tiny", gen_patch_size=16), source)
