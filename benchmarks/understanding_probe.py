@@ -12,11 +12,11 @@ prints as JSON:
 - self-assessment of rendered scenes that fit or break their prompt (half and half, a seed the
   corpus never draws): per-dimension balanced accuracy and confusion counts.
 
-`--turns` sets how many of a scene's questions one VQA example asks (1: one question per image,
-as before 2026-12-04; `illume_core/data.py::VQA_TURNS`).
-
     .venv/bin/python benchmarks/understanding_probe.py --checkpoint LAKE/checkpoints/<stage-2 id> \
-        --stage1-steps 0 --steps 300 --mix vqa=1.0 --turns 8
+        --stage1-steps 0 --steps 600 --mix vqa=1.0
+
+The adapter-norm and multi-turn arms of docs/BASE_MODEL.md section 9 ran this script at commits
+61b2eb4 (`--adapter-norm on|off`) and 764d676 (`--turns 8`); neither lever was kept.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from illume_core import corpus, data
+from illume_core import corpus
 from illume_core.checkpoint import load_checkpoint
 from illume_core.data import BaseCorpus, CorpusSpec
 from illume_core.engine import Engine
@@ -99,7 +99,6 @@ def assessment_figures(engine: Engine, items: list[dict]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", required=True, help="a stage-0 checkpoint, or a later one")
-    ap.add_argument("--turns", type=int, default=data.VQA_TURNS, help="questions per VQA conversation")
     ap.add_argument("--stage1-steps", type=int, default=100)
     ap.add_argument("--steps", type=int, default=300, help="steps of the understanding mix after stage 1")
     ap.add_argument("--mix", default="vqa=0.6,caption=0.2,assess=0.2")
@@ -109,7 +108,6 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    data.VQA_TURNS = args.turns
     parts = Parts.from_checkpoint(load_checkpoint(args.checkpoint))
     b = BUDGETS["experiment"]
     base = BaseCorpus(parts.cfg, CorpusSpec(args.seed, b.n_t2i, b.n_scenes, b.n_assess))

@@ -26,10 +26,6 @@ from illume_core.prompts import Holdout, generate_prompts, scene_for
 from illume_core.recipes import StageRecipe
 from illume_core.world import Scene, render, sample_scene
 
-# questions about one scene asked in one VQA conversation (a scene has 3-9): an understanding
-# step then teaches several answers per image (docs/BASE_MODEL.md, section 9)
-VQA_TURNS = 8
-
 
 @dataclass(frozen=True)
 class CorpusSpec:
@@ -210,9 +206,9 @@ class StageData:
             return p.caption(render(scene), corpus.caption(scene, rng))
         if kind == "reconstruct":
             return p.reconstruction(render(scene), self._codes(("scene", i), scene))
-        if kind == "vqa":  # up to VQA_TURNS of the scene's questions, in one conversation
-            qas = corpus.vqa_pairs(scene, rng)[:VQA_TURNS]
-            return p.vqa_turns(render(scene), [(qa.question, qa.answer) for qa in qas])
+        if kind == "vqa":
+            qa = rng.choice(corpus.vqa_pairs(scene, rng))
+            return p.vqa(render(scene), qa.question, qa.answer)
         if kind == "edit":
             try:
                 e = corpus.edit_pair(scene, rng, scene.size)

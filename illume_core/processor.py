@@ -25,7 +25,6 @@ CFG_DROP_PROB = 0.1  # ILLUME drops the text condition of 10% of text-to-image e
 # templates: "<image>" stands for cfg.understanding_tokens placeholder positions; answers follow <assistant>
 CAPTION_PROMPT = "<user> <image> describe the image. <assistant>"
 VQA_PROMPT = "<user> <image> {question} <assistant>"
-FOLLOWUP_PROMPT = "<user> {question} <assistant>"  # a later question about the image already shown
 T2I_PROMPT = "<user> generate an image: {prompt} <assistant> <soi>"
 UNCOND_PROMPT = "<user> generate a random image <assistant> <soi>"
 EDIT_PROMPT = "<user> <image> {instruction} <assistant> <soi>"
@@ -76,23 +75,6 @@ class Processor:
 
     def vqa(self, image: ImageLike, question: str, answer: str) -> Example:
         return self._text_answer(VQA_PROMPT.format(question=_clean(question)), [image], answer)
-
-    def vqa_turns(self, image: ImageLike, qas: Sequence[tuple[str, str]]) -> Example:
-        """Several questions about one image as one conversation: the image and the first question,
-        then each further question as a turn of its own; every answer is a target. Turns that
-        would pass max_seq_len are left out. One image then teaches as many answers as it has
-        questions, for about 12 tokens a turn instead of a whole example of ~85 each."""
-        if not qas:
-            raise ValueError("vqa_turns needs at least one (question, answer)")
-        first = self.vqa(image, *qas[0])
-        ids, labels = list(first.ids), list(first.labels)
-        for question, answer in qas[1:]:
-            turn = self._text_answer(FOLLOWUP_PROMPT.format(question=_clean(question)), [], answer)
-            if len(ids) + len(turn.ids) - 1 > self.cfg.max_seq_len:
-                break
-            ids += turn.ids[1:]  # the conversation continues: no second <bos>
-            labels += turn.labels[1:]
-        return Example(ids, labels, first.images)
 
     def assessment(self, image: ImageLike, prompt: str, assessment) -> Example:
         """The model's self-assessment of `image` against its `prompt`; answer = format_assessment."""

@@ -42,29 +42,6 @@ def test_labels_mask_prompt_and_padding():
     assert int(batch.image_mask.sum()) == 2 * proc.cfg.image_tokens
 
 
-def test_vqa_turns_show_the_image_once_and_train_every_answer():
-    _, proc = micro_model()
-    tok = proc.tokenizer
-    qas = [("how many circles?", "two"), ("what color is the square?", "red"), ("is there a cross?", "no")]
-    ex = proc.vqa_turns(scene_image(0), qas)
-    first = proc.vqa(scene_image(0), *qas[0])
-    assert ex.ids[: len(first.ids)] == first.ids and len(ex.images) == 1
-    assert ex.ids.count(tok.image_id) == proc.cfg.understanding_tokens and ex.ids.count(tok.bos_id) == 1
-    targets = [i for i in ex.labels if i != IGNORE_INDEX]
-    assert targets == [t for _, a in qas for t in [*tok.encode(a), tok.eos_id]]
-    # a later turn is the question and the <assistant> marker, not trained on
-    second = ex.ids[len(first.ids) :]
-    assert second[: second.index(tok.assistant_id) + 1] == tok.encode(
-        "<user> what color is the square? <assistant>"
-    )
-    # turns past max_seq_len are left out whole
-    many = proc.vqa_turns(scene_image(0), qas * 20)
-    assert len(many.ids) <= proc.cfg.max_seq_len and len(many.ids) > len(ex.ids)
-    assert [i for i in many.labels if i != IGNORE_INDEX][-1] == tok.eos_id
-    with pytest.raises(ValueError, match="at least one"):
-        proc.vqa_turns(scene_image(0), [])
-
-
 def test_image_targets_are_offset_codes_then_eoi_eos():
     _, proc = micro_model()
     tok = proc.tokenizer
