@@ -177,6 +177,23 @@ def run_seed(work: Path, seed: int, args, log, vision_from: str | None) -> dict:
     return result
 
 
+def merge_seed(old: dict, new: dict) -> dict:
+    """A seed's earlier result with a partial run's arms (and rounds) added or replaced.
+
+    Refused when the two runs started from different base models: their arms would not compare.
+    """
+    before, now = old["arms"]["baseline"]["metrics"], new["arms"]["baseline"]["metrics"]
+    if before != now:  # the base model's own evaluation identifies it
+        raise SystemExit(
+            f"seed {new['seed']}: this run's base model (ShapesEval {now.get('overall')}) is not the one "
+            f"of the saved result ({before.get('overall')}); write to another --results"
+        )
+    merged = {**old, "arms": {**old["arms"], **new["arms"]}}
+    if new.get("rounds"):
+        merged["rounds"] = new["rounds"]
+    return merged
+
+
 def one_round(lake: Path, spec: dict, args, seed: int, **gate) -> dict:
     """One self-enhancement round of an arm's strategies and assessor on `lake`."""
     from flows.pipeline import self_enhancement_round
@@ -475,7 +492,10 @@ def main() -> None:
         for i, seed in enumerate(args.seeds):
             one = argparse.Namespace(**{**vars(args), "rounds": args.rounds if i == 0 else 0})
             res = run_seed(work, seed, one, log, vision_from)
-            (results_dir / f"seed{seed}.json").write_text(json.dumps(res, indent=1))
+            path = results_dir / f"seed{seed}.json"
+            if args.arms and path.exists():  # a partial run adds to the seed's earlier arms
+                res = merge_seed(json.loads(path.read_text()), res)
+            path.write_text(json.dumps(res, indent=1))
             log(f"wrote {results_dir / f'seed{seed}.json'}")
             vision_from = vision_from or str(work / f"seed{seed}" / "base")
     write_report(results_dir, Path(args.out), cmd)

@@ -72,3 +72,15 @@ def test_the_report_merges_every_seed_file_with_intervals(tmp_path):
     assert "Seeds: [0, 3]" in text and "| round |" in text and "[95% CI]" in text
     assert text.rstrip().endswith("kept by hand") and "old table" not in text
     assert (tmp_path / "RESULTS.png").stat().st_size > 1000
+
+
+def test_a_partial_run_adds_its_arms_and_rounds_to_the_seed_and_refuses_another_base():
+    old = _seed(0, 0.1)
+    new = {**_seed(0, 0.1), "arms": {"baseline": old["arms"]["baseline"], "judge_round": old["arms"]["round"]}}
+    new["rounds"] = [{"round": 0}, {"round": 1, "status": "promoted"}]
+    merged = exp.merge_seed(old, new)
+    assert set(merged["arms"]) == {"baseline", "control", "round", "judge_round"}
+    assert merged["rounds"] == new["rounds"] and "rounds" not in old
+    other = _seed(5, 0.0)  # another base model: its baseline evaluation differs
+    with pytest.raises(SystemExit, match="not the one of the saved result"):
+        exp.merge_seed(old, {**other, "seed": 0})
