@@ -76,7 +76,10 @@ def test_the_report_merges_every_seed_file_with_intervals(tmp_path):
 
 def test_a_partial_run_adds_its_arms_and_rounds_to_the_seed_and_refuses_another_base():
     old = _seed(0, 0.1)
-    new = {**_seed(0, 0.1), "arms": {"baseline": old["arms"]["baseline"], "judge_round": old["arms"]["round"]}}
+    new = {
+        **_seed(0, 0.1),
+        "arms": {"baseline": old["arms"]["baseline"], "judge_round": old["arms"]["round"]},
+    }
     new["rounds"] = [{"round": 0}, {"round": 1, "status": "promoted"}]
     merged = exp.merge_seed(old, new)
     assert set(merged["arms"]) == {"baseline", "control", "round", "judge_round"}
