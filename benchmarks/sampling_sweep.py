@@ -25,6 +25,7 @@ from illume_core.geneval import TAGS
 from illume_core.images import from_png
 from illume_core.judge import judge_image
 from illume_core.prompts import generate_prompts
+from illume_core.sampling import SamplingParams
 
 # tuning prompts of their own: not ShapesEval's (7_000_001), not the assessment benchmark's
 PROMPT_SEED = 424_242
@@ -70,7 +71,7 @@ def main() -> None:
     results = []
     for name, cfg, temp, k in settings:
         t0 = time.perf_counter()
-        rows = engine.sample(items, cfg_scale=cfg, temperature=temp, top_k=k)
+        rows = engine.sample(items, SamplingParams(cfg_scale=cfg, temperature=temp, top_k=k))
         wall = time.perf_counter() - t0
         per_tag: dict[str, list[bool]] = {}
         for r in rows:

@@ -29,7 +29,7 @@ from illume_core.images import to_pil
 from illume_core.judge import judge_image
 from illume_core.prompts import generate_prompts
 from illume_core.recipes import StageRecipe
-from illume_core.sampling import generate_images
+from illume_core.sampling import SamplingParams, generate_images
 from illume_core.settings import BUDGETS
 from illume_core.stages import Parts, train_stage
 
@@ -56,9 +56,7 @@ def judge_settings(parts: Parts, per_tag: int = 10, images: int = 2) -> dict:
             parts.processor,
             prompts,
             list(range(len(prompts))),
-            cfg_scale=cfg_scale,
-            temperature=temperature,
-            top_p=top_p,
+            SamplingParams(cfg_scale=cfg_scale, temperature=temperature, top_p=top_p),
         )
         by_tag = collections.defaultdict(list)
         for m, im in zip(metas * images, to_pil(parts.semantic.decode(codes)), strict=True):

@@ -113,18 +113,11 @@ def register(app: typer.Typer) -> None:
         top_k: int | None = typer.Option(None, "--top-k", min=1),
     ) -> None:
         """Draw images for a prompt (same seed, same images)."""
-        from illume_core.sampling import generate_images
+        from illume_core.sampling import SamplingParams, generate_images
 
         loaded, proc = _load(checkpoint, lake)
-        codes = generate_images(
-            loaded.model,
-            proc,
-            [prompt] * n,
-            [seed + i for i in range(n)],
-            cfg if cfg != 1.0 else None,
-            temperature,
-            top_k,
-        )
+        params = SamplingParams(cfg_scale=cfg if cfg != 1.0 else None, temperature=temperature, top_k=top_k)
+        codes = generate_images(loaded.model, proc, [prompt] * n, [seed + i for i in range(n)], params)
         for p in _save_codes(loaded, codes, out):
             typer.echo(str(p))
 
@@ -162,10 +155,11 @@ def register(app: typer.Typer) -> None:
         temperature: float = typer.Option(1.0, "--temperature", min=0.0),
     ) -> None:
         """Edit an image by an instruction (image in, image out)."""
-        from illume_core.sampling import edit_images
+        from illume_core.sampling import EDIT_SAMPLING, edit_images
 
         loaded, proc = _load(checkpoint, lake)
         img = _read_image(image, loaded.config.image_size)
-        codes = edit_images(loaded.model, proc, [img], [instruction], [seed], temperature=temperature)
+        params = EDIT_SAMPLING.model_copy(update={"temperature": temperature})
+        codes = edit_images(loaded.model, proc, [img], [instruction], [seed], params)
         for p in _save_codes(loaded, codes, out):
             typer.echo(str(p))

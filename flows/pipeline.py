@@ -107,10 +107,7 @@ class _Locked:
         return self
 
     def __exit__(self, *exc):
-        self.ctx.__exit__(*exc)
-        from storage.catalog import build_catalog
-
-        build_catalog(get_lake(self.lake))
+        self.ctx.__exit__(*exc)  # the lake rebuilds its catalog on release if this run wrote
 
 
 @flow(name="train-pipeline", flow_run_name="train-{preset}-{budget}-seed{seed}")

@@ -18,7 +18,7 @@ from illume_core.assessment import DIMENSIONS, assessment_question, parse_assess
 from illume_core.checkpoint import load_checkpoint
 from illume_core.constrained import AssessmentGrammar
 from illume_core.images import from_png, png_bytes, to_pil
-from illume_core.sampling import answer, edit_images, generate_images
+from illume_core.sampling import IMAGE_SAMPLING, SamplingParams, answer, edit_images, generate_images
 from illume_core.stages import Parts
 
 Progress = Callable[[int, int], None]
@@ -62,45 +62,23 @@ class Engine:
         self,
         prompts: Sequence[str],
         seeds: Sequence[int],
-        cfg_scale: float | None = 2.0,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float = 1.0,
+        params: SamplingParams = IMAGE_SAMPLING,
     ) -> tuple[torch.Tensor, list]:
         """Codes (B, N) and PIL images for prompts, one seed each."""
-        codes = generate_images(
-            self.model,
-            self.parts.processor,
-            list(prompts),
-            list(seeds),
-            cfg_scale=cfg_scale,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-        )
+        codes = generate_images(self.model, self.parts.processor, list(prompts), list(seeds), params)
         return codes, to_pil(self.parts.semantic.decode(codes.to(self.device)).cpu())
 
     def sample(
         self,
         items: list[dict],
-        cfg_scale: float | None = 2.0,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float = 1.0,
+        params: SamplingParams = IMAGE_SAMPLING,
         batch_size: int = 16,
         progress: Progress | None = None,
     ) -> list[dict]:
         """items: {prompt_id, prompt, sample_index, seed} -> + {png, image_tokens}."""
         out: list[dict] = []
         for chunk in _batches(items, batch_size):
-            codes, images = self.draw(
-                [it["prompt"] for it in chunk],
-                [it["seed"] for it in chunk],
-                cfg_scale,
-                temperature,
-                top_k,
-                top_p,
-            )
+            codes, images = self.draw([it["prompt"] for it in chunk], [it["seed"] for it in chunk], params)
             for it, c, im in zip(chunk, codes.tolist(), images, strict=True):
                 out.append({**it, "png": png_bytes(im), "image_tokens": c})
             if progress:

@@ -14,11 +14,32 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from transformers import StaticCache
 
 from illume_core.constrained import AssessmentGrammar
 from illume_core.model import IllumeModel
 from illume_core.processor import Batch, ImageLike, Processor
+
+
+class SamplingParams(BaseModel):
+    """How tokens are drawn: guidance, temperature, top-k and top-p, as one object.
+
+    cfg_scale: classifier-free guidance of image codes against the unconditional prompt (None: no
+    guidance; 1.0 equals none). temperature 0 is greedy. top_k None and top_p 1.0 cut nothing.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cfg_scale: float | None = Field(2.0, ge=0.0)
+    temperature: float = Field(1.0, ge=0.0)
+    top_k: int | None = Field(None, ge=1)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+
+
+IMAGE_SAMPLING = SamplingParams()  # ILLUME's text-to-image setting: CFG 2.0, temperature 1.0
+EDIT_SAMPLING = SamplingParams(cfg_scale=None)  # an edit follows its input image, unguided
+ANSWER_SAMPLING = SamplingParams(cfg_scale=None, temperature=0.0)  # text answers: greedy
 
 
 @dataclass
@@ -34,12 +55,12 @@ class Prefix:
 def sample_logits(
     logits: torch.Tensor,
     generators: Sequence[torch.Generator] | None,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float = 1.0,
+    params: SamplingParams = IMAGE_SAMPLING,
 ) -> torch.Tensor:
-    """One token per row from logits (B, V): greedy when temperature == 0, else top-k / top-p
-    sampling with row i drawing from generators[i]. Returns (B,) long."""
+    """One token per row from logits (B, V): greedy when params.temperature == 0, else top-k /
+    top-p sampling with row i drawing from generators[i] (params.cfg_scale is the caller's).
+    Returns (B,) long."""
+    temperature, top_k, top_p = params.temperature, params.top_k, params.top_p
     if temperature == 0:
         return logits.argmax(-1)  # (B,)
     if generators is None or len(generators) != logits.shape[0]:
@@ -114,23 +135,21 @@ def sample_image_codes(
     model: IllumeModel,
     batch: Batch,
     generators: Sequence[torch.Generator] | None,
-    cfg_scale: float | None = 2.0,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float = 1.0,
+    params: SamplingParams = IMAGE_SAMPLING,
     no_cache: bool = False,
 ) -> torch.Tensor:
-    """Image codes (B, N) continuing prompts that end in <soi>. With `cfg_scale`, the batch is
-    [cond (B); uncond (B)] and both halves are fed the same guided sample; None: no guidance."""
+    """Image codes (B, N) continuing prompts that end in <soi>. With `params.cfg_scale`, the batch
+    is [cond (B); uncond (B)] and both halves are fed the same guided sample; None: no guidance."""
     prefix, hidden = prefill(model, batch, model.cfg.image_tokens, no_cache)
     offset = model.image_token_offset
+    cfg_scale = params.cfg_scale
 
     def pick(h: torch.Tensor) -> torch.Tensor:
         logits = model.image_logits(h)  # (B or 2B, K): only image codes inside the image span
         if cfg_scale is not None:
             cond, uncond = logits.chunk(2)  # (B, K) each
             logits = uncond + cfg_scale * (cond - uncond)  # (B, K)
-        codes = sample_logits(logits, generators, temperature, top_k, top_p)  # (B,)
+        codes = sample_logits(logits, generators, params)  # (B,)
         ids = codes + offset  # (B,)
         return torch.cat([ids, ids]) if cfg_scale is not None else ids  # (B or 2B,)
 
@@ -143,19 +162,16 @@ def generate_images(
     processor: Processor,
     prompts: Sequence[str],
     seeds: Sequence[int],
-    cfg_scale: float | None = 2.0,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float = 1.0,
+    params: SamplingParams = IMAGE_SAMPLING,
     no_cache: bool = False,
 ) -> torch.Tensor:
     """Text-to-image: code ids (B, N) in [0, codebook_size), one seed per prompt (decode them with
     SemanticTokenizer.decode). The unconditional twin is the generic "generate a random image"."""
     _check_seeds(prompts, seeds)
     examples = [processor.t2i_prompt(p) for p in prompts]
-    if cfg_scale is not None:
+    if params.cfg_scale is not None:
         examples += [processor.t2i_prompt(None)] * len(prompts)
-    return _run_images(model, processor, examples, seeds, cfg_scale, temperature, top_k, top_p, no_cache)
+    return _run_images(model, processor, examples, seeds, params, no_cache)
 
 
 def edit_images(
@@ -164,21 +180,19 @@ def edit_images(
     images: Sequence[ImageLike],
     instructions: Sequence[str],
     seeds: Sequence[int],
-    cfg_scale: float | None = None,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float = 1.0,
+    params: SamplingParams = EDIT_SAMPLING,
     no_cache: bool = False,
 ) -> torch.Tensor:
     """Editing: image in (continuous) + instruction -> the edited image's codes (B, N). With
-    `cfg_scale`, guidance is against the unconditional text-to-image prompt (no image, no text)."""
+    `params.cfg_scale`, guidance is against the unconditional text-to-image prompt (no image, no
+    text)."""
     if len(images) != len(instructions):
         raise ValueError(f"{len(images)} images but {len(instructions)} instructions; give one each")
     _check_seeds(instructions, seeds)
     examples = [processor.edit_prompt(im, ins) for im, ins in zip(images, instructions, strict=True)]
-    if cfg_scale is not None:
+    if params.cfg_scale is not None:
         examples += [processor.t2i_prompt(None)] * len(images)
-    return _run_images(model, processor, examples, seeds, cfg_scale, temperature, top_k, top_p, no_cache)
+    return _run_images(model, processor, examples, seeds, params, no_cache)
 
 
 @torch.no_grad()
@@ -188,9 +202,7 @@ def answer(
     images: Sequence[ImageLike | None],
     questions: Sequence[str],
     max_new_tokens: int = 48,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    top_p: float = 1.0,
+    params: SamplingParams = ANSWER_SAMPLING,
     seeds: Sequence[int] | None = None,
     no_cache: bool = False,
     grammar: AssessmentGrammar | None = None,
@@ -205,7 +217,7 @@ def answer(
         [processor.question_prompt(im, q) for im, q in zip(images, questions, strict=True)], "left"
     )
     generators = None
-    if temperature > 0:
+    if params.temperature > 0:
         seeds = list(range(len(questions))) if seeds is None else seeds
         _check_seeds(questions, seeds)
         generators = _generators(seeds, device)
@@ -217,11 +229,11 @@ def answer(
     def pick(h: torch.Tensor) -> torch.Tensor:
         logits = model.text_logits(h)  # (B, Vt)
         if grammar is None:
-            return sample_logits(logits, generators, temperature, top_k, top_p)  # (B,)
+            return sample_logits(logits, generators, params)  # (B,)
         allowed = grammar.mask(states, remaining=max_new_tokens - step[0])  # (B, Vt)
         step[0] += 1
         logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))  # (B, Vt)
-        ids = sample_logits(logits, generators, temperature, top_k, top_p)  # (B,)
+        ids = sample_logits(logits, generators, params)  # (B,)
         states[:] = [grammar.advance(s, t) for s, t in zip(states, ids.tolist(), strict=True)]
         return ids
 
@@ -237,17 +249,14 @@ def _run_images(
     processor: Processor,
     examples: list,
     seeds: Sequence[int],
-    cfg_scale: float | None,
-    temperature: float,
-    top_k: int | None,
-    top_p: float,
+    params: SamplingParams,
     no_cache: bool,
 ) -> torch.Tensor:
     model.eval()
     device = _device(model)
     batch = processor.collate(examples, padding_side="left").to(device)
-    generators = _generators(seeds, device) if temperature > 0 else None
-    return sample_image_codes(model, batch, generators, cfg_scale, temperature, top_k, top_p, no_cache)
+    generators = _generators(seeds, device) if params.temperature > 0 else None
+    return sample_image_codes(model, batch, generators, params, no_cache)
 
 
 def _generators(seeds: Sequence[int], device: torch.device) -> list[torch.Generator]:

@@ -271,7 +271,7 @@ class Lake:
         self.fs, self.root, self.uri, self.store = open_root(str(root))
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
         self.tables: Mapping[str, TableDef] = tables if tables is not None else TABLES
-        # a local lake rebuilds <lake>/catalog.duckdb after each write; an object-store lake's
+        # a local lake rebuilds <lake>/catalog.duckdb when a writer releases it after writing; an object-store lake's
         # catalog is a per-machine file that readers build when it is not current (storage/catalog.py)
         self.catalog = catalog and self.local
         self.lock_ttl_s = lock_ttl_s
@@ -293,6 +293,7 @@ class Lake:
                 f"cannot use {self.uri} as the lake root ({e}); pass {what} as the lake root",
             ) from None
         self._lock: WriterLock | None = None
+        self._dirty = False  # a partition was committed under the current writer hold
 
     # ---------------------------------------------------------------- paths and manifests
     def table_def(self, table: str) -> TableDef:
@@ -410,9 +411,20 @@ class Lake:
         elif not self._lock._depth:
             self._lock.owner = owner  # the holder record names this writer, not the Lake's first
         with self._lock:
-            if self._lock._depth == 1:
+            outermost = self._lock._depth == 1
+            if outermost:
                 self.recover()
-            yield self
+            try:
+                yield self
+            finally:
+                # the catalog is rebuilt once, when the outermost writer releases the lake after
+                # writing: a flow's many writes under one hold cost one rebuild
+                if outermost and self._dirty:
+                    self._dirty = False
+                    if self.catalog:
+                        from storage.catalog import build_catalog
+
+                        build_catalog(self)
 
     def write_partition(
         self,
@@ -500,10 +512,7 @@ class Lake:
                 ) from e
             _pause("committed")
             self._collect(table, self.grace_s)
-            if self.catalog:
-                from storage.catalog import build_catalog
-
-                build_catalog(self)
+            self._dirty = True  # the catalog follows when the writer releases the lake
         return PartitionInfo(table, round, part_name, self._path(table, rel), data.num_rows, digest, size)
 
     def _check_back(self, path: str, data: pa.Table, digest: str, what: str) -> None:

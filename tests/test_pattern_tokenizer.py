@@ -17,7 +17,7 @@ from illume_core.model import IllumeModel
 from illume_core.processor import Processor
 from illume_core.prompts import generate_prompts, scene_for
 from illume_core.recipes import get_recipe
-from illume_core.sampling import generate_images
+from illume_core.sampling import SamplingParams, generate_images
 from illume_core.text_tokenizer import TextTokenizer
 from illume_core.tokenizer import PatternTokenizer, cell_classes
 from illume_core.vision_training import fit_pattern_tokenizer
@@ -123,7 +123,7 @@ def test_factorized_loss_equals_the_cross_entropy_of_the_full_logits():
 def test_guided_sampling_draws_valid_codes_from_the_factorized_model():
     """Classifier-free guidance subtracts logits: the never-occurring codes must not make nan."""
     model, proc = _tokenizer_model()
-    codes = generate_images(model.eval(), proc, ["a red circle", "two squares"], [0, 1], cfg_scale=2.0)
+    codes = generate_images(model.eval(), proc, ["a red circle", "two squares"], [0, 1], SamplingParams(cfg_scale=2.0))
     assert codes.shape == (2, 16)
     assert ((codes == 0) | (codes >= 10)).all() and int(codes.max()) < 640
 
@@ -218,7 +218,9 @@ def test_memorized_pairs_are_drawn_as_the_tokenizer_reconstructs_them(fitted64):
     batches = [proc.collate(examples[i : i + 12]) for i in (0, 12)]
     assert _learn(model, batches, 300) < 0.05
     model.eval()
-    drawn = generate_images(model, proc, [m.prompt for m in metas], list(range(24)), cfg_scale=None, top_k=1)
+    drawn = generate_images(
+        model, proc, [m.prompt for m in metas], list(range(24)), SamplingParams(cfg_scale=None, top_k=1)
+    )
     assert (drawn == codes).float().mean() > 0.95
     recon = to_pil(fitted.decode(codes))
     pics = to_pil(fitted.decode(drawn))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from model_helpers import micro_model, scene_image
+from pydantic import ValidationError
 
-from illume_core.sampling import answer, edit_images, generate_images, sample_logits
+from illume_core.sampling import SamplingParams, answer, edit_images, generate_images, sample_logits
 
 torch.set_num_threads(1)
 
@@ -14,7 +16,7 @@ PROMPTS = ["two red circles", "a blue square left of a green cross", "three yell
 
 def test_greedy_images_identical_with_and_without_kv_cache():
     model, proc = micro_model()
-    kw = dict(seeds=[0, 1, 2], cfg_scale=2.0, temperature=0.0)
+    kw = dict(seeds=[0, 1, 2], params=SamplingParams(cfg_scale=2.0, temperature=0.0))
     cached = generate_images(model, proc, PROMPTS, **kw)
     plain = generate_images(model, proc, PROMPTS, no_cache=True, **kw)
     assert cached.shape == (3, proc.cfg.image_tokens)
@@ -31,18 +33,21 @@ def test_greedy_answers_and_edits_identical_with_and_without_kv_cache():
     )
     ims = [scene_image(1), scene_image(2)]
     edits = ["remove the blue square", "make it red"]
-    a = edit_images(model, proc, ims, edits, [0, 1], cfg_scale=1.5, temperature=0.0)
-    b = edit_images(model, proc, ims, edits, [0, 1], cfg_scale=1.5, temperature=0.0, no_cache=True)
+    guided = SamplingParams(cfg_scale=1.5, temperature=0.0)
+    a = edit_images(model, proc, ims, edits, [0, 1], guided)
+    b = edit_images(model, proc, ims, edits, [0, 1], guided, no_cache=True)
     assert torch.equal(a, b) and a.shape == (2, proc.cfg.image_tokens)
 
 
 def test_cfg_scale_one_equals_conditional_sampling():
     model, proc = micro_model()
     model.double()  # float64 keeps uncond + 1 * (cond - uncond) equal to cond for the sampler
-    guided = generate_images(model, proc, PROMPTS, [5, 6, 7], cfg_scale=1.0)
-    plain = generate_images(model, proc, PROMPTS, [5, 6, 7], cfg_scale=None)
+    guided = generate_images(model, proc, PROMPTS, [5, 6, 7], SamplingParams(cfg_scale=1.0))
+    plain = generate_images(model, proc, PROMPTS, [5, 6, 7], SamplingParams(cfg_scale=None))
     assert torch.equal(guided, plain)
-    assert not torch.equal(guided, generate_images(model, proc, PROMPTS, [5, 6, 7], cfg_scale=4.0))
+    assert not torch.equal(
+        guided, generate_images(model, proc, PROMPTS, [5, 6, 7], SamplingParams(cfg_scale=4.0))
+    )
 
 
 def test_same_seed_same_codes_whatever_the_batch():
@@ -56,9 +61,17 @@ def test_same_seed_same_codes_whatever_the_batch():
 def test_top_k_one_and_tiny_top_p_are_greedy():
     logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0))
     gens = [torch.Generator().manual_seed(i) for i in range(4)]
-    greedy = sample_logits(logits, None, temperature=0.0)
-    assert torch.equal(sample_logits(logits, gens, top_k=1), greedy)
-    assert torch.equal(sample_logits(logits, gens, top_p=1e-6), greedy)
+    greedy = sample_logits(logits, None, SamplingParams(temperature=0.0))
+    assert torch.equal(sample_logits(logits, gens, SamplingParams(top_k=1)), greedy)
+    assert torch.equal(sample_logits(logits, gens, SamplingParams(top_p=1e-6)), greedy)
     top3 = logits.topk(3, -1).indices
-    picks = torch.stack([sample_logits(logits, gens, top_k=3) for _ in range(20)], 1)  # (4, 20)
+    picks = torch.stack(
+        [sample_logits(logits, gens, SamplingParams(top_k=3)) for _ in range(20)], 1
+    )  # (4, 20)
     assert all(set(p.tolist()) <= set(t.tolist()) for p, t in zip(picks, top3, strict=True))
+
+
+def test_sampling_params_refuse_settings_that_mean_nothing():
+    for bad in ({"temperature": -0.1}, {"top_k": 0}, {"top_p": 0.0}, {"top_p": 1.5}, {"cfg": 2.0}):
+        with pytest.raises(ValidationError):
+            SamplingParams(**bad)

@@ -392,3 +392,25 @@ def test_a_catalog_with_absolute_paths_is_rebuilt(lake, tmp_path):
         {"value": LAYOUT}
     ]
     assert catalog_is_current(copy)
+
+
+def test_the_catalog_is_rebuilt_once_when_the_writer_releases_the_lake(tmp_path, monkeypatch):
+    import storage.catalog as catalog
+
+    builds = []
+    real = catalog.build_catalog
+    monkeypatch.setattr(catalog, "build_catalog", lambda lake: builds.append(1) or real(lake))
+    lake = Lake(tmp_path / "lake")
+    row = dict(round=0, checkpoint_id="c0", benchmark="shapeseval", tag="colors", metric="accuracy", n=1)
+    with lake.writer(owner="flow"):
+        builds.clear()  # entering recovers a fresh lake, which builds its first (empty) catalog
+        lake.write_partition("evaluations", 0, [dict(row, value=0.25)], producer="a")
+        lake.write_partition("evaluations", 1, [dict(row, round=1, value=0.75)], producer="b")
+        assert builds == []  # nothing rebuilt while the writer holds the lake
+    assert builds == [1]
+    assert query(lake, "SELECT count(*) AS n FROM evaluations").to_pylist() == [{"n": 2}]
+    lake.write_partition("evaluations", 2, [dict(row, round=2, value=0.5)], producer="c")  # its own hold
+    assert builds == [1, 1] and query(lake, "SELECT count(*) AS n FROM evaluations").to_pylist() == [{"n": 3}]
+    with lake.writer(owner="reader-only"):
+        pass
+    assert builds == [1, 1]  # a hold that wrote nothing leaves the catalog alone
