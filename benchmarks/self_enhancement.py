@@ -82,7 +82,7 @@ def metrics(rows: list[dict]) -> dict[str, float]:
 
 def per_prompt(lake: str, rows: list[dict]) -> dict[str, dict[str, list]]:
     """Each evaluation prompt's judged images: split -> prompt id -> [tag, correct, images]."""
-    from tasks.steps import get_lake
+    from storage.registry import get_lake
 
     ck = rows[0]["checkpoint_id"]
     rnd = int(rows[0]["round"])
@@ -112,6 +112,7 @@ def _arm_result(lake: str, eval_ref: str, minutes: float, **extra) -> dict:
 def run_seed(work: Path, seed: int, args, log, vision_from: str | None) -> dict:
     from flows.pipeline import _eval_refs, train_pipeline
     from illume_core.settings import PipelineSettings
+    from storage import registry
     from tasks import steps
 
     base = work / f"seed{seed}" / "base"
@@ -154,7 +155,7 @@ def run_seed(work: Path, seed: int, args, log, vision_from: str | None) -> dict:
         t1 = time.perf_counter()
         if spec is None:  # control: the round's fine-tuning on base data only
             s = PipelineSettings.load(lake)
-            ck = steps.current_checkpoint(str(lake))
+            ck = registry.current_checkpoint(str(lake))
             cand = steps.train_stage.fn(str(lake), s.model_dump_json(), "self_enhance", ck, 1, None, None)
             ev = steps.evaluate.fn(str(lake), 1, cand, _eval_refs(str(lake)), args.workers)
             extra = {}
@@ -213,13 +214,14 @@ def one_round(lake: Path, spec: dict, args, seed: int, **gate) -> dict:
 
 def base_of(lake: str) -> dict:
     """A trained lake's current checkpoint and the reference of its latest evaluation."""
+    from storage import registry
     from tasks import steps
 
-    ck = steps.current_checkpoint(lake)
+    ck = registry.current_checkpoint(lake)
     if ck is None:
         raise SystemExit(f"{lake} has no trained base model: run `illume train --lake {lake}` first")
-    ck_id = steps.checkpoint_id_of(ck)
-    parts = [p for p in steps.get_lake(lake).partitions("evaluations") if p.part == ck_id]
+    ck_id = registry.checkpoint_id_of(ck)
+    parts = [p for p in registry.get_lake(lake).partitions("evaluations") if p.part == ck_id]
     if not parts:
         raise SystemExit(f"{lake}: checkpoint {ck_id} has no evaluation; run `illume eval --lake {lake}`")
     ev = steps.ref(parts[-1])
@@ -228,7 +230,8 @@ def base_of(lake: str) -> dict:
 
 def run_rounds(seed_dir: Path, base: Path, seed: int, args, log) -> list[dict]:
     """K successive rounds through the promotion gate (its default margin), from the seed's base."""
-    from tasks.steps import get_lake, read_ref
+    from storage.registry import get_lake
+    from tasks.steps import read_ref
 
     lake = seed_dir / "rounds"
     if lake.exists():

@@ -18,8 +18,8 @@ class NoCheckpointError(FileNotFoundError):
 
 
 def current_checkpoint(lake_root: str | Path) -> Path:
-    """The lake's current (last promoted) checkpoint folder (see tasks.steps.current_checkpoint)."""
-    from tasks.steps import current_checkpoint as pointer
+    """The lake's current (last promoted) checkpoint folder (see tasks.registry.current_checkpoint)."""
+    from storage.registry import current_checkpoint as pointer
 
     target = pointer(str(lake_root))
     if target is None:

@@ -17,10 +17,11 @@ from prefect import flow, get_run_logger
 
 from flows.api_watch import ApiWatch
 from illume_core.settings import PipelineSettings
+from storage import registry
 from storage.lock import LakeBusyError
+from storage.registry import get_lake
 from tasks import steps
 from tasks.faults import FAULT_ENV, boundary_hooks
-from tasks.steps import get_lake
 
 TASK_NAMES = (
     "prepare-data",
@@ -128,9 +129,9 @@ def train_pipeline(
     """
     rerun = _check_rerun(rerun or [])
     if vision_from is not None:
-        vision_from = steps.vision_checkpoint(vision_from)
+        vision_from = registry.vision_checkpoint(vision_from)
     else:  # a lake trained on shared vision keeps it when trained again without the flag
-        vision_from = steps.shared_vision_of(lake)
+        vision_from = registry.shared_vision_of(lake)
     log = get_run_logger()
     s = PipelineSettings(preset=preset, budget=budget, seed=seed)
     sj = s.model_dump_json()
@@ -142,13 +143,15 @@ def train_pipeline(
     with ApiWatch(resume), _Locked(lake, "train-pipeline", lock_timeout_s), pinned_train_threads():
         eval_refs = _t(steps.prepare_data, lake, rerun)(lake, sj)
         # tasks return lake-relative checkpoint paths (a cache hit in a moved lake must name its own)
-        ck = steps.lake_path(lake, _t(steps.train_vision, lake, rerun)(lake, sj, vision_from))
+        ck = registry.lake_path(lake, _t(steps.train_vision, lake, rerun)(lake, sj, vision_from))
         for stage in ("stage0", "stage1", "stage2", "stage3"):
-            ck = steps.lake_path(lake, _t(steps.train_stage, lake, rerun)(lake, sj, stage, ck, 0))
+            ck = registry.lake_path(lake, _t(steps.train_stage, lake, rerun)(lake, sj, stage, ck, 0))
             log.info("%s -> %s", stage, ck)
         ev = _t(steps.evaluate, lake, rerun)(lake, 0, ck, eval_refs, workers)
-        steps.set_round(lake, 0, ck, ck, "promoted", "base training run", steps.params_json(**s.model_dump()))
-        steps.set_current(lake, ck, 0)
+        registry.set_round(
+            lake, 0, ck, ck, "promoted", "base training run", steps.params_json(**s.model_dump())
+        )
+        registry.set_current(lake, ck, 0)
         score = steps.overall(lake, ev)
     log.info("base model %s: ShapesEval overall %s", ck, score)
     return {"checkpoint": ck, "evaluation": ev, "shapeseval_overall": score}
@@ -231,7 +234,7 @@ def _round_body(
         s = PipelineSettings.load(lake)
         sj = s.model_dump_json()
         prev = get_lake(lake).read("rounds", r).to_pylist()
-        base = steps.current_checkpoint(lake)
+        base = registry.current_checkpoint(lake)
         if prev and prev[0]["status"] != "running":
             log.info(
                 "round %d already ended (%s); re-running it from its recorded base", r, prev[0]["status"]
@@ -252,14 +255,14 @@ def _round_body(
             seed=seed,
         )
         if not prev:
-            steps.set_round(lake, r, base, None, "running", None, params)
+            registry.set_round(lake, r, base, None, "running", None, params)
         eval_refs = _eval_refs(lake)
         prompts = _t(steps.select_prompts, lake, rerun)(lake, r, n_prompts, seed)
         samples = _t(steps.sample, lake, rerun)(lake, r, base, prompts, images_per_prompt, "self", workers)
         assessed = _t(steps.assess, lake, rerun)(lake, r, base, samples, prompts, assessor, workers)
         judged = _t(steps.judge, lake, rerun)(lake, r, samples, prompts)
         sft = _t(steps.reformat, lake, rerun)(lake, r, samples, assessed, prompts, strategies)
-        cand = steps.lake_path(
+        cand = registry.lake_path(
             lake,
             _t(steps.train_stage, lake, rerun, "finetune")(
                 lake, sj, "self_enhance", base, r, sft, finetune_steps
@@ -270,7 +273,7 @@ def _round_body(
         decision = _t(steps.promote, lake, rerun)(
             lake, r, base, cand, base_eval, cand_eval, assessed, margin, min_parse_rate, params
         )
-        decision = {**decision, "current": steps.lake_path(lake, decision["current"])}
+        decision = {**decision, "current": registry.lake_path(lake, decision["current"])}
     _publish(lake, r, base_eval, cand_eval, decision, samples, assessed, judged, prompts)
     log.info("round %d %s: %s", r, decision["status"], decision["reason"])
     return {
@@ -295,7 +298,7 @@ def evaluate_checkpoint(
     """ShapesEval, VQA and self-assessment agreement of a checkpoint (default: the current one)."""
     rerun = _check_rerun(rerun or [])
     with ApiWatch(f"illume eval --lake {lake}"), _Locked(lake, "evaluate-checkpoint", lock_timeout_s):
-        ck = checkpoint or steps.current_checkpoint(lake)
+        ck = checkpoint or registry.current_checkpoint(lake)
         if ck is None:
             raise FileNotFoundError(
                 f"no current checkpoint in {lake}; pass --checkpoint or run `illume train`"
@@ -323,7 +326,7 @@ def _uri_of(lake: str, checkpoint_id: str) -> str:
 
 
 def _round_of(lake: str, checkpoint: str) -> int:
-    ck = steps.checkpoint_id_of(checkpoint)
+    ck = registry.checkpoint_id_of(checkpoint)
     for p in get_lake(lake).partitions("checkpoints"):
         if p.part == ck:
             return p.round

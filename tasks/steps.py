@@ -14,11 +14,8 @@ lake-relative checkpoint paths. So a lake copied, restored or mounted elsewhere 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
-import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,24 +26,16 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import TASK_SOURCE, CachePolicy, CompoundCachePolicy, Inputs
 
 from illume_core.geneval import Metadata
-from storage.lake import Lake, PartitionInfo
-
-
-def lake_ref(lake: str, path: str) -> str:
-    """A path inside the lake as the lake-relative path that tasks return and cache keys hold.
-
-    Anything else (a relative path, a path outside the lake, a URI, any other text) is returned
-    as it is.
-    """
-    if "://" in path or "://" in lake or not os.path.isabs(path):
-        return path
-    root, target = Path(lake).resolve(), Path(path).resolve()
-    return str(target.relative_to(root)) if target.is_relative_to(root) else path
-
-
-def lake_path(lake: str, ref: str) -> str:
-    """The absolute path of a lake-relative path (an absolute one is returned as it is)."""
-    return ref if "://" in ref or os.path.isabs(ref) else str(Path(lake).resolve() / ref)
+from storage.lake import PartitionInfo
+from storage.registry import (  # the checkpoint registry; flows and benchmarks read it there too
+    checkpoint_id_of,
+    get_lake,
+    lake_path,
+    lake_ref,
+    set_current,
+    set_round,
+)
+from storage.registry import record_checkpoint as _record_checkpoint  # (task sources unchanged)
 
 
 @dataclass
@@ -92,16 +81,6 @@ class LakeCachePolicy(CompoundCachePolicy):
 
 CACHE_POLICY = LakeCachePolicy(policies=[LakeInputs(), TASK_SOURCE])
 RETRIES = {"retries": 2, "retry_delay_seconds": 1}
-
-_LAKES: dict[str, Lake] = {}
-
-
-def get_lake(root: str) -> Lake:
-    """One Lake object per root in this process, so the flow's writer lock is re-entrant."""
-    key = os.path.abspath(root) if "://" not in root else root
-    if key not in _LAKES:
-        _LAKES[key] = Lake(root)
-    return _LAKES[key]
 
 
 def _logger():
@@ -384,41 +363,7 @@ def train_stage(
     return lake_ref(lake, res.path)
 
 
-def _record_checkpoint(lake: str, path: str, stage: str, round: int) -> None:
-    """The checkpoints table row of a checkpoint folder."""
-    from illume_core.checkpoint import read_manifest
-
-    m = read_manifest(path)
-    digest = hashlib.sha256((Path(path) / "manifest.json").read_bytes()).hexdigest()
-    get_lake(lake).write_partition(
-        "checkpoints",
-        round,
-        [
-            {
-                "checkpoint_id": m["id"],
-                "parent": m.get("parent"),
-                "round": round,
-                "stage": stage,
-                "uri": lake_ref(lake, str(path)),
-                "manifest_digest": digest,
-                "promoted": False,
-                "created_at": datetime.fromisoformat(m["created_at"]),
-            }
-        ],
-        producer=f"train-{stage}",
-        checkpoint=m["id"],
-        part=m["id"],
-    )
-
-
 # ------------------------------------------------------------------------ the round's steps
-
-
-def checkpoint_id_of(uri: str) -> str:
-    """The content id of the checkpoint folder at `uri` (from its manifest)."""
-    from illume_core.checkpoint import read_manifest
-
-    return read_manifest(uri)["id"]
 
 
 @task(name="sample", cache_policy=CACHE_POLICY - "workers", persist_result=True, **RETRIES)
@@ -728,92 +673,6 @@ def promote(
     if status == "promoted":
         set_current(lake, candidate, round)
     return decision
-
-
-def set_round(
-    lake: str, round: int, base: str, candidate: str | None, status: str, reason: str | None, params_json: str
-) -> None:
-    """Write the round's row (replacing the 'running' row written at its start)."""
-    lk = get_lake(lake)
-    base, candidate = lake_path(lake, base), candidate and lake_path(lake, candidate)
-    old = lk.read("rounds", round).to_pylist()
-    started = old[0]["started_at"] if old else datetime.now(UTC)
-    lk.write_partition(
-        "rounds",
-        round,
-        [
-            {
-                "round": round,
-                "base_checkpoint": checkpoint_id_of(base),
-                "candidate_checkpoint": checkpoint_id_of(candidate) if candidate else None,
-                "status": status,
-                "reason": reason,
-                "started_at": started,
-                "ended_at": None if status == "running" else datetime.now(UTC),
-                "params": params_json,
-            }
-        ],
-        producer="round",
-        part="round",
-    )
-
-
-def set_current(lake: str, checkpoint: str, round: int) -> None:
-    """Point <lake>/checkpoints/current at a checkpoint (atomic) and mark it promoted."""
-    root = Path(lake) / "checkpoints"
-    tmp = root / f".current.{uuid.uuid4().hex[:8]}"
-    # relative to the lake root, so a copied or moved lake keeps pointing at its own checkpoint
-    checkpoint = lake_path(lake, checkpoint)
-    target = Path(checkpoint).resolve()
-    rel = target.relative_to(Path(lake).resolve()) if target.is_relative_to(Path(lake).resolve()) else target
-    tmp.write_text(f"{rel}\n")
-    os.replace(tmp, root / "current")
-    lk = get_lake(lake)
-    ck = checkpoint_id_of(checkpoint)
-    for info in lk.partitions("checkpoints"):
-        if info.part == ck:
-            rows = lk.read("checkpoints", info.round, ck).to_pylist()
-            for r in rows:
-                r["promoted"] = True
-            lk.write_partition("checkpoints", info.round, rows, producer="promote", checkpoint=ck, part=ck)
-
-
-def current_checkpoint(lake: str) -> str | None:
-    """The current (last promoted) checkpoint folder of a lake, or None before any training."""
-    p = Path(lake) / "checkpoints" / "current"
-    if not p.is_file():
-        return None
-    target = Path(p.read_text().strip())
-    return str(target if target.is_absolute() else (Path(lake) / target).resolve())
-
-
-def vision_checkpoint(path: str) -> str:
-    """The checkpoint folder a `--vision-from` names: a checkpoint folder, or a lake's vision checkpoint."""
-    p = Path(path)
-    if (p / "manifest.json").is_file():
-        return str(p.resolve())
-    if (p / "checkpoints").is_dir():
-        rows = [r for r in get_lake(str(p)).read("checkpoints").to_pylist() if r["stage"] == "vision"]
-        if rows:
-            last = max(rows, key=lambda r: r["created_at"])
-            return lake_path(str(p.resolve()), last["uri"])
-        raise FileNotFoundError(f"--vision-from {path}: that lake has no vision checkpoint yet")
-    raise FileNotFoundError(
-        f"--vision-from {path}: neither a checkpoint folder (with manifest.json) nor a lake with checkpoints"
-    )
-
-
-def shared_vision_of(lake: str) -> str | None:
-    """The lake's own vision checkpoint if it was made with `--vision-from`, else None."""
-    from illume_core.checkpoint import read_manifest
-
-    if "://" in lake or not (Path(lake) / "checkpoints").is_dir():
-        return None
-    try:
-        own = vision_checkpoint(lake)
-    except FileNotFoundError:
-        return None
-    return own if read_manifest(own).get("extra", {}).get("vision_from") else None
 
 
 def params_json(**params) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from storage import registry
+
 
 def test_a_geneval_prompt_file_is_sampled_judged_written_and_recorded(smoke_lake, tmp_path):
     """`illume eval --prompts FILE`: GenEval's folder layout, its results jsonl, the evaluations rows."""
@@ -9,7 +11,6 @@ def test_a_geneval_prompt_file_is_sampled_judged_written_and_recorded(smoke_lake
 
     from flows.geneval_eval import evaluate_prompt_file
     from illume_core.judge import read_results
-    from tasks import steps
 
     lake = tmp_path / "lake"
     shutil.copytree(smoke_lake, lake)
@@ -28,5 +29,5 @@ def test_a_geneval_prompt_file_is_sampled_judged_written_and_recorded(smoke_lake
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["00000", "00002"]
     by_tag = {r["tag"]: r["value"] for r in rows}
     assert by_tag["colors"] == sum(x.correct for x in lines if x.tag == "colors") / 2
-    stored = steps.get_lake(str(lake)).read("evaluations").to_pylist()
+    stored = registry.get_lake(str(lake)).read("evaluations").to_pylist()
     assert {r["benchmark"] for r in stored} >= {"geneval-p"}

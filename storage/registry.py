@@ -1,0 +1,172 @@
+"""The checkpoint registry: which checkpoints a lake holds, which one is current, each round's row.
+
+A checkpoint is a folder under `<lake>/checkpoints/<id>/` (written by illume_core/checkpoint.py,
+named by its content id); the `checkpoints` table has one row per folder, `<lake>/checkpoints/
+current` names the last promoted one (a lake-relative path, replaced atomically), and the
+`rounds` table one row per round. Paths inside the lake travel as lake-relative references
+(`lake_ref`), so a lake copied or mounted elsewhere keeps every cache key and pointer.
+Plain functions over a lake root: tasks, flows and benchmarks share them; no orchestration here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from storage.lake import Lake
+
+MANIFEST_FILE = "manifest.json"  # a checkpoint folder's manifest (illume_core/checkpoint.py)
+
+
+_LAKES: dict[str, Lake] = {}
+
+
+def get_lake(root: str) -> Lake:
+    """One Lake object per root in this process, so the flow's writer lock is re-entrant."""
+    key = os.path.abspath(root) if "://" not in root else root
+    if key not in _LAKES:
+        _LAKES[key] = Lake(root)
+    return _LAKES[key]
+
+
+def lake_ref(lake: str, path: str) -> str:
+    """A path inside the lake as the lake-relative path that tasks return and cache keys hold.
+
+    Anything else (a relative path, a path outside the lake, a URI, any other text) is returned
+    as it is.
+    """
+    if "://" in path or "://" in lake or not os.path.isabs(path):
+        return path
+    root, target = Path(lake).resolve(), Path(path).resolve()
+    return str(target.relative_to(root)) if target.is_relative_to(root) else path
+
+
+def lake_path(lake: str, ref: str) -> str:
+    """The absolute path of a lake-relative path (an absolute one is returned as it is)."""
+    return ref if "://" in ref or os.path.isabs(ref) else str(Path(lake).resolve() / ref)
+
+
+def read_manifest(folder: str | os.PathLike[str]) -> dict:
+    """The manifest of a checkpoint folder (its id, parent, stage, files; not verified here)."""
+    path = Path(folder) / MANIFEST_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: {folder} is not a checkpoint folder")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def checkpoint_id_of(uri: str) -> str:
+    """The content id of the checkpoint folder at `uri` (from its manifest)."""
+    return read_manifest(uri)["id"]
+
+
+def record_checkpoint(lake: str, path: str, stage: str, round: int) -> None:
+    """The checkpoints table row of a checkpoint folder."""
+    m = read_manifest(path)
+    digest = hashlib.sha256((Path(path) / "manifest.json").read_bytes()).hexdigest()
+    get_lake(lake).write_partition(
+        "checkpoints",
+        round,
+        [
+            {
+                "checkpoint_id": m["id"],
+                "parent": m.get("parent"),
+                "round": round,
+                "stage": stage,
+                "uri": lake_ref(lake, str(path)),
+                "manifest_digest": digest,
+                "promoted": False,
+                "created_at": datetime.fromisoformat(m["created_at"]),
+            }
+        ],
+        producer=f"train-{stage}",
+        checkpoint=m["id"],
+        part=m["id"],
+    )
+
+
+def set_round(
+    lake: str, round: int, base: str, candidate: str | None, status: str, reason: str | None, params_json: str
+) -> None:
+    """Write the round's row (replacing the 'running' row written at its start)."""
+    lk = get_lake(lake)
+    base, candidate = lake_path(lake, base), candidate and lake_path(lake, candidate)
+    old = lk.read("rounds", round).to_pylist()
+    started = old[0]["started_at"] if old else datetime.now(UTC)
+    lk.write_partition(
+        "rounds",
+        round,
+        [
+            {
+                "round": round,
+                "base_checkpoint": checkpoint_id_of(base),
+                "candidate_checkpoint": checkpoint_id_of(candidate) if candidate else None,
+                "status": status,
+                "reason": reason,
+                "started_at": started,
+                "ended_at": None if status == "running" else datetime.now(UTC),
+                "params": params_json,
+            }
+        ],
+        producer="round",
+        part="round",
+    )
+
+
+def set_current(lake: str, checkpoint: str, round: int) -> None:
+    """Point <lake>/checkpoints/current at a checkpoint (atomic) and mark it promoted."""
+    root = Path(lake) / "checkpoints"
+    tmp = root / f".current.{uuid.uuid4().hex[:8]}"
+    # relative to the lake root, so a copied or moved lake keeps pointing at its own checkpoint
+    checkpoint = lake_path(lake, checkpoint)
+    target = Path(checkpoint).resolve()
+    rel = target.relative_to(Path(lake).resolve()) if target.is_relative_to(Path(lake).resolve()) else target
+    tmp.write_text(f"{rel}\n")
+    os.replace(tmp, root / "current")
+    lk = get_lake(lake)
+    ck = checkpoint_id_of(checkpoint)
+    for info in lk.partitions("checkpoints"):
+        if info.part == ck:
+            rows = lk.read("checkpoints", info.round, ck).to_pylist()
+            for r in rows:
+                r["promoted"] = True
+            lk.write_partition("checkpoints", info.round, rows, producer="promote", checkpoint=ck, part=ck)
+
+
+def current_checkpoint(lake: str) -> str | None:
+    """The current (last promoted) checkpoint folder of a lake, or None before any training."""
+    p = Path(lake) / "checkpoints" / "current"
+    if not p.is_file():
+        return None
+    target = Path(p.read_text().strip())
+    return str(target if target.is_absolute() else (Path(lake) / target).resolve())
+
+
+def vision_checkpoint(path: str) -> str:
+    """The checkpoint folder a `--vision-from` names: a checkpoint folder, or a lake's vision checkpoint."""
+    p = Path(path)
+    if (p / "manifest.json").is_file():
+        return str(p.resolve())
+    if (p / "checkpoints").is_dir():
+        rows = [r for r in get_lake(str(p)).read("checkpoints").to_pylist() if r["stage"] == "vision"]
+        if rows:
+            last = max(rows, key=lambda r: r["created_at"])
+            return lake_path(str(p.resolve()), last["uri"])
+        raise FileNotFoundError(f"--vision-from {path}: that lake has no vision checkpoint yet")
+    raise FileNotFoundError(
+        f"--vision-from {path}: neither a checkpoint folder (with manifest.json) nor a lake with checkpoints"
+    )
+
+
+def shared_vision_of(lake: str) -> str | None:
+    """The lake's own vision checkpoint if it was made with `--vision-from`, else None."""
+    if "://" in lake or not (Path(lake) / "checkpoints").is_dir():
+        return None
+    try:
+        own = vision_checkpoint(lake)
+    except FileNotFoundError:
+        return None
+    return own if read_manifest(own).get("extra", {}).get("vision_from") else None
