@@ -219,25 +219,14 @@ def prepare_data(lake: str, settings_json: str) -> str:
 @task(name="select-prompts", cache_policy=CACHE_POLICY, persist_result=True, **RETRIES)
 def select_prompts(lake: str, round: int, n_prompts: int, seed: int) -> str:
     """The round's prompts: a tag-balanced, seeded draw from the base text-to-image prompts."""
-    import random
-
     from illume_core.data import BaseCorpus
     from illume_core.evaluate import prompt_id
+    from illume_core.policy import draw_round_prompts
     from illume_core.settings import PipelineSettings
 
     s = PipelineSettings.load(lake)
     t0 = datetime.now(UTC)
-    base = BaseCorpus(s.cfg, s.corpus)
-    by_tag: dict[str, list[Metadata]] = {}
-    for m in base.prompts:
-        by_tag.setdefault(m.tag, []).append(m)
-    rng = random.Random(f"round-prompts/{round}/{seed}")
-    chosen: list[Metadata] = []
-    tags = sorted(by_tag)
-    while len(chosen) < n_prompts:
-        tag = tags[len(chosen) % len(tags)]
-        chosen.append(rng.choice(by_tag[tag]))
-    unique = list({prompt_id(m): m for m in chosen}.values())
+    unique = draw_round_prompts(BaseCorpus(s.cfg, s.corpus).prompts, n_prompts, round, seed)
     rows = [
         {
             "round": round,
@@ -420,11 +409,8 @@ def assess(
     workers: int = 2,
 ) -> str:
     """Score every sample on object, count, colour and spatial: by the model itself or the judge."""
-    from illume_core.assessment import format_assessment, from_evaluation
     from illume_core.engine import assessment_fields
-    from illume_core.images import from_png
-    from illume_core.judge import detect
-    from illume_core.rules import evaluate as rules_evaluate
+    from illume_core.policy import judge_assessment
     from storage.schemas import sample_key
     from tasks.actors import get_pool
 
@@ -456,11 +442,7 @@ def assess(
         rows = []
         for it in items:
             meta = Metadata.model_validate_json(prompts[it["prompt_id"]]["metadata"])
-            try:
-                objs = detect(from_png(it["png"])).objects
-                text = format_assessment(from_evaluation(meta, objs, rules_evaluate(meta, objs)))
-            except ValueError as e:  # an unreadable sample is a recorded failure, not a failed task
-                text = f"image could not be read: {e}"
+            text = judge_assessment(meta, it["png"])
             rows.append({**{k: v for k, v in it.items() if k != "png"}, **assessment_fields(text)})
         compute = time.process_time() - c0
     ck = samples[0]["checkpoint_id"] if samples else checkpoint_id_of(checkpoint)
@@ -637,28 +619,15 @@ def promote(
     The parse rate that gates is the candidate's own (its assessments of its evaluation images
     must stay parseable); the round's rate, from the base model's assessments, is reported beside it.
     """
+    from illume_core.policy import promotion
+
     base, candidate = lake_path(lake, base), lake_path(lake, candidate)
     rows = read_ref(lake, assessments_ref)
     round_parse_rate = sum(r["parse_status"] == "ok" for r in rows) / max(1, len(rows))
     cand_rate = overall(lake, candidate_eval_ref, benchmark="self_assessment", metric="parse_rate")
     parse_rate = round_parse_rate if cand_rate is None else cand_rate
     before, after = overall(lake, base_eval_ref), overall(lake, candidate_eval_ref)
-    ok_score = before is None or after is None or after >= before - margin
-    ok_parse = parse_rate >= min_parse_rate
-    if ok_score and ok_parse:
-        status = "promoted"
-        reason = (
-            f"ShapesEval overall {before} -> {after} (margin {margin}); candidate parse rate {parse_rate:.2f}"
-            f" (round's assessments {round_parse_rate:.2f})"
-        )
-    else:
-        status = "rejected"
-        why = []
-        if not ok_score:
-            why.append(f"ShapesEval overall fell {before:.3f} -> {after:.3f}, more than the margin {margin}")
-        if not ok_parse:
-            why.append(f"the candidate's assessment parse rate {parse_rate:.2f} is below {min_parse_rate}")
-        reason = "; ".join(why)
+    status, reason = promotion(before, after, parse_rate, round_parse_rate, margin, min_parse_rate)
     decision = {
         "round": round,
         "status": status,

@@ -1,0 +1,53 @@
+"""The round's decisions as pure functions: the prompt draw, the judge as assessor, the promotion gate."""
+
+from __future__ import annotations
+
+import pytest
+
+from illume_core.assessment import parse_assessment
+from illume_core.evaluate import prompt_id
+from illume_core.images import png_bytes
+from illume_core.policy import draw_round_prompts, judge_assessment, promotion
+from illume_core.prompts import generate_prompts, scene_for
+from illume_core.world import Obj, Scene, render
+
+
+def test_the_round_draw_is_tag_balanced_seeded_and_without_repeats():
+    prompts = generate_prompts(seed=3, per_tag=10)
+    drawn = draw_round_prompts(prompts, 24, round=1, seed=0)
+    assert drawn == draw_round_prompts(prompts, 24, round=1, seed=0)
+    assert drawn != draw_round_prompts(prompts, 24, round=2, seed=0)  # another round, another draw
+    assert len({prompt_id(m) for m in drawn}) == len(drawn) <= 24
+    tags = sorted({m.tag for m in prompts})
+    counts = {t: sum(m.tag == t for m in drawn) for t in tags}
+    assert max(counts.values()) <= 24 // len(tags) and min(counts.values()) >= 1
+    # a tag with one prompt is drawn once, however many turns it gets
+    one = [m for m in prompts if m.tag != tags[0]] + [next(m for m in prompts if m.tag == tags[0])]
+    assert sum(m.tag == tags[0] for m in draw_round_prompts(one, 24, 1, 0)) == 1
+    with pytest.raises(ValueError, match="no prompts"):
+        draw_round_prompts([], 4, 1, 0)
+
+
+def test_the_judge_as_assessor_writes_the_models_answer_format():
+    import random
+
+    meta = next(m for m in generate_prompts(seed=1, per_tag=4) if m.tag == "colors")
+    right = png_bytes(render(scene_for(meta, random.Random(0), 64)))
+    parsed = parse_assessment(judge_assessment(meta, right))
+    assert parsed.status == "ok" and parsed.assessment.all_yes
+    colour = meta.include[0].color
+    other = "red" if colour != "red" else "blue"
+    wrong = png_bytes(render(Scene(64, (Obj(meta.include[0].cls, other, 20, 20, 20),))))
+    parsed = parse_assessment(judge_assessment(meta, wrong))
+    assert parsed.status == "ok" and parsed.assessment.color.verdict == "no"
+    assert parse_assessment(judge_assessment(meta, b"not a png")).status == "failed"
+
+
+def test_promotion_keeps_a_candidate_within_the_margin_and_names_every_failure():
+    assert promotion(0.40, 0.39, 0.9, 0.8, margin=0.02, min_parse_rate=0.5)[0] == "promoted"
+    assert promotion(None, 0.10, 0.9, 0.8, margin=0.0, min_parse_rate=0.5)[0] == "promoted"  # unmeasured
+    status, reason = promotion(0.40, 0.30, 0.2, 0.8, margin=0.02, min_parse_rate=0.5)
+    assert status == "rejected"
+    assert "fell 0.400 -> 0.300" in reason and "parse rate 0.20 is below 0.5" in reason
+    status, reason = promotion(0.40, 0.45, 0.2, 0.8, margin=0.02, min_parse_rate=0.5)
+    assert status == "rejected" and "fell" not in reason
