@@ -32,10 +32,9 @@ from illume_core import corpus
 from illume_core.checkpoint import load_checkpoint
 from illume_core.data import BaseCorpus, CorpusSpec
 from illume_core.engine import Engine
-from illume_core.evaluate import balanced_accuracy, vqa_items, vqa_scores
+from illume_core.evaluate import assessment_confusion, balanced_accuracy, vqa_items, vqa_scores
 from illume_core.images import from_png, png_bytes
 from illume_core.recipes import StageRecipe, get_recipe
-from illume_core.rules import DIMENSIONS
 from illume_core.settings import BUDGETS
 from illume_core.stages import Parts, train_stage
 from illume_core.world import render
@@ -82,14 +81,9 @@ def assessment_items(n: int, size: int) -> list[dict]:
 
 def assessment_figures(engine: Engine, items: list[dict]) -> dict:
     answers = engine.assess([{k: v for k, v in it.items() if k != "truth"} for it in items])
-    confusion = {
-        d: dict.fromkeys(("true_yes", "false_yes", "true_no", "false_no", "unparsed"), 0) for d in DIMENSIONS
-    }
-    for it, a in zip(items, answers, strict=True):
-        for d in DIMENSIONS:
-            v, ok = a.get(f"{d}_verdict"), bool(it["truth"][d])
-            key = "unparsed" if v not in ("yes", "no") else f"{'true' if (v == 'yes') == ok else 'false'}_{v}"
-            confusion[d][key] += 1
+    # the scenes' own truth, in the shape of judge rows
+    truth = [{**it, "details": json.dumps({"dimensions": it["truth"]})} for it in items]
+    confusion = assessment_confusion(answers, truth)
     return {
         "balanced": {d: round(v, 3) for d, (v, _) in balanced_accuracy(confusion).items()},
         "confusion": confusion,
