@@ -182,28 +182,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Re-run one task of a round (and everything downstream of its output); the rest is cached."""
         from flows.pipeline import self_enhancement_round
-        from tasks.steps import get_lake
+        from illume_core.settings import RoundConfig
+        from storage.registry import get_lake
 
         rows = get_lake(str(lake)).read("rounds", round).to_pylist()
         if not rows or round == 0:
             raise typer.BadParameter(
                 f'no self-enhancement round {round} in {lake}; see `illume sql "SELECT * FROM rounds"`'
             )
-        params = json.loads(rows[0]["params"])
-        keep = {
-            k: params[k]
-            for k in (
-                "n_prompts",
-                "images_per_prompt",
-                "strategies",
-                "assessor",
-                "margin",
-                "min_parse_rate",
-                "finetune_steps",
-                "seed",
-            )
-            if k in params
-        }
+        cfg = RoundConfig.from_params(rows[0]["params"])  # the knobs the round ran with
+        keep = {**cfg.model_dump(), "strategies": list(cfg.strategies)}
         out = self_enhancement_round(lake=str(lake), round=round, workers=workers, rerun=task, **keep)
         typer.echo(f"round {out['round']}: {out['status']} ({out['reason']})")
 

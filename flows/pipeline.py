@@ -16,7 +16,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.api_watch import ApiWatch
-from illume_core.settings import PipelineSettings
+from illume_core.settings import PipelineSettings, RoundConfig
 from storage import registry
 from storage.lock import LakeBusyError
 from storage.registry import get_lake
@@ -201,29 +201,25 @@ def self_enhancement_round(
 ) -> dict:
     """Sample -> assess -> judge -> reformat -> finetune -> evaluate -> promote, from the current model."""
     rerun = _check_rerun(rerun or [])
-    strategies = strategies or ["assessment", "accepted_t2i"]
+    # the knobs as one validated object (a bad assessor or strategy is refused before any work)
+    knobs = {"strategies": strategies} if strategies else {}
+    cfg = RoundConfig(
+        n_prompts=n_prompts,
+        images_per_prompt=images_per_prompt,
+        assessor=assessor,
+        margin=margin,
+        min_parse_rate=min_parse_rate,
+        finetune_steps=finetune_steps,
+        seed=seed,
+        **knobs,
+    )
     resume = "the same command" if round is not None else f"illume round --lake {lake}"
     with ApiWatch(resume, also=" (or start the same deployment run again)"):
-        return _round_body(
-            lake, round, n_prompts, images_per_prompt, strategies, assessor, margin,
-            min_parse_rate, finetune_steps, seed, workers, rerun, lock_timeout_s,
-        )  # fmt: skip
+        return _round_body(lake, round, cfg, workers, rerun, lock_timeout_s)
 
 
 def _round_body(
-    lake: str,
-    round: int | None,
-    n_prompts: int,
-    images_per_prompt: int,
-    strategies: list[str],
-    assessor: str,
-    margin: float,
-    min_parse_rate: float,
-    finetune_steps: int | None,
-    seed: int,
-    workers: int,
-    rerun: list[str],
-    lock_timeout_s: float,
+    lake: str, round: int | None, cfg: RoundConfig, workers: int, rerun: list[str], lock_timeout_s: float
 ) -> dict:
     """The round itself, under `self_enhancement_round`'s API watch."""
     log = get_run_logger()
@@ -243,35 +239,27 @@ def _round_body(
             base = _uri_of(lake, prev[0]["base_checkpoint"])
         if base is None:
             raise FileNotFoundError(f"no current checkpoint in {lake}; run `illume train` first")
-        params = steps.params_json(
-            round=r,
-            n_prompts=n_prompts,
-            images_per_prompt=images_per_prompt,
-            strategies=strategies,
-            assessor=assessor,
-            margin=margin,
-            min_parse_rate=min_parse_rate,
-            finetune_steps=finetune_steps,
-            seed=seed,
-        )
+        params = cfg.params_json(r)
         if not prev:
             registry.set_round(lake, r, base, None, "running", None, params)
         eval_refs = _eval_refs(lake)
-        prompts = _t(steps.select_prompts, lake, rerun)(lake, r, n_prompts, seed)
-        samples = _t(steps.sample, lake, rerun)(lake, r, base, prompts, images_per_prompt, "self", workers)
-        assessed = _t(steps.assess, lake, rerun)(lake, r, base, samples, prompts, assessor, workers)
+        prompts = _t(steps.select_prompts, lake, rerun)(lake, r, cfg.n_prompts, cfg.seed)
+        samples = _t(steps.sample, lake, rerun)(
+            lake, r, base, prompts, cfg.images_per_prompt, "self", workers
+        )
+        assessed = _t(steps.assess, lake, rerun)(lake, r, base, samples, prompts, cfg.assessor, workers)
         judged = _t(steps.judge, lake, rerun)(lake, r, samples, prompts)
-        sft = _t(steps.reformat, lake, rerun)(lake, r, samples, assessed, prompts, strategies)
+        sft = _t(steps.reformat, lake, rerun)(lake, r, samples, assessed, prompts, list(cfg.strategies))
         cand = registry.lake_path(
             lake,
             _t(steps.train_stage, lake, rerun, "finetune")(
-                lake, sj, "self_enhance", base, r, sft, finetune_steps
+                lake, sj, "self_enhance", base, r, sft, cfg.finetune_steps
             ),
         )
         base_eval = _t(steps.evaluate, lake, rerun)(lake, _round_of(lake, base), base, eval_refs, workers)
         cand_eval = _t(steps.evaluate, lake, rerun)(lake, r, cand, eval_refs, workers)
         decision = _t(steps.promote, lake, rerun)(
-            lake, r, base, cand, base_eval, cand_eval, assessed, margin, min_parse_rate, params
+            lake, r, base, cand, base_eval, cand_eval, assessed, cfg.margin, cfg.min_parse_rate, params
         )
         decision = {**decision, "current": registry.lake_path(lake, decision["current"])}
     _publish(lake, r, base_eval, cand_eval, decision, samples, assessed, judged, prompts)

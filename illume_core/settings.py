@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from illume_core.config import PRESETS, IllumeConfig, get_preset
 from illume_core.data import CorpusSpec
@@ -172,3 +173,38 @@ class PipelineSettings(BaseModel):
                 "(or `illume demo`) first"
             )
         return cls(**json.loads(path.read_text()))
+
+
+class RoundConfig(BaseModel):
+    """A self-enhancement round's knobs: what it draws, who assesses, what it trains on, and when its
+    candidate is promoted. The flow, the CLI and `illume rerun` share it; the round's row in the
+    `rounds` table stores it (`params`, with the round number), so a re-run repeats the round.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_prompts: int = Field(48, ge=1)  # drawn tag-balanced from the base text-to-image prompts
+    images_per_prompt: int = Field(4, ge=1)
+    strategies: tuple[str, ...] = ("assessment", "accepted_t2i")  # illume_core/reformat.py
+    assessor: Literal["self", "judge"] = "self"  # the model itself, or the judge as a teacher
+    margin: float = Field(0.02, ge=0.0)  # largest ShapesEval drop still promoted
+    min_parse_rate: float = Field(0.5, ge=0.0, le=1.0)  # smallest assessment parse rate promoted
+    finetune_steps: int | None = Field(None, ge=1)  # None: the budget's
+    seed: int = 0
+
+    @field_validator("strategies", mode="before")
+    @classmethod
+    def _known_strategies(cls, v):
+        from illume_core.reformat import check_strategies
+
+        return tuple(check_strategies([v] if isinstance(v, str) else v))
+
+    def params_json(self, round: int) -> str:
+        """The round's `params` column: these knobs and the round number, as sorted JSON."""
+        return json.dumps({"round": round, **self.model_dump(mode="json")}, sort_keys=True, default=str)
+
+    @classmethod
+    def from_params(cls, params: str) -> RoundConfig:
+        """The knobs a round's `params` column recorded (keys an older version wrote are skipped)."""
+        stored = json.loads(params)
+        return cls(**{k: v for k, v in stored.items() if k in cls.model_fields})

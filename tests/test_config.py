@@ -40,3 +40,22 @@ def test_bad_sizes_are_refused():
         get_preset("tiny", codebook_size=2048)
     with pytest.raises(ValueError, match="multiple of gen_patch_size"):
         get_preset("tiny", gen_patch_size=6)
+
+
+def test_round_config_is_one_validated_object_that_its_stored_params_give_back():
+    import json
+
+    from pydantic import ValidationError
+
+    from illume_core.settings import RoundConfig
+
+    cfg = RoundConfig(n_prompts=12, strategies=["assessment", "preference", "assessment"], assessor="judge")
+    assert cfg.strategies == ("assessment", "preference")  # in order, once each
+    stored = cfg.params_json(round=3)
+    assert json.loads(stored)["round"] == 3 and RoundConfig.from_params(stored) == cfg
+    # what rounds recorded before the object existed reads back (extra keys skipped)
+    old = json.dumps({"round": 1, "n_prompts": 8, "strategies": ["assessment"], "workers": 2})
+    assert RoundConfig.from_params(old) == RoundConfig(n_prompts=8, strategies=["assessment"])
+    for bad in ({"assessor": "human"}, {"strategies": ["guess"]}, {"strategies": []}, {"n_prompts": 0}):
+        with pytest.raises(ValidationError):
+            RoundConfig(**bad)
