@@ -32,14 +32,25 @@ from illume_core import corpus
 from illume_core.checkpoint import load_checkpoint
 from illume_core.data import BaseCorpus, CorpusSpec
 from illume_core.engine import Engine
-from illume_core.evaluate import assessment_confusion, balanced_accuracy, vqa_items, vqa_scores
+from illume_core.evaluate import (
+    assessment_confusion,
+    balanced_accuracy,
+    judge_rows,
+    prompt_id,
+    sample_items,
+    tag_scores,
+    vqa_items,
+    vqa_scores,
+)
 from illume_core.images import from_png, png_bytes
+from illume_core.prompts import generate_prompts
 from illume_core.recipes import StageRecipe, get_recipe
 from illume_core.settings import BUDGETS
 from illume_core.stages import Parts, train_stage
 from illume_core.world import render
 
-ASSESS_SEED = 777_001  # the probe's assessment scenes (the corpus seeds its own by run seed)
+ASSESS_SEED = 777_001
+PROMPT_SEED = 424_242  # the tuning prompts of benchmarks/sampling_sweep.py, never ShapesEval's  # the probe's assessment scenes (the corpus seeds its own by run seed)
 
 
 @torch.no_grad()
@@ -90,6 +101,22 @@ def assessment_figures(engine: Engine, items: list[dict]) -> dict:
     }
 
 
+def own_images(engine: Engine, per_tag: int) -> dict:
+    """The judge on the model's drawings of tuning prompts (never ShapesEval's), and the model's
+    assessments of those drawings against the judge (balanced accuracy and confusion counts)."""
+    prompts = generate_prompts(seed=PROMPT_SEED, per_tag=per_tag)
+    meta = {prompt_id(m): m for m in prompts}
+    samples = engine.sample(sample_items(prompts, 2, 0))
+    judgments = judge_rows(samples, meta)
+    assessed = engine.assess([{**s, "prompt": meta[s["prompt_id"]].prompt} for s in samples])
+    confusion = assessment_confusion(assessed, judgments)
+    return {
+        "judged": {t: round(v, 3) for t, (v, _) in tag_scores(judgments).items()},
+        "balanced": {d: round(v, 3) for d, (v, _) in balanced_accuracy(confusion).items()},
+        "confusion": confusion,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", required=True, help="a stage-0 checkpoint, or a later one")
@@ -97,6 +124,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="steps of the understanding mix after stage 1")
     ap.add_argument("--mix", default="vqa=0.6,caption=0.2,assess=0.2")
     ap.add_argument("--lr", type=float, default=1.5e-3, help="adapter and LLM, after stage 1")
+    ap.add_argument(
+        "--recipe",
+        default=None,
+        help="take the learning rates (all groups) of this stage recipe instead of --lr",
+    )
+    ap.add_argument(
+        "--draw",
+        type=int,
+        default=0,
+        help="also draw N tuning prompts per tag (2 images each), judge them, "
+        "and score the model's assessments of its own images against the judge",
+    )
     ap.add_argument("--assess-items", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -119,8 +158,13 @@ def main() -> None:
         result["after_stage1"] = {"image_use": image_use(parts, items[:64])}
     mix = {k: float(v) for k, v in (kv.split("=") for kv in args.mix.split(","))}
     if args.steps:
-        recipe = StageRecipe(name="understanding-probe", stage=2, purpose="understanding mix",
-                             lrs={"llm": args.lr, "adapter": args.lr}, mix=mix, steps=args.steps, warmup_steps=20)  # fmt: skip
+        lrs = (
+            get_recipe(args.recipe, parts.cfg.name).lrs
+            if args.recipe
+            else {"llm": args.lr, "adapter": args.lr}
+        )
+        recipe = StageRecipe(name="understanding-probe", stage=3 if "vision" in lrs else 2,
+                             purpose="understanding mix", lrs=lrs, mix=mix, steps=args.steps, warmup_steps=20)  # fmt: skip
         st = train_stage(parts, recipe, base, seed=args.seed)
         result["loss_by_100"] = [round(sum(st.losses[i : i + 100]) / len(st.losses[i : i + 100]), 3)
                                  for i in range(0, len(st.losses), 100)]  # fmt: skip
@@ -139,6 +183,8 @@ def main() -> None:
     result["assessment"] = assessment_figures(
         engine, assessment_items(args.assess_items, parts.cfg.image_size)
     )
+    if args.draw:
+        result["own_images"] = own_images(engine, args.draw)
     print(json.dumps(result), flush=True)
 
 
