@@ -12,8 +12,13 @@ prints as JSON:
 - self-assessment of rendered scenes that fit or break their prompt (half and half, a seed the
   corpus never draws): per-dimension balanced accuracy and confusion counts.
 
-    .venv/bin/python benchmarks/understanding_probe.py --checkpoint LAKE/checkpoints/<stage-2 id> \
+    .venv/bin/python benchmarks/understanding_probe.py --checkpoint LAKE/checkpoints/<stage-2 id> \\
         --stage1-steps 0 --steps 600 --mix vqa=1.0
+
+`--recipe stage3` trains every group at stage 3's learning rates instead of `--lr`, and `--draw N`
+also draws N tuning prompts per tag (2 images each; `generate_prompts(seed=424242)`, never the
+ShapesEval prompts), judges them, and scores the model's assessments of its own drawings against
+the judge: what a longer, understanding-heavy stage 3 does to both sides.
 
 The adapter-norm and multi-turn arms of docs/BASE_MODEL.md section 9 ran this script at commits
 61b2eb4 (`--adapter-norm on|off`) and 764d676 (`--turns 8`); neither lever was kept.
