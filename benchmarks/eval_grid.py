@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=2)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    from tasks.steps import get_lake
+    from storage.registry import get_lake
 
     lake = get_lake(args.lake)
     ck = args.checkpoint

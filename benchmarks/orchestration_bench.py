@@ -41,7 +41,7 @@ def main() -> None:
 
     t_import = time.perf_counter()
     from flows.pipeline import self_enhancement_round, train_pipeline
-    from tasks.steps import get_lake
+    from storage.registry import get_lake
 
     lake = args.lake or os.path.join(tempfile.mkdtemp(prefix="illume-orch-"), "lake")
     t0 = time.perf_counter()
@@ -103,7 +103,7 @@ def main() -> None:
 
 def fresh_start_up(lake: str, workers: int) -> float:
     """Seconds from starting `illume round` (one prompt, one image) to its first task's start."""
-    from tasks.steps import get_lake
+    from storage.registry import get_lake
 
     illume = str(Path(sys.executable).parent / "illume")
     t0 = datetime.now(UTC)

@@ -27,8 +27,8 @@ def evaluate_prompt_file(
     from illume_core.evaluate import evaluation_rows, sample_items, tag_scores
     from illume_core.images import from_png
     from illume_core.judge import judge_folder, write_results
+    from storage.registry import checkpoint_id_of, current_checkpoint, get_lake
     from tasks.actors import get_pool
-    from tasks.steps import checkpoint_id_of, current_checkpoint, get_lake
 
     ck = checkpoint or current_checkpoint(lake)
     if ck is None:

@@ -26,7 +26,7 @@ def _copy(base, tmp_path, name):
 
 
 def _counts(lake: str) -> dict[str, int]:
-    from tasks.steps import get_lake
+    from storage.registry import get_lake
 
     lk = get_lake(lake)
     return {
@@ -45,7 +45,7 @@ def _counts(lake: str) -> dict[str, int]:
 
 
 def _task_runs(lake: str) -> dict[str, object]:
-    from tasks.steps import get_lake
+    from storage.registry import get_lake
 
     return {
         r["task"] + "/" + str(r["round"]): r["ended_at"] for r in get_lake(lake).read("task_runs").to_pylist()
@@ -59,7 +59,7 @@ def round_lake(smoke_round_lake):
 
 def test_base_pipeline_wrote_every_table(base_lake):
     from storage.catalog import query
-    from tasks.steps import get_lake
+    from storage.registry import get_lake
 
     lk = get_lake(str(base_lake))
     rounds = lk.read("rounds").to_pylist()
@@ -73,7 +73,7 @@ def test_base_pipeline_wrote_every_table(base_lake):
 
 
 def test_round_through_prefect_and_ray(round_lake):
-    from tasks.steps import get_lake
+    from storage.registry import get_lake
 
     lake, out = round_lake
     lk = get_lake(str(lake))
@@ -180,7 +180,8 @@ def test_cache_keys_follow_what_the_budget_and_recipes_stand_for(monkeypatch):
 
 def test_cache_keys_leave_out_the_lake_path():
     """The key of the same task inputs in two lakes (checkpoint paths inside each) is one key."""
-    from tasks.steps import CACHE_POLICY, lake_path, lake_ref
+    from storage.registry import lake_path, lake_ref
+    from tasks.steps import CACHE_POLICY
 
     policy = CACHE_POLICY - "workers"
 
@@ -197,8 +198,8 @@ def test_cache_keys_leave_out_the_lake_path():
 
 def test_actor_killed_mid_sampling_gives_identical_rows(base_lake, round_lake, tmp_path, monkeypatch):
     from flows.pipeline import self_enhancement_round
+    from storage.registry import get_lake
     from tasks.actors import shutdown_pools
-    from tasks.steps import get_lake
 
     marker = tmp_path / "crashed"
     lake = _copy(base_lake, tmp_path, "lake")
@@ -228,8 +229,8 @@ def test_data_parallel_stage_on_two_cpu_workers(base_lake, tmp_path, monkeypatch
     """The Ray Train path (TorchTrainer + DDP over gloo on CPU) trains and writes one checkpoint."""
     from illume_core.checkpoint import read_manifest
     from illume_core.settings import PipelineSettings
+    from storage.registry import current_checkpoint
     from tasks.actors import train_on_actor
-    from tasks.steps import current_checkpoint
 
     monkeypatch.setenv("ILLUME_TRAIN_WORKERS", "2")
     s = PipelineSettings.load(base_lake)
@@ -251,7 +252,7 @@ def test_a_preference_round_runs_through_prefect_and_trains_on_the_pairs_it_foun
     from flows.pipeline import self_enhancement_round
     from illume_core.checkpoint import read_manifest
     from illume_core.reformat import assessment_of
-    from tasks.steps import get_lake
+    from storage.registry import get_lake
 
     lake = _copy(base_lake, tmp_path, "preference")
     out = self_enhancement_round(
