@@ -386,6 +386,36 @@ def cell_classes(pixels: torch.Tensor, cell: int) -> torch.Tensor:
     return rearrange(palette_index(pixels), "b (h p) (w q) -> b (h w) (p q)", p=cell, q=cell)
 
 
+def split_cells(classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cells' palette classes (..., P) -> (dominant colour index 0..9 (...), its mask (..., P) float).
+
+    Cells with no object pixel get colour 0 and an empty mask.
+    """
+    counts = F.one_hot(classes, NUM_CLASSES)[..., 1:].sum(-2)  # (..., 10)
+    colour = counts.argmax(-1)  # (...)
+    mask = (classes == (colour + 1).unsqueeze(-1)).float()  # (..., P)
+    return colour, mask
+
+
+def nearest_mask(table: torch.Tensor, mask: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+    """Index of the nearest row of `table` (K, P) in {0, 1} by Hamming distance: (M', P) -> (M',)."""
+    size = table.sum(1)  # (K,)
+    out = []
+    for part in mask.split(chunk):
+        # |a - b|_1 for 0/1 vectors = |a| + |b| - 2 a.b; |a| is the same for every code
+        out.append((size - 2 * part @ table.T).argmin(1))  # (m,)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=mask.device)
+
+
+@torch.no_grad()
+def pattern_codes(pixels: torch.Tensor, masks: torch.Tensor, cell: int) -> torch.Tensor:
+    """Pixels (B, 3, H, W) in [0, 1] -> pattern code ids (B, N): each cell's nearest mask among
+    `masks` (K, cell * cell) in {0, 1} (row 0 the empty cell) in its dominant colour; 0 = empty."""
+    colour, mask = split_cells(cell_classes(pixels, cell))  # (B, N), (B, N, P)
+    ids = nearest_mask(masks.to(mask), mask.flatten(0, 1)).view(colour.shape)  # (B, N)
+    return torch.where(ids == 0, 0, ids * PATTERN_COLOURS + colour)  # (B, N)
+
+
 class PatternTokenizer(nn.Module):
     """Image <-> grid of (cell mask, colour) codes, fitted to ShapesWorld's cells: near-exact at coarse cells.
 
@@ -418,36 +448,18 @@ class PatternTokenizer(nn.Module):
         return self
 
     # ---- cells <-> (mask, colour) ------------------------------------------------------------
-    @staticmethod
-    def split_cells(classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cells' palette classes (..., P) -> (dominant colour index 0..9 (...), its mask (..., P) float).
-
-        Cells with no object pixel get colour 0 and an empty mask.
-        """
-        counts = F.one_hot(classes, NUM_CLASSES)[..., 1:].sum(-2)  # (..., 10)
-        colour = counts.argmax(-1)  # (...)
-        mask = (classes == (colour + 1).unsqueeze(-1)).float()  # (..., P)
-        return colour, mask
+    split_cells = staticmethod(split_cells)
 
     def nearest_mask(self, mask: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
         """Index of the nearest fitted mask by Hamming distance: (M', P) -> (M',)."""
-        table = self.masks  # (K, P)
-        size = table.sum(1)  # (K,)
-        out = []
-        for part in mask.split(chunk):
-            # |a - b|_1 for 0/1 vectors = |a| + |b| - 2 a.b; |a| is the same for every code
-            out.append((size - 2 * part @ table.T).argmin(1))  # (m,)
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=mask.device)
+        return nearest_mask(self.masks, mask, chunk)
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels (B, 3, H, W) in [0, 1] -> code ids LongTensor (B, N) in [0, codebook_size)."""
         if not bool(self.fitted):
             raise RuntimeError("the pattern tokenizer has no masks yet: fit it (train_tokenizer) first")
-        colour, mask = self.split_cells(cell_classes(pixels, self.cfg.gen_cell))  # (B, N), (B, N, P)
-        ids = self.nearest_mask(mask.flatten(0, 1)).view(colour.shape)  # (B, N)
-        empty = ids == 0
-        return torch.where(empty, 0, ids * PATTERN_COLOURS + colour)  # (B, N)
+        return pattern_codes(pixels, self.masks, self.cfg.gen_cell)
 
     def _check_ids(self, ids: torch.Tensor) -> None:
         if ids.dim() != 2 or ids.shape[1] != self.cfg.image_tokens:
