@@ -141,31 +141,12 @@ def main() -> None:
         help="also draw N tuning prompts per tag (2 images each), judge them, "
         "and score the model's assessments of its own images against the judge",
     )
-    ap.add_argument(
-        "--understanding-codes",
-        choices=("on", "off", "checkpoint"),
-        default="checkpoint",
-        help="add each cell's pattern-code embedding to the understanding positions "
-        "(IllumeConfig.understanding_codes), or keep the checkpoint's setting",
-    )
-    ap.add_argument(
-        "--adapter-scale",
-        type=float,
-        default=1.0,
-        help="multiply the adapter's output by this (0: the understanding positions carry the "
-        "code embeddings alone, with --understanding-codes on)",
-    )
     ap.add_argument("--assess-items", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     parts = Parts.from_checkpoint(load_checkpoint(args.checkpoint))
-    if args.understanding_codes != "checkpoint":
-        cfg = parts.model.cfg.model_dump() | {"understanding_codes": args.understanding_codes == "on"}
-        parts.model.cfg = type(parts.model.cfg)(**cfg)  # validated: the grids must match
-    if args.adapter_scale != 1.0:
-        parts.model.aligner.register_forward_hook(lambda _m, _i, out: out * args.adapter_scale)
     b = BUDGETS["experiment"]
     base = BaseCorpus(parts.cfg, CorpusSpec(args.seed, b.n_t2i, b.n_scenes, b.n_assess))
     items = vqa_items(200, parts.cfg.image_size)

@@ -38,10 +38,6 @@ class IllumeConfig(BaseModel):
     # the adapter merges each adapter_pool x adapter_pool block of encoder cells into one LLM
     # input position (concatenated features -> MLP), so understanding costs grid^2 / pool^2 tokens
     adapter_pool: int = Field(2, ge=1, le=64)
-    # pattern tokenizer only: each understanding position also gets the input embedding of the
-    # pattern code of its cell (the rows text-to-image trains), beside the adapter's continuous
-    # features; needs the adapter's merged grid to be the generation grid
-    understanding_codes: bool = False
     # vision tokenizer (discrete output): "semantic" (ILLUME's: codes reconstruct the encoder's
     # features) or "pattern" (codes are (cell mask, colour) pairs fitted to the world's cells, so
     # coarse cells stay near-exact; codebook_size = masks x PATTERN_COLOURS, and the LLM's code
@@ -93,14 +89,6 @@ class IllumeConfig(BaseModel):
             raise ValueError(
                 f"adapter_pool {self.adapter_pool} does not divide the {self.grid}x{self.grid} grid; "
                 "choose a divisor of image_size / patch_size"
-            )
-        if self.understanding_codes and (
-            self.tokenizer != "pattern" or self.grid // self.adapter_pool != self.gen_grid
-        ):
-            raise ValueError(
-                "understanding_codes needs the pattern tokenizer and an understanding grid "
-                f"(grid {self.grid} / adapter_pool {self.adapter_pool}) equal to the generation grid "
-                f"{self.gen_grid}"
             )
         if self.max_seq_len < self.image_tokens + 32:
             raise ValueError(

@@ -17,7 +17,6 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from illume_core.config import PATTERN_COLOURS, IllumeConfig
-from illume_core.tokenizer import pattern_codes
 from illume_core.vision import VisionEncoder
 
 # the parameter groups a recipe can train (their learning rates live in illume_core/recipes.py)
@@ -238,8 +237,6 @@ class IllumeModel(nn.Module):
         if pixel_values is None or image_mask is None or not bool(image_mask.any()):
             return embeds
         feats = self.aligner(self.vision_model(pixel_values))  # (I, N, D)
-        if self.cfg.understanding_codes:
-            feats = feats + self.gen_codes.embed(self.read_codes(pixel_values))  # (I, N, D)
         n_slots, n_feats = int(image_mask.sum()), feats.shape[0] * feats.shape[1]
         if n_slots != n_feats:
             raise ValueError(
@@ -248,14 +245,6 @@ class IllumeModel(nn.Module):
             )
         # masked_scatter fills the True positions in row-major order: batch row, then position
         return embeds.masked_scatter(image_mask.unsqueeze(-1), feats.to(embeds.dtype))  # (B, T, D)
-
-    def read_codes(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The pattern codes of images (I, 3, H, W) in [0, 1] -> (I, gen_grid^2), from the masks
-        the code rows carry (`FactorizedCodes.set_mask_pixels`)."""
-        if not bool(self.gen_codes.mask_pixels.any()):  # zeros until set; set, every entry is +-1
-            raise RuntimeError("understanding_codes needs the tokenizer's masks on the code rows (set_mask_pixels)")
-        masks = (self.gen_codes.mask_pixels + 1) / 2  # (M, P) in {0, 1}
-        return pattern_codes(pixel_values, masks, self.cfg.gen_cell)
 
     # ---- token embeddings (text and image codes) ---------------------------------------------
     def embed_ids(self, input_ids: torch.Tensor) -> torch.Tensor:

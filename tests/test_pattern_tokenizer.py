@@ -252,29 +252,3 @@ def test_a_single_object_cell_grid_round_trips_exactly_at_64_px():
     tok.fit(pixels, iters=1)
     ids = tok.encode(pixels)
     assert torch.equal(palette_index(tok.decode(ids)), palette_index(pixels))
-
-
-def test_understanding_codes_put_each_cells_code_embedding_on_its_understanding_position(fitted):
-    """With `understanding_codes`, the model reads an image's pattern codes (the tokenizer's own
-    encoding, from the masks on its code rows) and adds their input embeddings to the adapter's
-    output, position by position; the grids must agree, and a model without masks refuses."""
-    cfg = micro_pattern_config(patch_size=4, adapter_pool=2, understanding_codes=True)
-    assert cfg.understanding_tokens == cfg.image_tokens == 16
-    tok = TextTokenizer.train(["what color is the circle? red"] * 20, 320)
-    torch.manual_seed(0)
-    model, proc = IllumeModel(cfg, tok.vocab_size).eval(), Processor(cfg, tok)
-    pixels = _renders(3)
-    with pytest.raises(RuntimeError, match="set_mask_pixels"):
-        model.read_codes(pixels)
-    model.gen_codes.set_mask_pixels(fitted.masks)
-    torch.testing.assert_close(model.read_codes(pixels), fitted.encode(pixels))
-    batch = proc.collate([proc.vqa(p, "what color is the circle?", "red") for p in pixels])
-    with torch.no_grad():
-        embeds = model.prepare_inputs_embeds(batch.input_ids, batch.pixel_values, batch.image_mask)
-        feats = model.aligner(model.vision_model(batch.pixel_values))  # (3, 16, D)
-        codes = model.gen_codes.embed(fitted.encode(pixels))  # (3, 16, D)
-    torch.testing.assert_close(embeds[batch.image_mask].view_as(feats), feats + codes)
-    with pytest.raises(ValueError, match="understanding_codes needs"):
-        micro_pattern_config(patch_size=4, adapter_pool=1, understanding_codes=True)  # 8x8 != 4x4
-    with pytest.raises(ValueError, match="understanding_codes needs"):
-        get_preset("tiny-256", understanding_codes=True)  # the semantic tokenizer has no masks
