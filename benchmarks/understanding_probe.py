@@ -141,6 +141,7 @@ def main() -> None:
         help="also draw N tuning prompts per tag (2 images each), judge them, "
         "and score the model's assessments of its own images against the judge",
     )
+    ap.add_argument("--batch", type=int, default=32, help="batch size of the understanding mix")
     ap.add_argument("--assess-items", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -169,7 +170,7 @@ def main() -> None:
             else {"llm": args.lr, "adapter": args.lr}
         )
         recipe = StageRecipe(name="understanding-probe", stage=3 if "vision" in lrs else 2,
-                             purpose="understanding mix", lrs=lrs, mix=mix, steps=args.steps, warmup_steps=20)  # fmt: skip
+                             purpose="understanding mix", lrs=lrs, mix=mix, steps=args.steps, warmup_steps=20, batch_size=args.batch)  # fmt: skip
         st = train_stage(parts, recipe, base, seed=args.seed)
         result["loss_by_100"] = [round(sum(st.losses[i : i + 100]) / len(st.losses[i : i + 100]), 3)
                                  for i in range(0, len(st.losses), 100)]  # fmt: skip
