@@ -6,8 +6,8 @@ disjoint prompt sets (never the ShapesEval prompts): a calibration set (`--calib
 which each dimension's margin is chosen (the margin that maximizes that dimension's balanced
 accuracy, among `--margins`), and an evaluation set (`--eval-seed`) on which both assessors are
 scored. Prints JSON: per dimension the balanced accuracy and confusion counts of the text
-assessor (`Engine.assess`, the understanding path), and of the likelihood assessor at margin 0
-and at the calibrated margins; and the seconds per image of each.
+assessor (`Engine.assess`, the understanding path), and of the likelihood assessor at margin 0,
+at its default margins (`LikelihoodMargins()`) and at the margins calibrated here; and the seconds per image of each.
 
     .venv/bin/python benchmarks/likelihood_assessment.py --checkpoint LAKE/checkpoints/<id> --per-tag 20
 """
@@ -76,7 +76,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2)
     ap.add_argument("--calibrate-seed", type=int, default=CALIBRATE_SEED)
     ap.add_argument("--eval-seed", type=int, default=EVAL_SEED)
-    ap.add_argument("--margins", default="-4,-2,-1,-0.5,0,0.5,1,2", help="candidate margins (nats)")
+    ap.add_argument("--margins", default="-8,-6,-4,-3,-2,-1,-0.5,0,0.5,1", help="candidate margins (nats)")
     ap.add_argument("--no-text", action="store_true", help="skip the text assessor")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -91,7 +91,8 @@ def main() -> None:
     by_margin = {m: _figures(_rows(cal_samples, cal_gains, LikelihoodMargins(**dict.fromkeys(DIMENSIONS, m))), cal_judged)
                  for m in candidates}  # fmt: skip
     chosen = {
-        d: max(candidates, key=lambda m, d=d: (by_margin[m]["balanced"].get(d, 0), -m)) for d in DIMENSIONS
+        d: max(candidates, key=lambda m, d=d: (by_margin[m]["balanced"].get(d, 0), -abs(m)))
+        for d in DIMENSIONS
     }
     out["calibration"] = {
         "judged": {t: round(v, 3) for t, (v, _) in tag_scores(cal_judged).items()},
@@ -105,7 +106,10 @@ def main() -> None:
     t0 = time.time()
     gains = _likelihood(engine, samples, meta)
     out["likelihood_s_per_image"] = round((time.time() - t0) / len(samples), 4)
-    out["likelihood_margin0"] = _figures(_rows(samples, gains, LikelihoodMargins()), judged)
+    out["likelihood_margin0"] = _figures(
+        _rows(samples, gains, LikelihoodMargins(**dict.fromkeys(DIMENSIONS, 0.0))), judged
+    )
+    out["likelihood_default"] = _figures(_rows(samples, gains, LikelihoodMargins()), judged)
     out["likelihood_calibrated"] = _figures(_rows(samples, gains, LikelihoodMargins(**chosen)), judged)
     if not args.no_text:
         t0 = time.time()

@@ -10,7 +10,11 @@ the first reuse the first seed's trained vision encoder and tokenizer, `illume t
 - round+accepted: the same, plus the images it accepted as text-to-image examples;
 - judge_round: round+accepted with the independent judge as the assessor (the ceiling that
   better self-assessment could reach);
-- preference: `assessment` plus DPO on accepted/rejected pairs of the same prompt.
+- preference: `assessment` plus DPO on accepted/rejected pairs of the same prompt;
+- likelihood_round: round+accepted with the model assessing its drawings by likelihood
+  (`--assessor likelihood`: the drawing's codes under the prompt against prompts that change one
+  dimension) instead of by answering about the image;
+- likelihood_preference: likelihood_round plus DPO on its accepted/rejected pairs.
 With `--rounds K` (on the first seed), K successive rounds of `--rounds-strategy` through the
 promotion gate, from the same base: the ShapesEval curve over rounds and what the gate decided.
 
@@ -50,6 +54,13 @@ ARMS: dict[str, dict | None] = {
     "round+accepted": {"strategies": ["assessment", "accepted_t2i"], "assessor": "self"},
     "judge_round": {"strategies": ["assessment", "accepted_t2i"], "assessor": "judge"},
     "preference": {"strategies": ["assessment", "preference"], "assessor": "self"},
+    # the model judging its drawings by their likelihood under the prompt against one-dimension
+    # counterfactual prompts (illume_core/likelihood.py) instead of answering about the image
+    "likelihood_round": {"strategies": ["assessment", "accepted_t2i"], "assessor": "likelihood"},
+    "likelihood_preference": {
+        "strategies": ["assessment", "accepted_t2i", "preference"],
+        "assessor": "likelihood",
+    },
 }
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 DIMENSIONS = ("object", "count", "color", "spatial")
@@ -67,6 +78,8 @@ def metrics(rows: list[dict]) -> dict[str, float]:
             ("self_assessment", "eval", "agreement"): f"agree_{r['tag']}",
             ("self_assessment", "eval", "balanced_accuracy"): f"ba_{r['tag']}",
             ("self_assessment", "eval", "parse_rate"): "parse_rate",
+            ("self_assessment_likelihood", "eval", "agreement"): f"lagree_{r['tag']}",
+            ("self_assessment_likelihood", "eval", "balanced_accuracy"): f"lba_{r['tag']}",
         }.get((r["benchmark"], r["split"], r["metric"]))
         if key:
             out[key] = float(r["value"])
@@ -330,7 +343,8 @@ def write_report(results_dir: Path, out: Path, cmd: str) -> None:
 
     cis, dcis = bootstrap(seeds, arms)
     held, dheld = bootstrap(seeds, arms, split="heldout")
-    cols = ["overall", *TAGS, "heldout_overall", "vqa_overall", "edit_overall", "ba_overall", "agree_overall"]
+    cols = ["overall", *TAGS, "heldout_overall", "vqa_overall", "edit_overall", "ba_overall", "agree_overall",
+            "lba_overall"]  # fmt: skip
     lines = [
         "# Self-enhancement experiment",
         "",
@@ -350,7 +364,8 @@ def write_report(results_dir: Path, out: Path, cmd: str) -> None:
         "ShapesEval accuracy per tag (seen compositions); `heldout` = compositions never trained on; "
         "`vqa` = exact-match VQA on held-out scenes; `edit` = edits judged against their target "
         "scenes; `ba` = self-assessment balanced accuracy against the judge over the four dimensions "
-        "(a constant answer scores 0.5); `agree` = plain agreement.",
+        "(a constant answer scores 0.5); `agree` = plain agreement; `lba` = the same for the model's "
+        "likelihood self-assessment (measured from the evaluations that have it).",
         "",
         "| arm | overall [95% CI] | " + " | ".join(cols[1:]) + " |",
         "|---|" + "---|" * len(cols),

@@ -148,7 +148,11 @@ def register(app: typer.Typer) -> None:
         strategy: list[str] = typer.Option(
             ["assessment", "accepted_t2i"], help="reformat strategies (repeatable)"
         ),
-        assessor: str = typer.Option("self", help="self (the model) or judge (external teacher)"),
+        assessor: str = typer.Option(
+            "self",
+            help="self (the model answers about the image), likelihood (the model's likelihood of its "
+            "drawing against one-dimension counterfactual prompts) or judge (external teacher)",
+        ),
         margin: float = typer.Option(0.02, help="largest ShapesEval drop still promoted"),
         min_parse_rate: float = typer.Option(0.5, help="smallest assessment parse rate still promoted"),
         seed: int = typer.Option(0),

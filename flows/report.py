@@ -177,7 +177,7 @@ def _samples(lake: Lake, r: int, checkpoint: str | None) -> list[dict]:
     FROM picked s
     LEFT JOIN assessments a ON a.round = s.round AND a.checkpoint_id = s.checkpoint_id
          AND a.prompt_id = s.prompt_id AND a.sample_index = s.sample_index
-         AND a.part IN (s.part || '-self', s.part || '-judge')  -- assess writes part <samples part>-<assessor>
+         AND a.part IN (s.part || '-self', s.part || '-likelihood', s.part || '-judge')  -- assess writes part <samples part>-<assessor>
     LEFT JOIN judgments j ON j.round = s.round AND j.checkpoint_id = s.checkpoint_id
          AND j.prompt_id = s.prompt_id AND j.sample_index = s.sample_index
          AND j.part = s.part  -- judge writes the samples' part

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import torch
 
-from illume_core.assessment import DIMENSIONS, assessment_question, parse_assessment
+from illume_core.assessment import DIMENSIONS, assessment_question, format_assessment, parse_assessment
 from illume_core.checkpoint import load_checkpoint
 from illume_core.constrained import AssessmentGrammar
+from illume_core.geneval import Metadata
 from illume_core.images import from_png, png_bytes, to_pil
+from illume_core.likelihood import LikelihoodMargins, assess_by_likelihood
 from illume_core.sampling import IMAGE_SAMPLING, SamplingParams, answer, edit_images, generate_images
 from illume_core.stages import Parts
 
@@ -116,6 +118,30 @@ class Engine:
             )
             for it, text in zip(chunk, texts, strict=True):
                 out.append({**{k: v for k, v in it.items() if k != "png"}, **assessment_fields(text)})
+            if progress:
+                progress(len(out), len(items))
+        return out
+
+    def assess_likelihood(
+        self,
+        items: list[dict],
+        margins: dict | None = None,
+        batch_size: int = 16,
+        progress: Progress | None = None,
+    ) -> list[dict]:
+        """items: {prompt_id, sample_index, metadata (JSON), image_tokens} -> the model's own
+        assessment rows, by the likelihood of each drawing under its prompt against prompts that
+        change one dimension (illume_core/likelihood.py). The text is written in the assessment
+        format, so it parses like the model's answers and trains like them."""
+        m = LikelihoodMargins(**(margins or {}))
+        out: list[dict] = []
+        for chunk in _batches(items, batch_size):
+            metas = [Metadata.model_validate_json(it["metadata"]) for it in chunk]
+            codes = torch.tensor([list(it["image_tokens"]) for it in chunk], dtype=torch.long)
+            judged = assess_by_likelihood(self.model, self.parts.processor, metas, codes, m)
+            for it, (a, _) in zip(chunk, judged, strict=True):
+                keep = {k: v for k, v in it.items() if k not in ("png", "metadata", "image_tokens")}
+                out.append({**keep, **assessment_fields(format_assessment(a))})
             if progress:
                 progress(len(out), len(items))
         return out

@@ -235,14 +235,18 @@ def balanced_accuracy(confusion: dict[str, dict[str, int]]) -> dict[str, tuple[f
 
 
 def confusion_rows(
-    round: int, checkpoint_id: str, split: str, confusion: dict[str, dict[str, int]]
+    round: int,
+    checkpoint_id: str,
+    split: str,
+    confusion: dict[str, dict[str, int]],
+    benchmark: str = "self_assessment",
 ) -> list[dict]:
     """The confusion counts as `evaluations` rows: metric = the count's name, tag = the dimension."""
     return [
         {
             "round": round,
             "checkpoint_id": checkpoint_id,
-            "benchmark": "self_assessment",
+            "benchmark": benchmark,
             "split": split,
             "tag": d,
             "metric": k,

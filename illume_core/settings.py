@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -175,6 +175,14 @@ class PipelineSettings(BaseModel):
         return cls(**json.loads(path.read_text()))
 
 
+# who assesses a round's samples: the model answering the assessment question about the image
+# (`self`, ILLUME's way), the model's own likelihood of its drawing under the prompt against
+# one-dimension counterfactuals (`likelihood`, illume_core/likelihood.py), or the judge as an
+# external teacher (`judge`, the ceiling of a perfect assessor)
+Assessor = Literal["self", "likelihood", "judge"]
+ASSESSORS: tuple[str, ...] = get_args(Assessor)
+
+
 class RoundConfig(BaseModel):
     """A self-enhancement round's knobs: what it draws, who assesses, what it trains on, and when its
     candidate is promoted. The flow, the CLI and `illume rerun` share it; the round's row in the
@@ -186,7 +194,7 @@ class RoundConfig(BaseModel):
     n_prompts: int = Field(48, ge=1)  # drawn tag-balanced from the base text-to-image prompts
     images_per_prompt: int = Field(4, ge=1)
     strategies: tuple[str, ...] = ("assessment", "accepted_t2i")  # illume_core/reformat.py
-    assessor: Literal["self", "judge"] = "self"  # the model itself, or the judge as a teacher
+    assessor: Assessor = "self"  # see ASSESSORS above
     margin: float = Field(0.02, ge=0.0)  # largest ShapesEval drop still promoted
     min_parse_rate: float = Field(0.5, ge=0.0, le=1.0)  # smallest assessment parse rate promoted
     finetune_steps: int | None = Field(None, ge=1)  # None: the budget's

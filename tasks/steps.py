@@ -408,33 +408,44 @@ def assess(
     assessor: str = "self",
     workers: int = 2,
 ) -> str:
-    """Score every sample on object, count, colour and spatial: by the model itself or the judge."""
+    """Score every sample on object, count, colour and spatial: by the model itself (`self`: it
+    answers the assessment question about the image; `likelihood`: its drawing's likelihood under
+    the prompt against one-dimension counterfactuals) or by the judge."""
     from illume_core.engine import assessment_fields
     from illume_core.policy import judge_assessment
+    from illume_core.settings import ASSESSORS
     from storage.schemas import sample_key
     from tasks.actors import get_pool
 
-    if assessor not in ("self", "judge"):
-        raise ValueError(f"assessor must be 'self' (the model) or 'judge', got {assessor!r}")
+    if assessor not in ASSESSORS:
+        raise ValueError(f"assessor must be one of {list(ASSESSORS)}, got {assessor!r}")
     t0 = datetime.now(UTC)
     checkpoint = lake_path(lake, checkpoint)
     prompts = {r["prompt_id"]: r for r in read_ref(lake, prompts_ref)}
     samples = read_ref(lake, samples_ref)
+    # what the assessor reads: the image (self, judge) or the drawing's codes and its prompt's metadata
     items = [
         {
             "prompt_id": s["prompt_id"],
             "sample_index": s["sample_index"],
             "prompt": prompts[s["prompt_id"]]["prompt"],
-            "png": s["png"],
+            **(
+                {"metadata": prompts[s["prompt_id"]]["metadata"], "image_tokens": s["image_tokens"]}
+                if assessor == "likelihood"
+                else {"png": s["png"]}
+            ),
         }
         for s in samples
     ]
     compute = 0.0
-    if assessor == "self":
+    if assessor in ("self", "likelihood"):
         pool = get_pool(checkpoint, workers)
         c0 = pool.compute_seconds
         rows = pool.map(
-            "assess", items, key=lambda it: it["prompt_id"], progress=Progress(f"assess round {round}")
+            "assess" if assessor == "self" else "assess_likelihood",
+            items,
+            key=lambda it: it["prompt_id"],
+            progress=Progress(f"assess round {round}" + ("" if assessor == "self" else f" ({assessor})")),
         )
         compute = pool.compute_seconds - c0
     else:  # the judge as an external teacher: its verdicts in the model's own answer format
@@ -553,22 +564,23 @@ def evaluate(lake: str, round: int, checkpoint: str, eval_prompt_refs: str, work
         judg_ref = judge.fn(lake, round, samp_ref, pref)
         judgments = read_ref(lake, judg_ref)
         rows += evaluation_rows(round, ck, "shapeseval", split, "accuracy", tag_scores(judgments))
-        if split == "eval":
-            ass_ref = assess.fn(lake, round, checkpoint, samp_ref, pref, "self", workers)
+        # the model's two ways of judging its own drawings, against the judge
+        for assessor, bench in (("self", "self_assessment"), ("likelihood", "self_assessment_likelihood")):
+            if split != "eval":
+                break
+            ass_ref = assess.fn(lake, round, checkpoint, samp_ref, pref, assessor, workers)
             assessments = read_ref(lake, ass_ref)
-            rows += evaluation_rows(
-                round, ck, "self_assessment", split, "agreement", agreement(assessments, judgments)
-            )
+            rows += evaluation_rows(round, ck, bench, split, "agreement", agreement(assessments, judgments))
             confusion = assessment_confusion(assessments, judgments)
             rows += evaluation_rows(
-                round, ck, "self_assessment", split, "balanced_accuracy", balanced_accuracy(confusion)
+                round, ck, bench, split, "balanced_accuracy", balanced_accuracy(confusion)
             )
-            rows += confusion_rows(round, ck, split, confusion)
+            rows += confusion_rows(round, ck, split, confusion, benchmark=bench)
             parsed = sum(a["parse_status"] == "ok" for a in assessments)
             rows += evaluation_rows(
                 round,
                 ck,
-                "self_assessment",
+                bench,
                 split,
                 "parse_rate",
                 {"overall": (parsed / max(1, len(assessments)), len(assessments))},

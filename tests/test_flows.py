@@ -67,7 +67,7 @@ def test_base_pipeline_wrote_every_table(base_lake):
     stages = sorted(r["stage"] for r in lk.read("checkpoints").to_pylist())
     assert stages == ["stage0", "stage1", "stage2", "stage3", "vision"]
     benches = {r["benchmark"] for r in lk.read("evaluations").to_pylist()}
-    assert benches == {"shapeseval", "self_assessment", "vqa", "editing"}
+    assert benches == {"shapeseval", "self_assessment", "self_assessment_likelihood", "vqa", "editing"}
     scores = query(lk, "SELECT tag FROM round_scores WHERE split = 'eval'").column("tag").to_pylist()
     assert "overall" in scores
 

@@ -64,7 +64,8 @@ def test_a_dimension_is_no_when_a_counterfactual_explains_the_drawing_better_tha
     red = next(m for m in metas if m.include[0].color == "red")
     codes = torch.zeros(2, 16, dtype=torch.long)
     model = _PrefersRed(proc.tokenizer, bonus=3.0)
-    (a_blue, g_blue), (a_red, g_red) = assess_by_likelihood(model, proc, [blue, red], codes)
+    zero = LikelihoodMargins(object=0.0, count=0.0, color=0.0, spatial=0.0)
+    (a_blue, g_blue), (a_red, g_red) = assess_by_likelihood(model, proc, [blue, red], codes, zero)
     # asked blue, and "red" explains the drawing 3 nats better: colour says no, naming the prompt
     assert a_blue.color.verdict == "no" and "red" in a_blue.color.reason
     assert g_blue["color"] == pytest.approx(3.0)
@@ -73,10 +74,16 @@ def test_a_dimension_is_no_when_a_counterfactual_explains_the_drawing_better_tha
     assert a_blue.object.verdict == a_red.object.verdict == "yes"
     assert g_blue["spatial"] == float("-inf") and a_blue.spatial.verdict == "yes"
     # a margin above the gain keeps the verdict at yes
-    (a_blue, _), _ = assess_by_likelihood(model, proc, [blue, red], codes, LikelihoodMargins(color=4.0))
+    (a_blue, _), _ = assess_by_likelihood(
+        model, proc, [blue, red], codes, zero.model_copy(update={"color": 4.0})
+    )
     assert a_blue.color.verdict == "yes"
-    # a negative margin asks the prompt to win by more than that: 3 nats are not 4
-    _, (a_red, _) = assess_by_likelihood(model, proc, [blue, red], codes, LikelihoodMargins(color=-4.0))
+    # a negative margin asks the prompt to win by more than that: 3 nats are not 4 (the defaults
+    # are negative, chosen on tuning prompts)
+    _, (a_red, _) = assess_by_likelihood(
+        model, proc, [blue, red], codes, zero.model_copy(update={"color": -4.0})
+    )
+    assert LikelihoodMargins().color < 0
     assert a_red.color.verdict == "no"
     with pytest.raises(ValueError, match="2 prompts for 1 drawings"):
         assess_by_likelihood(model, proc, [blue, red], codes[:1])
@@ -94,3 +101,32 @@ def test_code_loglik_is_the_sum_of_the_image_tokens_log_probabilities():
         direct = float(model.eval().label_logprobs(batch).sum())
     assert float(ll[0]) == pytest.approx(direct, rel=1e-5)
     assert (ll < 0).all()
+
+
+def test_the_engine_assesses_drawings_by_likelihood_in_the_assessment_format(tmp_path):
+    """`Engine.assess_likelihood` (what a round's `likelihood` assessor runs on its workers):
+    rows in the assessment columns that parse, each depending only on its own drawing, with the
+    verdicts of `assess_by_likelihood`."""
+    from model_helpers import save_micro_checkpoint
+
+    from illume_core.engine import Engine
+    from illume_core.evaluate import prompt_id
+
+    save_micro_checkpoint(tmp_path / "ck")
+    e = Engine(tmp_path / "ck")
+    metas = generate_prompts(seed=5, per_tag=1)
+    codes = torch.randint(
+        0, e.cfg.codebook_size, (len(metas), e.cfg.image_tokens), generator=torch.Generator().manual_seed(0)
+    )
+    items = [
+        {"prompt_id": prompt_id(m), "sample_index": 0, "prompt": m.prompt, "metadata": m.model_dump_json(),
+         "image_tokens": c.tolist()}
+        for m, c in zip(metas, codes, strict=True)
+    ]  # fmt: skip
+    rows = e.assess_likelihood(items, batch_size=4)
+    direct = assess_by_likelihood(e.model, e.parts.processor, metas, codes)
+    assert [r["prompt_id"] for r in rows] == [it["prompt_id"] for it in items]
+    for r, (a, _) in zip(rows, direct, strict=True):
+        assert r["parse_status"] == "ok" and "image_tokens" not in r and "metadata" not in r
+        assert {d: r[f"{d}_verdict"] for d in DIMENSIONS} == {d: getattr(a, d).verdict for d in DIMENSIONS}
+    assert e.assess_likelihood(items[3:4]) == rows[3:4]
