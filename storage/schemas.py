@@ -71,7 +71,10 @@ class AssessmentRow(Row):
     sample_index: int = Field(ge=0, description="sample index of the assessed sample")
     # added in version 2 (null in older partitions): the one-column join key to judgments
     sample_key: str | None = Field(None, description="r<round>/<checkpoint_id>/<prompt_id>/<sample_index>")
-    assessor: Literal["self", "judge"] = Field(description="who wrote the assessment")
+    assessor: Literal["self", "likelihood", "judge"] = Field(
+        description="who wrote the assessment: the model answering about the image (self), the model's "
+        "likelihood of its drawing against counterfactual prompts (likelihood), or the judge"
+    )
     object_verdict: Verdict | None = Field(None, description="are the right objects there; null if unparsed")
     object_reason: str = Field("", description="the assessor's reason for the object verdict")
     count_verdict: Verdict | None = Field(None, description="is the count right; null if unparsed")
