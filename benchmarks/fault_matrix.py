@@ -46,7 +46,7 @@ VOLATILE = {
 BUSY_MESSAGE = "another round is running on this lake"
 # what the runs found beyond the table, kept with the generator so a rewrite of the section keeps it
 FINDINGS = [
-    "**Fixed (commit 4a50141, `tasks/actors.py`)**: the Trainer actor took as many torch threads as "
+    "**Fixed (commit 4a50141, `tasks/actors.py`, now `tasks/trainer.py`)**: the Trainer actor took as many torch threads as "
     "Ray had CPUs free at that instant; right after a crash (pools just shut down) that differs from the "
     "first attempt, and float sums depend on the thread count, so a stage resumed after its trainer died "
     "ended with other weights. `run_stage` itself resumes exactly: 8 steps uninterrupted and 8 steps "
@@ -87,10 +87,10 @@ FINDINGS = [
     "candidate was another checkpoint (`6d579615...` instead of `310784b2...`), because the trainer "
     "takes as many torch threads as the largest live node has CPUs (1 there, 2 here) and float sums "
     "depend on the thread count. The cluster cases therefore give the worker node 2 CPUs, and a flow "
-    "run now fixes the count when it starts (`tasks/actors.py` `pinned_train_threads`), so a node "
+    "run now fixes the count when it starts (`tasks/cluster.py` `pinned_train_threads`), so a node "
     "lost mid-round no longer changes it. A round re-run in a new process on a cluster of another "
     "shape still takes that cluster's count, and ends with other (equally valid) weights.",
-    "**Fixed (tasks/actors.py `WorkerPool._replacement`, `WorkerPool._settle`)**: losing the worker "
+    "**Fixed (tasks/pool.py `WorkerPool._replacement`, `WorkerPool._settle`)**: losing the worker "
     "node mid-sampling made the round hang (no end within 240 s): Ray restarted the lost worker's "
     "actor, and the restart waited for a CPU that no live node had; with that fixed, the next worker "
     "pool (the evaluation's) hung the same way waiting to place its second worker. A lost call now "

@@ -5,9 +5,9 @@ warm after the first repeat, as on any machine that ran illume before):
 
 - `import flows.cli`: what `illume --help` pays;
 - `import flows.pipeline`: prefect, pydantic and illume_core's modules a flow needs;
-- `import tasks.actors`: Ray (and what it pulls in);
+- `import tasks.pool`: Ray (and what it pulls in);
 - the temporary Prefect API: `SubprocessASGIServer().start()` until it answers;
-- `ray.init` of a local instance (`tasks.actors.ensure_ray`);
+- `ray.init` of a local instance (`tasks.cluster.ensure_ray`);
 - the API and Ray one after the other, then overlapped as `illume round` now does
   (`flows.commands_pipeline.warm_up`: the API starts in a thread while Ray starts);
 - with `--lake DIR` (a lake with a base model, e.g. one `illume train --budget smoke` made):
@@ -41,15 +41,15 @@ import fault_matrix as fm  # noqa: E402  (its process helpers)
 PHASES = {
     "import flows.cli": "import flows.cli",
     "import flows.pipeline": "import flows.pipeline",
-    "import tasks.actors (ray)": "import tasks.actors",
+    "import tasks.pool (ray)": "import tasks.pool",
     "temporary Prefect API": "from flows.commands_pipeline import _start_api; {t0}; _start_api()",
-    "ray.init (local)": "from tasks.actors import ensure_ray; {t0}; ensure_ray()",
+    "ray.init (local)": "from tasks.cluster import ensure_ray; {t0}; ensure_ray()",
     "API then Ray": (
-        "from flows.commands_pipeline import _start_api; from tasks.actors import ensure_ray; "
+        "from flows.commands_pipeline import _start_api; from tasks.cluster import ensure_ray; "
         "{t0}; _start_api(); ensure_ray()"
     ),
     "API and Ray overlapped (warm_up)": (
-        "from flows.commands_pipeline import warm_up; import tasks.actors; {t0}; warm_up()"
+        "from flows.commands_pipeline import warm_up; import tasks.pool; {t0}; warm_up()"
     ),
 }
 

@@ -66,7 +66,7 @@ def warm_up() -> None:
     t = threading.Thread(target=api, name="illume-api-start", daemon=True)
     t.start()
     try:
-        from tasks.actors import ensure_ray
+        from tasks.cluster import ensure_ray
 
         ensure_ray()
     finally:

@@ -28,7 +28,7 @@ def evaluate_prompt_file(
     from illume_core.images import from_png
     from illume_core.judge import judge_folder, write_results
     from storage.registry import checkpoint_id_of, current_checkpoint, get_lake
-    from tasks.actors import get_pool
+    from tasks.pool import get_pool
 
     ck = checkpoint or current_checkpoint(lake)
     if ck is None:

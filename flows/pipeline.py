@@ -135,7 +135,7 @@ def train_pipeline(
     log = get_run_logger()
     s = PipelineSettings(preset=preset, budget=budget, seed=seed)
     sj = s.model_dump_json()
-    from tasks.actors import pinned_train_threads  # imports ray: only when a flow runs
+    from tasks.cluster import pinned_train_threads  # imports ray: only when a flow runs
 
     resume = f"illume train --lake {lake} --preset {preset} --budget {budget} --seed {seed}" + (
         f" --vision-from {vision_from}" if vision_from else ""
@@ -223,7 +223,7 @@ def _round_body(
 ) -> dict:
     """The round itself, under `self_enhancement_round`'s API watch."""
     log = get_run_logger()
-    from tasks.actors import pinned_train_threads  # imports ray: only when a flow runs
+    from tasks.cluster import pinned_train_threads  # imports ray: only when a flow runs
 
     with _Locked(lake, "self-enhancement-round", lock_timeout_s), pinned_train_threads():
         r = _next_round(lake) if round is None else round

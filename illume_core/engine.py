@@ -1,6 +1,6 @@
 """The inference engine: one loaded checkpoint answering batched requests as plain rows.
 
-A Ray worker (tasks/actors.py) wraps exactly one Engine; tests and the CLI use it directly.
+A Ray worker (tasks/pool.py) wraps exactly one Engine; tests and the CLI use it directly.
 Requests and results are lists of dicts (prompt id, sample index, seed, PNG bytes, ...), so they
 cross process boundaries cheaply and map straight onto the lake's tables. Every result depends
 only on its own request (a seed per sample), never on batch composition or worker.

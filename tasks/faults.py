@@ -3,7 +3,7 @@
 `ILLUME_FAULT_KILL=<point>:<marker file>` makes `fault_point(point)` SIGKILL the calling process
 the first time it is reached (the marker file records that it happened, so the re-run that
 follows goes through). Points are `start:<task>` and `end:<task>` (task boundaries, raised from
-Prefect state hooks); workers use `ILLUME_FAULT_CRASH` (tasks/actors.py) and the lake uses
+Prefect state hooks); workers use `ILLUME_FAULT_CRASH` (tasks/pool.py) and the lake uses
 `ILLUME_LAKE_PAUSE` (storage/lake.py) for kills in the middle of a write.
 """
 

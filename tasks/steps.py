@@ -307,7 +307,7 @@ def train_stage(
     steps: int | None = None,
 ) -> str:
     """Run one stage recipe from `parent` on a Ray trainer actor; resumes after a crash."""
-    from tasks.actors import train_on_actor
+    from tasks.trainer import train_on_actor
 
     parent = lake_path(lake, parent)
     log = _logger()
@@ -368,7 +368,7 @@ def sample(
     """Draw K images per prompt on the worker pool (seeded per sample) into samples/round=R."""
     from illume_core.evaluate import sample_items
     from storage.schemas import sample_key
-    from tasks.actors import get_pool
+    from tasks.pool import get_pool
 
     t0 = datetime.now(UTC)
     checkpoint = lake_path(lake, checkpoint)
@@ -415,7 +415,7 @@ def assess(
     from illume_core.policy import judge_assessment
     from illume_core.settings import ASSESSORS
     from storage.schemas import sample_key
-    from tasks.actors import get_pool
+    from tasks.pool import get_pool
 
     if assessor not in ASSESSORS:
         raise ValueError(f"assessor must be one of {list(ASSESSORS)}, got {assessor!r}")
@@ -537,7 +537,7 @@ def evaluate(lake: str, round: int, checkpoint: str, eval_prompt_refs: str, work
         vqa_scores,
     )
     from illume_core.settings import PipelineSettings
-    from tasks.actors import get_pool
+    from tasks.pool import get_pool
 
     s = PipelineSettings.load(lake)
     t0 = datetime.now(UTC)

@@ -22,7 +22,7 @@ def _key(it: dict) -> str:
 
 
 def test_lost_worker_without_room_moves_its_shard_to_a_live_worker(ray_session, checkpoint):
-    from tasks.actors import ModelWorker, WorkerPool
+    from tasks.pool import ModelWorker, WorkerPool
 
     ray = ray_session
     pool = WorkerPool(checkpoint, size=2, place_timeout_s=60.0)
@@ -42,7 +42,7 @@ def test_lost_worker_without_room_moves_its_shard_to_a_live_worker(ray_session, 
 
 
 def test_lost_worker_with_room_gets_a_new_worker(ray_session, checkpoint):
-    from tasks.actors import WorkerPool
+    from tasks.pool import WorkerPool
 
     ray = ray_session
     pool = WorkerPool(checkpoint, size=2, place_timeout_s=60.0)
@@ -57,7 +57,7 @@ def test_lost_worker_with_room_gets_a_new_worker(ray_session, checkpoint):
 
 
 def test_no_live_worker_and_no_room_is_a_clear_error(ray_session, checkpoint):
-    from tasks.actors import ModelWorker, WorkerPool
+    from tasks.pool import ModelWorker, WorkerPool
 
     ray = ray_session
     pool = WorkerPool(checkpoint, size=1, place_timeout_s=60.0)
@@ -84,7 +84,7 @@ def test_a_flow_run_pins_the_trainer_threads_at_its_start(ray_session, monkeypat
 
 
 def test_a_worker_without_room_at_start_leaves_its_shard_to_a_live_one(ray_session, checkpoint):
-    from tasks.actors import ModelWorker, WorkerPool
+    from tasks.pool import ModelWorker, WorkerPool
 
     class SecondUnplaceable(WorkerPool):
         def _new_worker(self, first: bool):

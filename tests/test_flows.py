@@ -199,7 +199,7 @@ def test_cache_keys_leave_out_the_lake_path():
 def test_actor_killed_mid_sampling_gives_identical_rows(base_lake, round_lake, tmp_path, monkeypatch):
     from flows.pipeline import self_enhancement_round
     from storage.registry import get_lake
-    from tasks.actors import shutdown_pools
+    from tasks.pool import shutdown_pools
 
     marker = tmp_path / "crashed"
     lake = _copy(base_lake, tmp_path, "lake")
@@ -230,7 +230,7 @@ def test_data_parallel_stage_on_two_cpu_workers(base_lake, tmp_path, monkeypatch
     from illume_core.checkpoint import read_manifest
     from illume_core.settings import PipelineSettings
     from storage.registry import current_checkpoint
-    from tasks.actors import train_on_actor
+    from tasks.trainer import train_on_actor
 
     monkeypatch.setenv("ILLUME_TRAIN_WORKERS", "2")
     s = PipelineSettings.load(base_lake)
