@@ -17,10 +17,8 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from illume_core.config import PATTERN_COLOURS, IllumeConfig
+from illume_core.recipes import PARAM_GROUPS  # the groups a recipe trains, with their learning rates
 from illume_core.vision import VisionEncoder
-
-# the parameter groups a recipe can train (their learning rates live in illume_core/recipes.py)
-PARAM_GROUPS = ("adapter", "image_embed_head", "llm", "vision")
 
 
 @dataclass
