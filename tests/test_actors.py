@@ -74,13 +74,13 @@ def test_no_live_worker_and_no_room_is_a_clear_error(ray_session, checkpoint):
 
 
 def test_a_flow_run_pins_the_trainer_threads_at_its_start(ray_session, monkeypatch):
-    from tasks import actors
+    from tasks import cluster
 
-    with actors.pinned_train_threads() as n:
-        assert n == actors.largest_node_cpus() == 2  # the session's local Ray has 2 CPUs
-        monkeypatch.setattr(actors, "largest_node_cpus", lambda: 1)  # the largest node is lost
-        assert actors.trainer_threads() == 2 and actors.trainer_threads(3) == 3
-    assert actors.trainer_threads() == 1  # outside a flow run: the cluster as it is now
+    with cluster.pinned_train_threads() as n:
+        assert n == cluster.largest_node_cpus() == 2  # the session's local Ray has 2 CPUs
+        monkeypatch.setattr(cluster, "largest_node_cpus", lambda: 1)  # the largest node is lost
+        assert cluster.trainer_threads() == 2 and cluster.trainer_threads(3) == 3
+    assert cluster.trainer_threads() == 1  # outside a flow run: the cluster as it is now
 
 
 def test_a_worker_without_room_at_start_leaves_its_shard_to_a_live_one(ray_session, checkpoint):
