@@ -24,7 +24,7 @@ from illume_core.config import PATTERN_COLOURS, get_preset
 from illume_core.images import palette_index, to_pil, to_tensor
 from illume_core.judge import judge_image
 from illume_core.prompts import generate_prompts, scene_for
-from illume_core.tokenizer import cell_classes
+from illume_core.vision_tokenizer import cell_classes
 from illume_core.vision_training import fit_pattern_tokenizer
 from illume_core.world import render, sample_scene
 

@@ -24,8 +24,8 @@ from illume_core.config import get_preset
 from illume_core.data import BaseCorpus, CorpusSpec, StageData
 from illume_core.recipes import get_recipe
 from illume_core.stages import init_model, stage_groups
-from illume_core.tokenizer import make_tokenizer
 from illume_core.training import TrainConfig, make_optimizer
+from illume_core.vision_tokenizer import make_tokenizer
 from illume_core.vision_training import fit_pattern_tokenizer
 
 SETTINGS = [  # (label, preset, one kind per batch, precision)

@@ -60,7 +60,7 @@ class CheckpointInfo:
 @dataclass
 class LoadedCheckpoint:
     model: IllumeModel
-    semantic_tokenizer: Any  # illume_core.tokenizer.SemanticTokenizer, or None if none was saved
+    semantic_tokenizer: Any  # illume_core.vision_tokenizer.SemanticTokenizer, or None if none was saved
     text_tokenizer: TextTokenizer
     config: IllumeConfig
     manifest: dict
@@ -228,7 +228,7 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     model.to(device).eval()
     semantic = None
     if SEMANTIC_FILE in manifest["files"]:
-        from illume_core.tokenizer import make_tokenizer
+        from illume_core.vision_tokenizer import make_tokenizer
 
         semantic = make_tokenizer(cfg)
         _load_fitting(semantic, directory / SEMANTIC_FILE, device, "semantic tokenizer")

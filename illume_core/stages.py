@@ -25,8 +25,8 @@ from illume_core.preference import PreferencePair, dpo_loss, pair_batches
 from illume_core.processor import Processor
 from illume_core.recipes import StageRecipe
 from illume_core.text_tokenizer import TextTokenizer
-from illume_core.tokenizer import PatternTokenizer, SemanticTokenizer
 from illume_core.training import ParamGroup, TrainConfig, TrainState, train_loop
+from illume_core.vision_tokenizer import PatternTokenizer, SemanticTokenizer
 from illume_core.vision_training import train_encoder, train_tokenizer
 
 

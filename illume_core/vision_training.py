@@ -15,8 +15,8 @@ import torch
 
 from illume_core.config import IllumeConfig
 from illume_core.images import palette_index, to_tensor
-from illume_core.tokenizer import PatternTokenizer, PixelVQTokenizer, SemanticTokenizer
 from illume_core.vision import ContrastiveModel, TextTower, VisionEncoder
+from illume_core.vision_tokenizer import PatternTokenizer, PixelVQTokenizer, SemanticTokenizer
 from illume_core.world import COLORS, NUMBERS, SHAPES, Scene, relation, render, sample_scene
 
 Progress = Callable[[int, dict[str, float]], None]

@@ -69,7 +69,7 @@ def scene_image(seed: int, size: int = 32) -> torch.Tensor:
 def save_micro_checkpoint(path):
     """A micro model with an untrained tokenizer saved as a stage-3 checkpoint at `path`."""
     from illume_core.stages import Parts, save_stage
-    from illume_core.tokenizer import SemanticTokenizer
+    from illume_core.vision_tokenizer import SemanticTokenizer
 
     model, proc = micro_model(max_seq_len=192)
     torch.manual_seed(0)

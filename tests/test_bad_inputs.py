@@ -98,7 +98,7 @@ def checkpoint(tmp_path_factory) -> Path:
     from model_helpers import micro_model, text_tokenizer
 
     from illume_core.checkpoint import save_checkpoint
-    from illume_core.tokenizer import SemanticTokenizer
+    from illume_core.vision_tokenizer import SemanticTokenizer
 
     model, proc = micro_model()
     path = tmp_path_factory.mktemp("ck") / "ck"

@@ -20,7 +20,7 @@ from illume_core.checkpoint import (
 )
 from illume_core.recipes import get_recipe
 from illume_core.sampling import generate_images
-from illume_core.tokenizer import SemanticTokenizer
+from illume_core.vision_tokenizer import SemanticTokenizer
 
 torch.set_num_threads(1)
 

@@ -19,7 +19,7 @@ from illume_core.prompts import generate_prompts, scene_for
 from illume_core.recipes import get_recipe
 from illume_core.sampling import SamplingParams, generate_images
 from illume_core.text_tokenizer import TextTokenizer
-from illume_core.tokenizer import PatternTokenizer, cell_classes
+from illume_core.vision_tokenizer import PatternTokenizer, cell_classes
 from illume_core.vision_training import fit_pattern_tokenizer
 from illume_core.world import Obj, Scene, render, sample_scene
 

@@ -9,8 +9,8 @@ import torch
 
 from illume_core.config import get_preset
 from illume_core.images import to_tensor
-from illume_core.tokenizer import PixelVQTokenizer, SemanticTokenizer, VectorQuantizer
 from illume_core.vision import VisionEncoder
+from illume_core.vision_tokenizer import PixelVQTokenizer, SemanticTokenizer, VectorQuantizer
 from illume_core.vision_training import reconstruction_accuracy, train_pixel_tokenizer, train_tokenizer
 from illume_core.world import render, sample_scene
 
