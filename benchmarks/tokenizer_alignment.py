@@ -123,9 +123,19 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--preset",
+        default="tiny-256",
+        help="a preset whose vision tokenizer is learned (semantic): the comparison is of two learned "
+        "quantizers on its grid; the tiny preset's fitted pattern codes are neither",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = get_preset("tiny")
+    cfg = get_preset(args.preset)
+    if cfg.tokenizer != "semantic":
+        raise SystemExit(
+            f"preset {args.preset!r} uses the {cfg.tokenizer!r} tokenizer; choose a semantic one (tiny-256)"
+        )
     t0 = time.perf_counter()
     encoder = train_contrastive(cfg, args.encoder_steps, seed=args.seed).encoder
     tokenizers = {
