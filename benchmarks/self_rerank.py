@@ -58,14 +58,18 @@ def main() -> None:
         engine.model, engine.parts.processor, [meta[s["prompt_id"]] for s in samples], codes, margins
     )
     t_assess = time.time() - t0
-    by_prompt: dict[str, list] = defaultdict(list)
+    by_prompt: dict[tuple[str, int], list] = defaultdict(list)
     for s, (_, gains) in zip(samples, assessed, strict=True):
         key = (s["prompt_id"], s["sample_index"])
-        by_prompt[s["prompt_id"]].append((pick_key(gains, margins), judged[key]))
+        # a prompt listed again (small tags) draws further sample indices: each listing is its own N
+        by_prompt[(s["prompt_id"], s["sample_index"] // args.n)].append(
+            (pick_key(gains, margins), judged[key])
+        )
     scores: dict[str, dict[str, list[float]]] = {
         k: defaultdict(list) for k in ("any_one", "picked", "oracle")
     }
-    for pid, rows in by_prompt.items():
+    for (pid, _), rows in by_prompt.items():
+        assert len(rows) == args.n
         tag = meta[pid].tag
         scores["any_one"][tag].append(sum(ok for _, ok in rows) / len(rows))
         scores["picked"][tag].append(float(max(rows, key=lambda r: r[0])[1]))
@@ -75,7 +79,7 @@ def main() -> None:
         tags = {t: round(sum(v) / len(v), 3) for t in TAGS if (v := per_tag.get(t))}
         tags["overall"] = round(sum(tags.values()) / len(tags), 3)
         out[name] = tags
-    out["prompts"] = len(by_prompt)
+    out["listings"] = len(by_prompt)
     out["sample_s_per_image"] = round(t_sample / len(samples), 4)
     out["assess_s_per_image"] = round(t_assess / len(samples), 4)
     print(json.dumps(out), flush=True)
