@@ -330,7 +330,10 @@ def integrity(lake: Path) -> list[str]:
         if list(tdir.glob("_manifest.*.tmp")):
             problems.append(f"{t}: a temporary manifest left")
         if t in ("samples", "assessments", "judgments"):
-            keys_ = lk.read(t).column("sample_key").to_pylist()
+            # one row per sample (per assessor: an evaluation assesses its images two ways)
+            tbl = lk.read(t)
+            cols = ["sample_key", "assessor"] if t == "assessments" else ["sample_key"]
+            keys_ = list(zip(*(tbl.column(c).to_pylist() for c in cols), strict=True))
             if len(keys_) != len(set(keys_)):
                 problems.append(f"{t}: duplicate sample_key rows")
     resume = lake / "checkpoints" / "_resume"

@@ -21,18 +21,10 @@ import torch
 
 from illume_core.engine import Engine
 from illume_core.evaluate import judge_rows, prompt_id, sample_items
-from illume_core.likelihood import LikelihoodMargins, assess_by_likelihood
+from illume_core.likelihood import LikelihoodMargins, assess_by_likelihood, rank_key
 from illume_core.prompts import TAGS, generate_prompts
-from illume_core.rules import DIMENSIONS
 
 EVAL_SEED = 515_151  # benchmarks/likelihood_assessment.py's evaluation prompts
-
-
-def pick_key(gains: dict[str, float], margins: LikelihoodMargins) -> tuple[int, float]:
-    """Sort key of one drawing (higher is better): its "yes" count, then its worst dimension's
-    distance inside the margin."""
-    over = [gains[d] - getattr(margins, d) for d in DIMENSIONS]
-    return sum(o <= 0 for o in over), -max(over)
 
 
 def main() -> None:
@@ -63,7 +55,7 @@ def main() -> None:
         key = (s["prompt_id"], s["sample_index"])
         # a prompt listed again (small tags) draws further sample indices: each listing is its own N
         by_prompt[(s["prompt_id"], s["sample_index"] // args.n)].append(
-            (pick_key(gains, margins), judged[key])
+            (rank_key(gains, margins), judged[key])
         )
     scores: dict[str, dict[str, list[float]]] = {
         k: defaultdict(list) for k in ("any_one", "picked", "oracle")

@@ -111,13 +111,34 @@ def register(app: typer.Typer) -> None:
         n: int = typer.Option(1, "-n", min=1, help="number of images"),
         temperature: float = typer.Option(1.0, "--temperature", min=0.0),
         top_k: int | None = typer.Option(None, "--top-k", min=1),
+        best_of: int = typer.Option(
+            1,
+            "--best-of",
+            min=1,
+            help="draw this many candidates per image and keep the one the model itself judges best "
+            "(likelihood against one-dimension counterfactual prompts; ShapesWorld prompts only)",
+        ),
     ) -> None:
         """Draw images for a prompt (same seed, same images)."""
+        from illume_core.likelihood import metadata_for, pick_best
         from illume_core.sampling import SamplingParams, generate_images
 
+        meta = None
+        if best_of > 1:
+            try:
+                meta = metadata_for(prompt)
+            except ValueError as e:
+                raise typer.BadParameter(str(e), param_hint="--best-of") from None
         loaded, proc = _load(checkpoint, lake)
         params = SamplingParams(cfg_scale=cfg if cfg != 1.0 else None, temperature=temperature, top_k=top_k)
-        codes = generate_images(loaded.model, proc, [prompt] * n, [seed + i for i in range(n)], params)
+        # candidate j of image i uses seed + i * best_of + j (best_of 1: seed + i, as before)
+        seeds = [seed + k for k in range(n * best_of)]
+        codes = generate_images(loaded.model, proc, [prompt] * len(seeds), seeds, params)
+        if meta is not None:
+            import torch
+
+            groups = codes.view(n, best_of, -1)
+            codes = torch.stack([g[pick_best(loaded.model, proc, meta, g)] for g in groups])
         for p in _save_codes(loaded, codes, out):
             typer.echo(str(p))
 

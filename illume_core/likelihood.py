@@ -22,6 +22,7 @@ difference of two conditionals and keeps its sign.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -175,4 +176,49 @@ def assess_by_likelihood(
     return out
 
 
-__all__ = ["OPPOSITE", "LikelihoodMargins", "assess_by_likelihood", "code_loglik", "counterfactuals"]
+def rank_key(gains: dict[str, float], margins: LikelihoodMargins = LikelihoodMargins()) -> tuple[int, float]:
+    """How well a drawing passes its own assessment, as a sort key (higher is better): its number
+    of "yes" dimensions, then how far its worst dimension stays inside its margin."""
+    over = [gains[d] - getattr(margins, d) for d in DIMENSIONS]
+    return sum(o <= 0 for o in over), -max(over)
+
+
+@torch.no_grad()
+def pick_best(
+    model, processor, meta: Metadata, codes: torch.Tensor, margins: LikelihoodMargins = LikelihoodMargins()
+) -> int:
+    """Index of the drawing (codes (N, T), all of `meta`'s prompt) the model judges best."""
+    judged = assess_by_likelihood(model, processor, [meta] * codes.shape[0], codes, margins)
+    keys = [rank_key(g, margins) for _, g in judged]
+    return max(range(len(keys)), key=lambda i: (keys[i], -i))
+
+
+@functools.cache
+def _prompt_index() -> dict[str, Metadata]:
+    return {m.prompt: m for tag in P.TAGS for m in P.all_prompts(tag)}
+
+
+def metadata_for(prompt: str) -> Metadata:
+    """The metadata line of a prompt in the world's phrasing ('a photo of two red circles' is
+    not one: counting prompts name no colour); a clear error for any other text."""
+    meta = _prompt_index().get(" ".join(prompt.split()))
+    if meta is None:
+        raise ValueError(
+            f"{prompt!r} is not a ShapesWorld prompt, so the model has no counterfactuals to judge it "
+            "against; use one of the six tags' phrasings, e.g. 'a photo of a red circle', "
+            "'a photo of three squares', 'a photo of a blue diamond left of a yellow cross' "
+            "(`illume prompts --out DIR` writes a sample of them)"
+        )
+    return meta.model_copy(deep=True)
+
+
+__all__ = [
+    "OPPOSITE",
+    "LikelihoodMargins",
+    "assess_by_likelihood",
+    "code_loglik",
+    "counterfactuals",
+    "metadata_for",
+    "pick_best",
+    "rank_key",
+]

@@ -139,6 +139,50 @@ def test_cli_generate_ask_edit_on_a_checkpoint(saved, tmp_path):
     assert res.exit_code == 0 and out.is_file(), res.output
 
 
+def test_cli_generate_best_of_keeps_the_candidate_the_model_judges_best(saved, tmp_path):
+    """`illume generate --best-of K`: image i is one of its K candidates (seeds seed + i*K + j),
+    the one `pick_best` chooses; a prompt outside the world's phrasings is refused up front."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from illume_core.checkpoint import load_checkpoint
+    from illume_core.likelihood import metadata_for, pick_best
+    from illume_core.processor import Processor
+    from illume_core.sampling import SamplingParams, generate_images
+
+    info = saved[0]
+    prompt = "a photo of a red circle"
+    out = tmp_path / "best.png"
+    args = ["generate", prompt, "-o", str(out), "--checkpoint", str(info.path), "--seed", "5", "-n", "2"]
+    res = CliRunner().invoke(app, [*args, "--best-of", "3"])
+    assert res.exit_code == 0, res.output
+    ck = load_checkpoint(info.path)
+    proc = Processor(ck.config, ck.text_tokenizer)
+    cands = generate_images(ck.model, proc, [prompt] * 6, list(range(5, 11)), SamplingParams(cfg_scale=2.0))
+    groups = cands.view(2, 3, -1)
+    want = [g[pick_best(ck.model, proc, metadata_for(prompt), g)] for g in groups]
+    single = tmp_path / "one.png"
+    for i, codes in enumerate(want):  # the same codes written by the plain path give the same file
+        j = int((groups[i] == codes).all(-1).nonzero()[0])
+        res = CliRunner().invoke(
+            app,
+            [
+                "generate",
+                prompt,
+                "-o",
+                str(single),
+                "--checkpoint",
+                str(info.path),
+                "--seed",
+                str(5 + 3 * i + j),
+            ],
+        )
+        assert res.exit_code == 0 and (tmp_path / f"best_{i}.png").read_bytes() == single.read_bytes()
+    res = CliRunner().invoke(app, [*args[:1], "two red circles", *args[2:], "--best-of", "3"])
+    assert res.exit_code == 2 and "not a ShapesWorld prompt" in " ".join(res.output.split())
+    assert metadata_for("a photo of  three squares").tag == "counting"
+
+
 def _resign(directory) -> None:
     """Recompute the manifest's digests after a file was rewritten on purpose (an older writer)."""
     from illume_core.checkpoint import MANIFEST_FILE, _files_id, _sha256
