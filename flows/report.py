@@ -296,6 +296,14 @@ def build_report(lake_root: str) -> Path:
         "SELECT round, tag AS dimension, value FROM evaluations "
         "WHERE benchmark = 'self_assessment' AND metric = 'agreement' ORDER BY round",
     ).to_pylist()
+    # the model's two ways of judging its own evaluation images (balanced accuracy against the judge)
+    balanced = query(
+        lake,
+        "SELECT round, CASE benchmark WHEN 'self_assessment' THEN 'text answer' ELSE 'likelihood' END "
+        "AS assessor, max(value) AS value FROM evaluations WHERE benchmark IN ('self_assessment', "
+        "'self_assessment_likelihood') AND metric = 'balanced_accuracy' AND split = 'eval' "
+        "AND tag = 'overall' GROUP BY ALL ORDER BY round",
+    ).to_pylist()
     agreement: dict[int, list[dict]] = defaultdict(list)
     for a in query(lake, "SELECT * FROM assessment_agreement ORDER BY round, dimension").to_pylist():
         agreement[a["round"]].append(a)
@@ -327,6 +335,19 @@ def build_report(lake_root: str) -> Path:
             out / "agreement.png",
         )
         parts.append("<h2>Self-assessment agreement</h2><img src='agreement.png' alt='agreement per round'>")
+    if balanced:
+        _chart(
+            balanced,
+            "round",
+            "assessor",
+            "value",
+            "Self-assessment balanced accuracy against the judge (0.5: a constant answer)",
+            out / "balanced.png",
+        )
+        parts.append(
+            "<h2>Self-assessment: the text answer and the likelihood</h2>"
+            "<img src='balanced.png' alt='self-assessment balanced accuracy per round and assessor'>"
+        )
     for rnd in sorted(rounds, key=lambda x: -x["round"]):  # the latest round first
         parts += _round_section(lake, rnd, scores, agreement)
     parts.append(_SCRIPT)

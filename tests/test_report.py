@@ -82,6 +82,14 @@ def _evaluations(rnd: int, ck: str, scores: dict[tuple[str, str], float]) -> lis
     ]  # fmt: skip
 
 
+def _balanced(rnd: int, ck: str, text: float, likelihood: float) -> list[dict]:
+    return [
+        dict(round=rnd, checkpoint_id=ck, benchmark=b, split="eval", tag="overall", metric="balanced_accuracy",
+             value=v, n=8)
+        for b, v in (("self_assessment", text), ("self_assessment_likelihood", likelihood))
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
     lake = Lake(tmp_path_factory.mktemp("report") / "lake")
@@ -124,8 +132,20 @@ def lake(tmp_path_factory):
         ("heldout", "counting"): 0.0,
         ("heldout", "colors"): 0.25,
     }
-    w("evaluations", 0, _evaluations(0, "c0", base), producer="evaluate", part="c0")
-    w("evaluations", 1, _evaluations(1, "c1", cand), producer="evaluate", part="c1")
+    w(
+        "evaluations",
+        0,
+        _evaluations(0, "c0", base) + _balanced(0, "c0", 0.5, 0.8),
+        producer="evaluate",
+        part="c0",
+    )
+    w(
+        "evaluations",
+        1,
+        _evaluations(1, "c1", cand) + _balanced(1, "c1", 0.5, 0.85),
+        producer="evaluate",
+        part="c1",
+    )
     w("rounds", 0, [dict(round=0, base_checkpoint="c0", candidate_checkpoint="c0", status="promoted",
                          reason="base training run", started_at=T0, ended_at=T0, params="{}")],
       producer="round", part="round")  # fmt: skip
@@ -142,6 +162,18 @@ def page(lake):
 
     index = build_report(lake.root)
     return index, index.read_text(encoding="utf-8")
+
+
+def test_both_self_assessments_are_charted_per_round(page):
+    index, text = page
+    assert "<img src='balanced.png'" in text and (index.parent / "balanced.png").stat().st_size > 1000
+    from flows.report import _figure
+
+    fig = _figure(
+        [dict(round=r, assessor=a, value=v) for r, a, v in ((0, "likelihood", 0.8), (0, "text answer", 0.5))],
+        "round", "assessor", "value", "t",
+    )  # fmt: skip
+    assert sorted(line.get_label() for line in fig.axes[0].get_lines()) == ["likelihood", "text answer"]
 
 
 def test_round_axis_is_integer():
