@@ -341,7 +341,7 @@ def build_report(lake_root: str) -> Path:
             "round",
             "assessor",
             "value",
-            "Self-assessment balanced accuracy against the judge (0.5: a constant answer)",
+            "Self-assessment balanced accuracy (0.5 = constant answer)",
             out / "balanced.png",
         )
         parts.append(
