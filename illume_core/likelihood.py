@@ -109,7 +109,8 @@ def counterfactuals(meta: Metadata) -> dict[str, list[Metadata]]:
 def code_loglik(
     model, processor, prompts: Sequence[str], codes: torch.Tensor, batch_size: int = 64
 ) -> torch.Tensor:
-    """log p(codes[i] | prompts[i]) summed over the image tokens (teacher forcing): (B,)."""
+    """log p(codes[i] | prompts[i]) by teacher forcing: (B,), summed over the drawing's labelled
+    tokens (its image codes, then end-of-image and end-of-sequence, which every prompt shares)."""
     model.eval()
     device = next(model.parameters()).device
     out = []
@@ -123,7 +124,7 @@ def code_loglik(
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def _reason(dim: str, best: Metadata | None, gap: float) -> str:
+def _reason(best: Metadata | None, gap: float) -> str:
     if best is None:
         return ""
     return f'more likely as "{best.prompt}" (+{gap:.1f} nats)'
@@ -170,7 +171,7 @@ def assess_by_likelihood(
             no = gain > getattr(margins, d)
             gains[d] = gain
             dims[d] = DimensionAssessment(
-                verdict="no" if no else "yes", reason=_reason(d, cf, gain) if no else ""
+                verdict="no" if no else "yes", reason=_reason(cf, gain) if no else ""
             )
         out.append((Assessment(**dims), gains))
     return out
