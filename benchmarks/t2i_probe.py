@@ -10,7 +10,13 @@ pixel maps), to compare against. Start from a lake's `vision` checkpoint for a f
     .venv/bin/python benchmarks/t2i_probe.py --checkpoint LAKE/checkpoints/<vision id> --lr 1.5e-3 --steps 600
     .venv/bin/python benchmarks/t2i_probe.py --checkpoint LAKE/checkpoints/<vision id> --lr 1.5e-3 --steps 600 --plain
 
-A checkpoint written before the pixel maps existed loads with fresh (zero) maps.
+A checkpoint written before the pixel maps existed loads with fresh (zero) maps. `--precision`
+picks the autocast (auto: bf16 where the CPU multiplies it natively); `--hidden`, `--layers`,
+`--intermediate` and `--heads` train a fresh LLM of another shape around the checkpoint's vision
+encoder and tokenizer:
+
+    .venv/bin/python benchmarks/t2i_probe.py --checkpoint LAKE/checkpoints/<vision id> --steps 300 --no-judge --precision fp32
+    .venv/bin/python benchmarks/t2i_probe.py --checkpoint LAKE/checkpoints/<vision id> --steps 300 --no-judge --precision bf16
 """
 
 from __future__ import annotations
@@ -24,9 +30,12 @@ import torch
 from safetensors.torch import load_model
 
 import illume_core.checkpoint as checkpoint
+from illume_core.config import IllumeConfig
 from illume_core.data import BaseCorpus, CorpusSpec
 from illume_core.images import to_pil
 from illume_core.judge import judge_image
+from illume_core.model import IllumeModel
+from illume_core.processor import Processor
 from illume_core.prompts import generate_prompts
 from illume_core.recipes import StageRecipe
 from illume_core.sampling import SamplingParams, generate_images
@@ -79,10 +88,32 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-judge", action="store_true", help="report the training loss only")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    ap.add_argument("--hidden", type=int, help="a fresh LLM of this width (default: the checkpoint's)")
+    ap.add_argument("--layers", type=int, help="a fresh LLM of this depth (default: the checkpoint's)")
+    ap.add_argument("--intermediate", type=int, help="MLP width of the fresh LLM (default: the checkpoint's)")
+    ap.add_argument("--heads", type=int, help="attention heads of the fresh LLM (default: the checkpoint's)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     checkpoint._load_fitting = _load_older
     parts = Parts.from_checkpoint(checkpoint.load_checkpoint(args.checkpoint))
+    shape = {
+        k: v
+        for k, v in (
+            ("hidden_size", args.hidden),
+            ("num_layers", args.layers),
+            ("intermediate_size", args.intermediate),
+            ("num_heads", args.heads),
+            ("num_kv_heads", args.heads),
+        )
+        if v is not None
+    }
+    if shape:  # a fresh LLM of another shape around the checkpoint's vision encoder and tokenizer
+        cfg = IllumeConfig(**{**parts.cfg.model_dump(), **shape})
+        torch.manual_seed(args.seed)
+        model = IllumeModel(cfg, parts.text_tokenizer.vocab_size)
+        model.vision_model.load_state_dict(parts.model.vision_model.state_dict())
+        parts = Parts(model, parts.semantic, parts.text_tokenizer, Processor(cfg, parts.text_tokenizer))
     codes = parts.model.gen_codes
     if codes is None:
         raise SystemExit("t2i_probe needs a pattern-tokenizer preset (tiny)")
@@ -103,11 +134,14 @@ def main() -> None:
         warmup_steps=20,
     )
     t0 = time.time()
-    st = train_stage(parts, recipe, base, seed=args.seed)
+    st = train_stage(parts, recipe, base, seed=args.seed, precision=args.precision)
     train_s = time.time() - t0
     result = {
         "checkpoint": args.checkpoint,
         "pixels": not args.plain,
+        "precision": args.precision,
+        "llm": {k: getattr(parts.cfg, k) for k in ("hidden_size", "num_layers", "intermediate_size", "num_heads")},
+        "llm_params": sum(p.numel() for p in parts.model.llm.parameters()),
         "lr": args.lr,
         "steps": args.steps,
         "batch": args.batch,

@@ -159,8 +159,11 @@ def train_stage(
     checkpoint_every: int | None = None,
     on_checkpoint: Callable[[TrainState], None] | None = None,
     wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+    precision: str = "auto",
 ) -> TrainState:
     """Run one recipe on the parts (in place). The semantic tokenizer stays frozen throughout.
+
+    `precision` is `TrainConfig.precision` (auto: bf16 autocast where the device has native bf16).
 
     `wrap` (optional) wraps the model for the forward and backward passes (DistributedDataParallel).
     With `preference_pairs` and a recipe whose `preference_weight` is > 0, each step adds that
@@ -177,7 +180,7 @@ def train_stage(
         )
     groups = stage_groups(parts.model, recipe)
     data = StageData(base, parts.processor, parts.semantic.encode, recipe, seed, self_examples, device)
-    cfg = TrainConfig(steps=recipe.steps, warmup_steps=recipe.warmup_steps)
+    cfg = TrainConfig(steps=recipe.steps, warmup_steps=recipe.warmup_steps, precision=precision)
     if state is not None:
         data.skip(int(state["step"]) * cfg.grad_accum)
     return train_loop(

@@ -30,7 +30,9 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.95)
     clip_norm: float = Field(1.0, gt=0.0)  # global gradient-norm clip
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on a GPU that has it, else fp32
+    # auto: bf16 autocast where the device has native bf16 matmul (a GPU that supports it, a CPU
+    # with AVX512-BF16 or AMX), else fp32; master weights and optimizer moments stay fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -82,13 +84,26 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX), as oneDNN reports it.
+
+    Without it, bf16 autocast on a CPU emulates the format and is slower than fp32.
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """bf16 where asked for or where a GPU supports it; None means plain fp32."""
+    """bf16 where asked for, or (auto) where the device has native bf16 matmul; None: plain fp32."""
     if precision == "fp32":
         return None
     if precision == "bf16":
         return torch.bfloat16
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if device.type == "cpu" and cpu_has_bf16():
         return torch.bfloat16
     return None
 
