@@ -8,6 +8,10 @@ accuracy, among `--margins`), and an evaluation set (`--eval-seed`) on which bot
 scored. Prints JSON: per dimension the balanced accuracy and confusion counts of the text
 assessor (`Engine.assess`, the understanding path), and of the likelihood assessor at margin 0,
 at its default margins (`LikelihoodMargins()`) and at the margins calibrated here; and the seconds per image of each.
+It also reports acceptance, what a round's `accepted_t2i` would train on (images with four "yes"
+verdicts: how many, the judge's precision and recall among them), for the default margins shifted
+by `SHIFTS` nats, and chooses on the calibration set the shift with the most correct accepted
+images net of wrong ones (`accepting_margins`: `illume round --likelihood-margins`).
 
     .venv/bin/python benchmarks/likelihood_assessment.py --checkpoint LAKE/checkpoints/<id> --per-tag 20
 """
@@ -69,6 +73,31 @@ def _figures(rows: list[dict], judgments: list[dict]) -> dict:
     }
 
 
+SHIFTS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # nats added to every default margin
+
+
+def _acceptance(rows: list[dict], judgments: list[dict]) -> dict:
+    """What a round's `accepted_t2i` would train on: the images with four "yes" verdicts, how many,
+    and how many of them the judge passes (precision) of all it passes (recall)."""
+    correct = {(j["prompt_id"], j["sample_index"]): bool(j["correct"]) for j in judgments}
+    accepted = [r for r in rows if all(r[f"{d}_verdict"] == "yes" for d in DIMENSIONS)]
+    good = sum(correct[(r["prompt_id"], r["sample_index"])] for r in accepted)
+    n_correct = sum(correct.values())
+    return {
+        "images": len(rows),
+        "accepted": len(accepted),
+        "accepted_correct": good,
+        "precision": round(good / len(accepted), 3) if accepted else None,
+        "recall": round(good / n_correct, 3) if n_correct else None,
+        "net": good - (len(accepted) - good),  # correct minus wrong images a round would train on
+    }
+
+
+def _shifted(shift: float) -> LikelihoodMargins:
+    d = LikelihoodMargins()
+    return LikelihoodMargins(**{k: getattr(d, k) + shift for k in DIMENSIONS})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", required=True)
@@ -94,10 +123,17 @@ def main() -> None:
         d: max(candidates, key=lambda m, d=d: (by_margin[m]["balanced"].get(d, 0), -abs(m)))
         for d in DIMENSIONS
     }
+    # acceptance: the shift of the default margins that gives a round the most correct images
+    # net of wrong ones (a wrong accepted image teaches as much as a correct one, the wrong way)
+    cal_accept = {sh: _acceptance(_rows(cal_samples, cal_gains, _shifted(sh)), cal_judged) for sh in SHIFTS}
+    best_shift = max(SHIFTS, key=lambda sh: (cal_accept[sh]["net"], -sh))
     out["calibration"] = {
         "judged": {t: round(v, 3) for t, (v, _) in tag_scores(cal_judged).items()},
         "balanced_by_margin": {str(m): f["balanced"] for m, f in by_margin.items()},
         "chosen_margins": chosen,
+        "acceptance_by_shift": {str(sh): a for sh, a in cal_accept.items()},
+        "chosen_shift": best_shift,
+        "accepting_margins": _shifted(best_shift).model_dump(),
     }
 
     # evaluation on other prompts
@@ -111,6 +147,11 @@ def main() -> None:
     )
     out["likelihood_default"] = _figures(_rows(samples, gains, LikelihoodMargins()), judged)
     out["likelihood_calibrated"] = _figures(_rows(samples, gains, LikelihoodMargins(**chosen)), judged)
+    out["acceptance"] = {
+        "judge": _acceptance([{**j, **{f"{d}_verdict": "yes" if j["correct"] else "no" for d in DIMENSIONS}}
+                              for j in judged], judged),
+        **{f"shift {sh:g}": _acceptance(_rows(samples, gains, _shifted(sh)), judged) for sh in SHIFTS},
+    }  # fmt: skip
     if not args.no_text:
         t0 = time.time()
         texts = engine.assess([{**s, "prompt": meta[s["prompt_id"]].prompt} for s in samples])

@@ -218,6 +218,7 @@ def one_round(lake: Path, spec: dict, args, seed: int, **gate) -> dict:
         images_per_prompt=args.images_per_prompt,
         strategies=spec["strategies"],
         assessor=spec["assessor"],
+        likelihood_margins=spec.get("likelihood_margins"),
         seed=seed,
         workers=args.workers,
         lock_timeout_s=60,

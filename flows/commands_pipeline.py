@@ -30,6 +30,16 @@ def local_lake(value: str) -> Path:
 LAKE = typer.Option("lake", "--lake", help="lake root: a local folder", callback=local_lake)
 
 
+def _margins(text: str) -> dict[str, float]:
+    """--likelihood-margins 'object=0,count=-3' -> {dimension: nats}; a bad one is a usage error."""
+    from illume_core.likelihood import LikelihoodMargins
+
+    try:
+        return LikelihoodMargins.parse(text).model_dump(exclude_defaults=True) if text else {}
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--likelihood-margins") from None
+
+
 def _start_api() -> None:
     """Start the temporary Prefect API (a server subprocess) unless PREFECT_API_URL names one."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
@@ -153,6 +163,11 @@ def register(app: typer.Typer) -> None:
             help="self (the model answers about the image), likelihood (the model's likelihood of its "
             "drawing against one-dimension counterfactual prompts) or judge (external teacher)",
         ),
+        likelihood_margins: str = typer.Option(
+            "",
+            help="the likelihood assessor's margins in nats, e.g. 'object=0,count=-3' (dimensions "
+            "not named keep their defaults; docs/PIPELINE.md)",
+        ),
         margin: float = typer.Option(0.02, help="largest ShapesEval drop still promoted"),
         min_parse_rate: float = typer.Option(0.5, help="smallest assessment parse rate still promoted"),
         seed: int = typer.Option(0),
@@ -169,6 +184,7 @@ def register(app: typer.Typer) -> None:
             images_per_prompt=images_per_prompt,
             strategies=strategy,
             assessor=assessor,
+            likelihood_margins=_margins(likelihood_margins),
             margin=margin,
             min_parse_rate=min_parse_rate,
             seed=seed,

@@ -191,6 +191,7 @@ def self_enhancement_round(
     images_per_prompt: int = 4,
     strategies: list[str] | None = None,
     assessor: str = "self",
+    likelihood_margins: dict[str, float] | None = None,
     margin: float = 0.02,
     min_parse_rate: float = 0.5,
     finetune_steps: int | None = None,
@@ -207,6 +208,7 @@ def self_enhancement_round(
         n_prompts=n_prompts,
         images_per_prompt=images_per_prompt,
         assessor=assessor,
+        likelihood_margins=likelihood_margins or {},
         margin=margin,
         min_parse_rate=min_parse_rate,
         finetune_steps=finetune_steps,
@@ -247,7 +249,9 @@ def _round_body(
         samples = _t(steps.sample, lake, rerun)(
             lake, r, base, prompts, cfg.images_per_prompt, "self", workers
         )
-        assessed = _t(steps.assess, lake, rerun)(lake, r, base, samples, prompts, cfg.assessor, workers)
+        assessed = _t(steps.assess, lake, rerun)(
+            lake, r, base, samples, prompts, cfg.assessor, workers, cfg.likelihood_margins or None
+        )
         judged = _t(steps.judge, lake, rerun)(lake, r, samples, prompts)
         sft = _t(steps.reformat, lake, rerun)(lake, r, samples, assessed, prompts, list(cfg.strategies))
         cand = registry.lake_path(

@@ -48,6 +48,25 @@ class LikelihoodMargins(BaseModel):
     color: float = -4.0
     spatial: float = -1.0
 
+    @classmethod
+    def parse(cls, text: str) -> LikelihoodMargins:
+        """'object=0,count=-3' -> margins (dimensions not named keep their defaults); a ValueError
+        names the dimensions and the format."""
+        values: dict[str, float] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, eq, value = part.partition("=")
+            name = name.strip()
+            if not eq or name not in DIMENSIONS:
+                raise ValueError(
+                    f"likelihood margin {part!r}: expected DIMENSION=NATS with DIMENSION one of "
+                    f"{', '.join(DIMENSIONS)}, e.g. 'object=0,count=-3'"
+                )
+            try:
+                values[name] = float(value)
+            except ValueError:
+                raise ValueError(f"likelihood margin {part!r}: {value.strip()!r} is not a number") from None
+        return cls(**values)
+
 
 OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 assert set(OPPOSITE) == set(RELATIONS)

@@ -195,6 +195,9 @@ class RoundConfig(BaseModel):
     images_per_prompt: int = Field(4, ge=1)
     strategies: tuple[str, ...] = ("assessment", "accepted_t2i")  # illume_core/reformat.py
     assessor: Assessor = "self"  # see ASSESSORS above
+    # the likelihood assessor's margins (nats per dimension, illume_core/likelihood.py); dimensions
+    # not given keep `LikelihoodMargins`' defaults, which maximize balanced accuracy
+    likelihood_margins: dict[str, float] = Field(default_factory=dict)
     margin: float = Field(0.02, ge=0.0)  # largest ShapesEval drop still promoted
     min_parse_rate: float = Field(0.5, ge=0.0, le=1.0)  # smallest assessment parse rate promoted
     finetune_steps: int | None = Field(None, ge=1)  # None: the budget's
@@ -206,6 +209,16 @@ class RoundConfig(BaseModel):
         from illume_core.reformat import check_strategies
 
         return tuple(check_strategies([v] if isinstance(v, str) else v))
+
+    @field_validator("likelihood_margins", mode="before")
+    @classmethod
+    def _known_margins(cls, v):
+        from illume_core.likelihood import LikelihoodMargins
+
+        if isinstance(v, str):  # the CLI's 'object=0,count=-3'
+            v = LikelihoodMargins.parse(v).model_dump(exclude_defaults=True)
+        LikelihoodMargins(**(v or {}))  # refuses an unknown dimension, names the known ones
+        return v or {}
 
     def params_json(self, round: int) -> str:
         """The round's `params` column: these knobs and the round number, as sorted JSON."""

@@ -407,10 +407,12 @@ def assess(
     prompts_ref: str,
     assessor: str = "self",
     workers: int = 2,
+    likelihood_margins: dict[str, float] | None = None,
 ) -> str:
     """Score every sample on object, count, colour and spatial: by the model itself (`self`: it
     answers the assessment question about the image; `likelihood`: its drawing's likelihood under
-    the prompt against one-dimension counterfactuals) or by the judge."""
+    the prompt against one-dimension counterfactuals, with `likelihood_margins` over the defaults)
+    or by the judge."""
     from illume_core.engine import assessment_fields
     from illume_core.policy import judge_assessment
     from illume_core.settings import ASSESSORS
@@ -445,6 +447,7 @@ def assess(
             "assess" if assessor == "self" else "assess_likelihood",
             items,
             key=lambda it: it["prompt_id"],
+            kwargs={"margins": dict(likelihood_margins or {})} if assessor == "likelihood" else None,
             progress=Progress(f"assess round {round}" + ("" if assessor == "self" else f" ({assessor})")),
         )
         compute = pool.compute_seconds - c0

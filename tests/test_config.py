@@ -56,6 +56,17 @@ def test_round_config_is_one_validated_object_that_its_stored_params_give_back()
     # what rounds recorded before the object existed reads back (extra keys skipped)
     old = json.dumps({"round": 1, "n_prompts": 8, "strategies": ["assessment"], "workers": 2})
     assert RoundConfig.from_params(old) == RoundConfig(n_prompts=8, strategies=["assessment"])
-    for bad in ({"assessor": "human"}, {"strategies": ["guess"]}, {"strategies": []}, {"n_prompts": 0}):
+    # the likelihood assessor's margins: the CLI's text or a dict, dimensions checked by name
+    lenient = RoundConfig(assessor="likelihood", likelihood_margins="object=0, count=-3")
+    assert lenient.likelihood_margins == {"object": 0.0, "count": -3.0}
+    assert RoundConfig.from_params(lenient.params_json(round=1)) == lenient
+    for bad in (
+        {"assessor": "human"},
+        {"strategies": ["guess"]},
+        {"strategies": []},
+        {"n_prompts": 0},
+        {"likelihood_margins": {"shape": 1.0}},
+        {"likelihood_margins": "object=none"},
+    ):
         with pytest.raises(ValidationError):
             RoundConfig(**bad)

@@ -274,3 +274,30 @@ def test_a_preference_round_runs_through_prefect_and_trains_on_the_pairs_it_foun
     assert run["status"] == out["status"]
     extra = read_manifest(lake / "checkpoints" / run["candidate_checkpoint"])["extra"]
     assert extra["preference_pairs"] == expected
+
+
+def test_a_likelihood_round_takes_its_margins_from_the_command_to_the_workers(base_lake, tmp_path):
+    """`illume round --assessor likelihood --likelihood-margins ...`: the margins reach the Ray
+    workers' assessor and are recorded with the round. Margins no counterfactual can beat make
+    every verdict "yes", so every sample is accepted and becomes a text-to-image example."""
+    import json
+
+    from flows.pipeline import self_enhancement_round
+    from illume_core.settings import RoundConfig
+    from storage.registry import get_lake
+
+    lake = _copy(base_lake, tmp_path, "likelihood")
+    lenient = dict.fromkeys(("object", "count", "color", "spatial"), 1e6)
+    self_enhancement_round(
+        lake=str(lake), **ROUND, assessor="likelihood", likelihood_margins=lenient, strategies=["accepted_t2i"]
+    )
+    lk = get_lake(str(lake))
+    rows = lk.read("assessments", 1, "self-likelihood").to_pylist()
+    assert len(rows) == ROUND["n_prompts"] * ROUND["images_per_prompt"]
+    assert all(r[f"{d}_verdict"] == "yes" for r in rows for d in lenient) and {r["assessor"] for r in rows} == {
+        "likelihood"
+    }
+    assert lk.read("sft_examples", 1).num_rows == len(rows)  # every image accepted
+    params = lk.read("rounds", 1).to_pylist()[0]["params"]
+    assert json.loads(params)["likelihood_margins"] == lenient
+    assert RoundConfig.from_params(params).likelihood_margins == lenient  # `illume rerun` repeats them

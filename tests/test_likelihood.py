@@ -130,3 +130,13 @@ def test_the_engine_assesses_drawings_by_likelihood_in_the_assessment_format(tmp
         assert r["parse_status"] == "ok" and "image_tokens" not in r and "metadata" not in r
         assert {d: r[f"{d}_verdict"] for d in DIMENSIONS} == {d: getattr(a, d).verdict for d in DIMENSIONS}
     assert e.assess_likelihood(items[3:4]) == rows[3:4]
+
+
+def test_margins_parse_from_the_command_line_and_refuse_what_they_do_not_know():
+    m = LikelihoodMargins.parse("object=0, spatial=2.5")
+    assert (m.object, m.spatial) == (0.0, 2.5)
+    assert (m.count, m.color) == (LikelihoodMargins().count, LikelihoodMargins().color)  # the defaults
+    assert LikelihoodMargins.parse("") == LikelihoodMargins()
+    for bad, says in (("shape=1", "object, count, color, spatial"), ("object", "DIMENSION=NATS"), ("count=x", "not a number")):
+        with pytest.raises(ValueError, match=says):
+            LikelihoodMargins.parse(bad)
