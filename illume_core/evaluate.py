@@ -243,18 +243,10 @@ def confusion_rows(
 ) -> list[dict]:
     """The confusion counts as `evaluations` rows: metric = the count's name, tag = the dimension."""
     return [
-        {
-            "round": round,
-            "checkpoint_id": checkpoint_id,
-            "benchmark": benchmark,
-            "split": split,
-            "tag": d,
-            "metric": k,
-            "value": float(v),
-            "n": int(sum(c.values())),
-        }
+        row
         for d, c in confusion.items()
         for k, v in c.items()
+        for row in evaluation_rows(round, checkpoint_id, benchmark, split, k, {d: (v, sum(c.values()))})
     ]
 
 
