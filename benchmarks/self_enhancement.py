@@ -14,7 +14,9 @@ the first reuse the first seed's trained vision encoder and tokenizer, `illume t
 - likelihood_round: round+accepted with the model assessing its drawings by likelihood
   (`--assessor likelihood`: the drawing's codes under the prompt against prompts that change one
   dimension) instead of by answering about the image;
-- likelihood_preference: likelihood_round plus DPO on its accepted/rejected pairs.
+- likelihood_preference: likelihood_round plus DPO on its accepted/rejected pairs;
+- likelihood_accepting: likelihood_round with margins chosen for acceptance (recall of the
+  judge's passes >= 0.8 on tuning prompts) instead of for balanced accuracy.
 With `--rounds K` (on the first seed), K successive rounds of `--rounds-strategy` through the
 promotion gate, from the same base: the ShapesEval curve over rounds and what the gate decided.
 
@@ -60,6 +62,14 @@ ARMS: dict[str, dict | None] = {
     "likelihood_preference": {
         "strategies": ["assessment", "accepted_t2i", "preference"],
         "assessor": "likelihood",
+    },
+    # likelihood_round with margins chosen for acceptance (benchmarks/likelihood_assessment.py on
+    # run 5's seed-0 base, tuning prompts: the default margins + 2 nats, the smallest shift that
+    # accepts 80% of the images the judge passes; precision 0.55 there)
+    "likelihood_accepting": {
+        "strategies": ["assessment", "accepted_t2i"],
+        "assessor": "likelihood",
+        "likelihood_margins": {"object": 1.0, "count": -4.0, "color": -2.0, "spatial": 1.0},
     },
 }
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
