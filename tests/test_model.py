@@ -167,3 +167,42 @@ def test_micro_model_overfits_a_tiny_batch():
         losses.append(loss.item())
     assert losses[0] > 3.0
     assert losses[-1] < 0.05, losses[-5:]
+
+
+def test_next_cell_positions_give_each_code_the_place_of_the_cell_after_it():
+    model, proc = micro_model(gen_pos=True)  # micro: a 4x4 grid of generation cells
+    n, g = proc.cfg.image_tokens, proc.cfg.gen_grid
+    codes = torch.arange(n) % proc.cfg.codebook_size
+    ids = torch.tensor([proc.collate([proc.text_to_image("two red circles", codes)]).input_ids[0].tolist()])
+    is_code = ids >= model.image_token_offset
+    first = int(is_code[0].nonzero()[0])
+    extra = model.gen_pos(is_code)[0]  # (T, D)
+    for i in range(n - 1):
+        want = model.gen_pos.row.weight[(i + 1) // g] + model.gen_pos.col.weight[(i + 1) % g]
+        assert torch.equal(extra[first + i], want), i
+    assert not extra[first + n - 1].any()  # the last code is followed by <eoi>, not by a cell
+    assert not extra[~is_code[0]].any()  # text tokens (and <soi>) are left as they are
+    # one token at a time, told how many codes came before, gives the same embeddings
+    full = model.embed_ids(ids)
+    steps = [model.embed_ids(ids[:, t : t + 1], is_code[:, :t].sum(1)) for t in range(ids.shape[1])]
+    assert torch.allclose(torch.cat(steps, 1), full)
+
+
+def test_next_cell_positions_train_with_the_code_rows_and_sampling_matches_teacher_forcing():
+    model, proc = micro_model(seed=1, gen_pos=True)
+    groups = model.param_groups(1, get_recipe("stage1", "tiny").lrs)
+    trained = {id(p) for g in groups for p in g["params"]}
+    assert all(id(p) in trained for p in model.gen_pos.parameters())
+    with torch.no_grad():  # positions large enough to steer a greedy draw
+        model.gen_pos.row.weight.normal_(0, 2.0)
+        model.gen_pos.col.weight.normal_(0, 2.0)
+    from illume_core.sampling import SamplingParams, generate_images
+
+    drawn = generate_images(model, proc, ["two red circles"], [0], SamplingParams(cfg_scale=None, temperature=0.0))
+    batch = proc.collate([proc.text_to_image("two red circles", drawn[0])])
+    with torch.no_grad():
+        hidden = model(batch).hidden[0, :-1]  # (T-1, D): position t predicts token t+1
+    is_code = batch.input_ids[0, 1:] >= model.image_token_offset
+    again = model.image_logits(hidden[is_code]).argmax(-1)
+    assert torch.equal(again, drawn[0])
+    assert len(set(drawn[0].tolist())) > 1
