@@ -93,11 +93,6 @@ def main() -> None:
     ap.add_argument("--layers", type=int, help="a fresh LLM of this depth (default: the checkpoint's)")
     ap.add_argument("--intermediate", type=int, help="MLP width of the fresh LLM (default: the checkpoint's)")
     ap.add_argument("--heads", type=int, help="attention heads of the fresh LLM (default: the checkpoint's)")
-    ap.add_argument(
-        "--gen-pos", choices=("on", "off"), help="a fresh LLM with (on) or without (off) next-cell positions"
-    )
-    ap.add_argument("--per-tag", type=int, default=10, help="tuning prompts per tag the judge scores")
-    ap.add_argument("--images", type=int, default=2, help="images per tuning prompt")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     checkpoint._load_fitting = _load_older
@@ -110,7 +105,6 @@ def main() -> None:
             ("intermediate_size", args.intermediate),
             ("num_heads", args.heads),
             ("num_kv_heads", args.heads),
-            ("gen_pos", None if args.gen_pos is None else args.gen_pos == "on"),
         )
         if v is not None
     }
@@ -146,9 +140,7 @@ def main() -> None:
         "checkpoint": args.checkpoint,
         "pixels": not args.plain,
         "precision": args.precision,
-        "llm": {
-            k: getattr(parts.cfg, k) for k in ("hidden_size", "num_layers", "intermediate_size", "num_heads", "gen_pos")
-        },
+        "llm": {k: getattr(parts.cfg, k) for k in ("hidden_size", "num_layers", "intermediate_size", "num_heads")},
         "llm_params": sum(p.numel() for p in parts.model.llm.parameters()),
         "lr": args.lr,
         "steps": args.steps,
@@ -160,7 +152,7 @@ def main() -> None:
             round(sum(st.losses[i : i + 100]) / len(st.losses[i : i + 100]), 3)
             for i in range(0, len(st.losses), 100)
         ],
-        "judged": None if args.no_judge else judge_settings(parts, args.per_tag, args.images),
+        "judged": None if args.no_judge else judge_settings(parts),
     }
     print(json.dumps(result), flush=True)
 

@@ -62,10 +62,6 @@ class IllumeConfig(BaseModel):
     text_vocab_size: int = Field(1024, ge=64, le=1 << 20)  # trained BPE vocab incl. special tokens
     max_seq_len: int = Field(384, ge=16, le=1 << 20)
     rope_theta: float = Field(10000.0, gt=0)
-    # a learned row + column embedding of the cell the LLM draws next, added to the input of the
-    # image token before it: 1-D RoPE alone leaves the model to work out a cell's place in the
-    # grid (position mod gen_grid), which a small LLM learns slowly (docs/BASE_MODEL.md)
-    gen_pos: bool = False
     # where real weights live for a from_pretrained load (None: build from config)
     pretrained_path: str | None = None
 

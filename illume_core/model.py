@@ -174,37 +174,6 @@ class FactorizedCodes(nn.Module):
         return torch.cat([mask[:1], out[1:]])  # the background: its mask row alone
 
 
-class NextCellPositions(nn.Module):
-    """Where the next image token goes: a row and a column embedding of the cell the LLM is about
-    to draw, added to the input of the token before it (the code of the previous cell).
-
-    With 1-D RoPE alone the model must infer a cell's row and column from its distance to the
-    start of the image, a modulo that a small LLM learns slowly; this hands it the answer for the
-    cell it predicts. The first cell follows <soi> (a text token, left as it is); the last cell's
-    code gets nothing (what follows it is <eoi>).
-    """
-
-    def __init__(self, grid: int, hidden_size: int) -> None:
-        super().__init__()
-        self.grid = grid
-        self.row = nn.Embedding(grid, hidden_size)
-        self.col = nn.Embedding(grid, hidden_size)
-        for w in (self.row.weight, self.col.weight):
-            nn.init.normal_(w, std=0.02)
-
-    def forward(self, is_code: torch.Tensor, codes_before: torch.Tensor | None = None) -> torch.Tensor:
-        """is_code (B, T) bool; codes_before (B,) image codes already read before these T tokens
-        (None: 0). Returns (B, T, D): the next cell's embedding at each code, 0 elsewhere."""
-        n = self.grid * self.grid
-        seen = is_code.long().cumsum(1)  # (B, T): codes up to and including this position
-        if codes_before is not None:
-            seen = seen + codes_before.unsqueeze(1)
-        nxt = seen % n  # index of the next cell in the current image (0 after a whole image)
-        keep = is_code & (nxt > 0)  # (B, T)
-        emb = self.row(nxt // self.grid) + self.col(nxt % self.grid)  # (B, T, D)
-        return emb * keep.unsqueeze(-1).to(emb.dtype)
-
-
 class IllumeModel(nn.Module):
     """Vision encoder + adapter + a Llama whose vocab is the text vocab followed by the image codes.
 
@@ -248,7 +217,6 @@ class IllumeModel(nn.Module):
             if self.factorized
             else None
         )
-        self.gen_pos = NextCellPositions(cfg.gen_grid, cfg.hidden_size) if cfg.gen_pos else None
         self._grad_hooks: list[torch.utils.hooks.RemovableHandle] = []
 
     # ---- understanding path ----------------------------------------------------------------
@@ -277,22 +245,14 @@ class IllumeModel(nn.Module):
         return embeds.masked_scatter(image_mask.unsqueeze(-1), feats.to(embeds.dtype))  # (B, T, D)
 
     # ---- token embeddings (text and image codes) ---------------------------------------------
-    def embed_ids(self, input_ids: torch.Tensor, codes_before: torch.Tensor | None = None) -> torch.Tensor:
-        """Input embeddings of LLM ids (B, T) -> (B, T, D), text ids and image codes alike.
-
-        codes_before (B,): image codes each row read before these ids (decoding one token at a
-        time passes it, so the next-cell positions know where they are); None: the ids are the
-        whole sequence."""
-        is_code = input_ids >= self.image_token_offset  # (B, T)
+    def embed_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings of LLM ids (B, T) -> (B, T, D), text ids and image codes alike."""
         if not self.factorized:
-            embeds = self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
-        else:
-            text = self.llm.get_input_embeddings()(torch.where(is_code, 0, input_ids))  # (B, T, D)
-            codes = self.gen_codes.embed((input_ids - self.image_token_offset).clamp(min=0))  # (B, T, D)
-            embeds = torch.where(is_code.unsqueeze(-1), codes, text)
-        if self.gen_pos is not None:
-            embeds = embeds + self.gen_pos(is_code, codes_before).to(embeds.dtype)
-        return embeds
+            return self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
+        is_code = input_ids >= self.image_token_offset  # (B, T)
+        text = self.llm.get_input_embeddings()(torch.where(is_code, 0, input_ids))  # (B, T, D)
+        codes = self.gen_codes.embed((input_ids - self.image_token_offset).clamp(min=0))  # (B, T, D)
+        return torch.where(is_code.unsqueeze(-1), codes, text)
 
     # ---- generation path -------------------------------------------------------------------
     def gen_embed_rows(self) -> torch.Tensor:
@@ -419,15 +379,11 @@ class IllumeModel(nn.Module):
                 for p in (self.llm.get_input_embeddings().weight, self.llm.get_output_embeddings().weight)
             }.values()
         )
-        # the generation path's own modules (factorized code rows, next-cell positions)
-        codes = [p for m in (self.gen_codes, self.gen_pos) if m is not None for p in m.parameters()]
         if self.factorized:
             # the code rows are modules of their own: trained without the LLM (stage 1), they are
             # the whole group and no text row needs masking; with it, they join the text rows
+            codes = list(self.gen_codes.parameters())
             emb_head = codes if "llm" not in lrs else [*emb_head, *codes]
-        shared = list(emb_head)  # matrices whose text rows stage 1 must leave alone
-        if not self.factorized and codes:  # next-cell positions beside the shared matrices
-            emb_head = [*emb_head, *codes]
         groups: list[dict] = []
         if "adapter" in lrs:
             groups.append(
@@ -440,8 +396,8 @@ class IllumeModel(nn.Module):
         if "llm" in lrs:
             skip = {id(p) for p in emb_head} if "image_embed_head" in lrs else set()
             body = [p for p in self.llm.parameters() if id(p) not in skip]
-            if "image_embed_head" not in lrs:
-                body += codes
+            if self.factorized and "image_embed_head" not in lrs:
+                body += list(self.gen_codes.parameters())
             groups.append({"name": "llm", "params": body, "lr": lrs["llm"]})
         if "image_embed_head" in lrs:
             group = {"name": "image_embed_head", "params": emb_head, "lr": lrs["image_embed_head"]}
@@ -452,7 +408,7 @@ class IllumeModel(nn.Module):
             for p in g["params"]:
                 p.requires_grad_(True)
         if "image_embed_head" in lrs and "llm" not in lrs and not self.factorized:
-            self._grad_hooks = [p.register_hook(self._mask_text_rows) for p in shared]
+            self._grad_hooks = [p.register_hook(self._mask_text_rows) for p in emb_head]
         return groups
 
     def _mask_text_rows(self, grad: torch.Tensor) -> torch.Tensor:

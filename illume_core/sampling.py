@@ -50,7 +50,6 @@ class Prefix:
     position_ids: torch.Tensor  # (B, T) long
     cache: StaticCache | None  # allocated and filled by prefill, written in place by decode_one_token
     embeds: torch.Tensor | None  # (B, T, D), kept only without a cache
-    codes_seen: torch.Tensor | None = None  # (B,) image codes read so far (next-cell positions)
 
 
 def sample_logits(
@@ -91,17 +90,14 @@ def prefill(
     length = batch.input_ids.shape[1] + max_new_tokens
     cache = None if no_cache else StaticCache(config=model.llm.config, max_cache_len=length)
     hidden = model.hidden_states(embeds, batch.attention_mask, batch.position_ids, cache)  # (B, T, D)
-    codes_seen = (batch.input_ids >= model.image_token_offset).sum(1)  # (B,)
-    prefix = Prefix(batch.attention_mask, batch.position_ids, cache, embeds if no_cache else None, codes_seen)
+    prefix = Prefix(batch.attention_mask, batch.position_ids, cache, embeds if no_cache else None)
     return prefix, hidden[:, -1]
 
 
 @torch.no_grad()
 def decode_one_token(model: IllumeModel, prefix: Prefix, token_ids: torch.Tensor) -> torch.Tensor:
     """Append one token per row (B,) to the prefix; returns its hidden state (B, D)."""
-    new = model.embed_ids(token_ids[:, None], prefix.codes_seen)  # (B, 1, D)
-    if prefix.codes_seen is not None:
-        prefix.codes_seen = prefix.codes_seen + (token_ids >= model.image_token_offset).long()
+    new = model.embed_ids(token_ids[:, None])  # (B, 1, D)
     pos = prefix.position_ids[:, -1:] + 1  # (B, 1)
     prefix.attention_mask = torch.cat([prefix.attention_mask, torch.ones_like(pos)], 1)  # (B, T+1)
     prefix.position_ids = torch.cat([prefix.position_ids, pos], 1)  # (B, T+1)
