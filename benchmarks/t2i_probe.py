@@ -93,6 +93,9 @@ def main() -> None:
     ap.add_argument("--layers", type=int, help="a fresh LLM of this depth (default: the checkpoint's)")
     ap.add_argument("--intermediate", type=int, help="MLP width of the fresh LLM (default: the checkpoint's)")
     ap.add_argument("--heads", type=int, help="attention heads of the fresh LLM (default: the checkpoint's)")
+    ap.add_argument("--optimizer", choices=("adamw", "muon"), default="adamw")
+    ap.add_argument("--per-tag", type=int, default=10, help="tuning prompts per tag the judge scores")
+    ap.add_argument("--images", type=int, default=2, help="images per tuning prompt")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     checkpoint._load_fitting = _load_older
@@ -132,6 +135,7 @@ def main() -> None:
         steps=args.steps,
         batch_size=args.batch,
         warmup_steps=20,
+        optimizer=args.optimizer,
     )
     t0 = time.time()
     st = train_stage(parts, recipe, base, seed=args.seed, precision=args.precision)
@@ -140,6 +144,7 @@ def main() -> None:
         "checkpoint": args.checkpoint,
         "pixels": not args.plain,
         "precision": args.precision,
+        "optimizer": args.optimizer,
         "llm": {k: getattr(parts.cfg, k) for k in ("hidden_size", "num_layers", "intermediate_size", "num_heads")},
         "llm_params": sum(p.numel() for p in parts.model.llm.parameters()),
         "lr": args.lr,
@@ -152,7 +157,7 @@ def main() -> None:
             round(sum(st.losses[i : i + 100]) / len(st.losses[i : i + 100]), 3)
             for i in range(0, len(st.losses), 100)
         ],
-        "judged": None if args.no_judge else judge_settings(parts),
+        "judged": None if args.no_judge else judge_settings(parts, args.per_tag, args.images),
     }
     print(json.dumps(result), flush=True)
 

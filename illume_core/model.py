@@ -353,6 +353,13 @@ class IllumeModel(nn.Module):
         return torch.where(is_code, code_logit, text_logit) - log_z
 
     # ---- what each training stage trains ---------------------------------------------------
+    def hidden_matrices(self) -> list[nn.Parameter]:
+        """The weight matrices inside the LLM's layers and the adapter: what Muon may train
+        (training.MuonAdamW); embeddings, heads, code rows and norms are left to AdamW."""
+        layers = [m for m in self.llm.model.layers.modules() if isinstance(m, nn.Linear)]
+        layers += [m for m in self.aligner.modules() if isinstance(m, nn.Linear)]
+        return [m.weight for m in layers]
+
     def param_groups(self, stage: int, lrs: dict[str, float]) -> list[dict]:
         """Optimizer groups for a stage; also freezes every parameter no group trains.
 

@@ -10,6 +10,8 @@ language modelling on ShapesWorld text before stage 1 aligns images with it.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # the data kinds a batch can be drawn from (see illume_core/data.py)
@@ -37,6 +39,7 @@ class StageRecipe(BaseModel):
     # step's loss with this weight when a round gives pairs; beta is DPO's temperature
     preference_weight: float = Field(0.0, ge=0.0)
     preference_beta: float = Field(0.1, gt=0.0)
+    optimizer: Literal["adamw", "muon"] = "adamw"  # training.TrainConfig.optimizer
 
     @model_validator(mode="after")
     def _known(self) -> StageRecipe:

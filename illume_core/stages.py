@@ -180,7 +180,9 @@ def train_stage(
         )
     groups = stage_groups(parts.model, recipe)
     data = StageData(base, parts.processor, parts.semantic.encode, recipe, seed, self_examples, device)
-    cfg = TrainConfig(steps=recipe.steps, warmup_steps=recipe.warmup_steps, precision=precision)
+    cfg = TrainConfig(
+        steps=recipe.steps, warmup_steps=recipe.warmup_steps, precision=precision, optimizer=recipe.optimizer
+    )
     if state is not None:
         data.skip(int(state["step"]) * cfg.grad_accum)
     return train_loop(

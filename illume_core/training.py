@@ -1,4 +1,4 @@
-"""The training loop every stage shares: AdamW, warmup + cosine, clipping, accumulation.
+"""The training loop every stage shares: AdamW (or Muon), warmup + cosine, clipping, accumulation.
 
 A stage recipe (illume_core/recipes.py) decides what is trained at which learning rate and on
 which data; this loop only runs the steps. It uses bf16 autocast where the device supports it,
@@ -33,6 +33,9 @@ class TrainConfig(BaseModel):
     # auto: bf16 autocast where the device has native bf16 matmul (a GPU that supports it, a CPU
     # with AVX512-BF16 or AMX), else fp32; master weights and optimizer moments stay fp32
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # adamw everywhere, or muon: the model's hidden matrices (`hidden_matrices()`) take
+    # orthogonalized momentum updates and the rest AdamW, at the same learning rates (MuonAdamW)
+    optimizer: Literal["adamw", "muon"] = "adamw"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -108,20 +111,100 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return None
 
 
-def make_optimizer(groups: list[ParamGroup], cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over the groups; 1-d parameters (norms, biases) get no weight decay."""
+def orthogonalize(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+    """The nearest semi-orthogonal matrix to g (A, B), approximately: U V^T of its SVD, by the
+    quintic Newton-Schulz iteration Muon uses (coefficients 3.4445, -4.7750, 2.0315), which
+    pushes every singular value into about [0.7, 1.2] in five steps without an SVD."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.float()
+    tall = x.shape[0] > x.shape[1]
+    if tall:
+        x = x.mT
+    x = x / (x.norm() + eps)  # singular values <= 1
+    for _ in range(steps):
+        gram = x @ x.mT  # (A, A) with A the short side
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.mT if tall else x
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """Muon for the groups marked `muon` (hidden weight matrices), AdamW for every other group.
+
+    Muon: Nesterov momentum, then the update orthogonalized (`orthogonalize`) and scaled by
+    0.2 * sqrt(max(A, B)), which gives it about AdamW's update RMS, so one learning rate and one
+    weight decay serve both kinds of group (the scaling of Moonshot's "Muon is Scalable for LLM
+    Training"). Embeddings, heads, norms and biases stay on AdamW, as Muon's authors advise.
+    """
+
+    def __init__(
+        self,
+        groups: list[dict],
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        momentum: float = 0.95,
+        ns_steps: int = 5,
+    ) -> None:
+        defaults = {"betas": betas, "eps": eps, "momentum": momentum, "ns_steps": ns_steps, "muon": False}
+        super().__init__(groups, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None:
+            raise ValueError("MuonAdamW takes no closure")
+        for g in self.param_groups:
+            lr, wd = g["lr"], g["weight_decay"]
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if g["muon"]:
+                    buf = state.setdefault("momentum_buffer", torch.zeros_like(p))
+                    buf.mul_(g["momentum"]).add_(p.grad)
+                    update = orthogonalize(p.grad.add(buf, alpha=g["momentum"]), g["ns_steps"])
+                    p.mul_(1 - lr * wd)
+                    p.add_(update.to(p.dtype), alpha=-lr * 0.2 * math.sqrt(max(p.shape)))
+                    continue
+                if not state:
+                    state["step"] = torch.zeros(())
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                b1, b2 = g["betas"]
+                state["step"] += 1
+                t = float(state["step"])
+                state["exp_avg"].lerp_(p.grad, 1 - b1)
+                state["exp_avg_sq"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                denom = (state["exp_avg_sq"].sqrt() / math.sqrt(1 - b2**t)).add_(g["eps"])
+                p.mul_(1 - lr * wd)
+                p.addcdiv_(state["exp_avg"], denom, value=-lr / (1 - b1**t))
+
+
+def make_optimizer(
+    groups: list[ParamGroup], cfg: TrainConfig, hidden: set[int] | None = None
+) -> torch.optim.Optimizer:
+    """AdamW over the groups; 1-d parameters (norms, biases) get no weight decay. With
+    cfg.optimizer "muon", the parameters whose ids are in `hidden` (the model's hidden weight
+    matrices) form Muon groups of their own, at their group's learning rate and decay."""
+    muon = cfg.optimizer == "muon"
+    if muon and not hidden:
+        raise ValueError("optimizer 'muon' needs the model's hidden matrices (a model with hidden_matrices())")
+    hidden = hidden if muon else set()
     torch_groups = []
     for g in groups:
-        decay = [p for p in g.params if p.requires_grad and p.ndim >= 2]
-        no_decay = [p for p in g.params if p.requires_grad and p.ndim < 2]
+        live = [p for p in g.params if p.requires_grad]
+        ortho = [p for p in live if id(p) in hidden and p.ndim == 2]
+        decay = [p for p in live if p.ndim >= 2 and id(p) not in hidden]
+        no_decay = [p for p in live if p.ndim < 2]
         wd_matrix = cfg.weight_decay if g.weight_decay is None else g.weight_decay
-        for params, wd, suffix in ((decay, wd_matrix, ""), (no_decay, 0.0, ".no_decay")):
+        for params, wd, suffix in ((decay, wd_matrix, ""), (no_decay, 0.0, ".no_decay"), (ortho, wd_matrix, ".muon")):
             if params:
-                torch_groups.append(
-                    {"params": params, "lr": g.lr, "weight_decay": wd, "name": g.name + suffix}
-                )
+                group = {"params": params, "lr": g.lr, "weight_decay": wd, "name": g.name + suffix}
+                if muon:
+                    group["muon"] = suffix == ".muon"
+                torch_groups.append(group)
     if not torch_groups:
         raise ValueError("no trainable parameters: the recipe froze everything; check its `trainable` groups")
+    if muon:
+        return MuonAdamW(torch_groups, betas=cfg.betas)
     return torch.optim.AdamW(torch_groups, betas=cfg.betas, fused=False)
 
 
@@ -148,7 +231,9 @@ def train_loop(
     """
     device = torch.device(device)
     model.to(device).train()
-    optimizer = make_optimizer(groups, cfg)
+    hidden_matrices = getattr(getattr(model, "module", model), "hidden_matrices", None)  # (DDP wraps)
+    hidden = {id(p) for p in hidden_matrices()} if hidden_matrices is not None else None
+    optimizer = make_optimizer(groups, cfg, hidden)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     start = 0
     if state is not None:

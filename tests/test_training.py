@@ -5,20 +5,32 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from illume_core.training import (
+    MuonAdamW,
     NonFiniteLossError,
     ParamGroup,
     TrainConfig,
     flatten_state,
     lr_factor,
     optimizer_state,
+    orthogonalize,
     train_loop,
     unflatten_state,
 )
 
 
+class _Net(torch.nn.Sequential):
+    """The problem's MLP; its middle matrix is the one hidden matrix (Muon's)."""
+
+    def __init__(self):
+        super().__init__(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 16), torch.nn.GELU(), torch.nn.Linear(16, 1))
+
+    def hidden_matrices(self):
+        return [self[2].weight]
+
+
 def _problem(seed=0):
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 1))
+    model = _Net()
     g = torch.Generator().manual_seed(1)
     x = torch.randn(256, 8, generator=g)
     y = (x[:, :1] * 2 - x[:, 1:2]).detach()
@@ -78,8 +90,9 @@ def test_bf16_autocast_learns_like_fp32_and_keeps_fp32_master_weights():
     assert losses["bf16"] != losses["fp32"]  # the autocast really ran
 
 
-def test_resume_continues_exactly(tmp_path):
-    cfg = TrainConfig(steps=20, warmup_steps=3)
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_continues_exactly(tmp_path, optimizer):
+    cfg = TrainConfig(steps=20, warmup_steps=3, optimizer=optimizer)
     m1, d1, lf = _problem()
     train_loop(m1, [ParamGroup("all", list(m1.parameters()), 1e-2)], d1, cfg, loss_fn=lf)
 
@@ -161,3 +174,30 @@ def test_flatten_state_round_trip():
     torch.testing.assert_close(back[3][1]["b"], torch.arange(3))
     with pytest.raises(TypeError, match="without pickle"):
         flatten_state({"f": object()})
+
+
+def test_orthogonalize_brings_every_singular_value_near_one():
+    g = torch.randn(48, 160, generator=torch.Generator().manual_seed(0)) * torch.logspace(-3, 1, 160)
+    for m in (g, g.T):  # wide and tall
+        sv = torch.linalg.svdvals(orthogonalize(m))
+        assert orthogonalize(m).shape == m.shape
+        assert 0.6 < float(sv.min()) and float(sv.max()) < 1.25, sv
+    # the directions are those of the SVD's U V^T
+    u, _, vh = torch.linalg.svd(g, full_matrices=False)
+    cos = torch.nn.functional.cosine_similarity(orthogonalize(g).flatten(), (u @ vh).flatten(), dim=0)
+    assert float(cos) > 0.9
+
+
+def test_muon_trains_the_hidden_matrices_and_adamw_the_rest():
+    model, data, lf = _problem()
+    cfg = TrainConfig(steps=150, warmup_steps=5, optimizer="muon")
+    st = train_loop(model, [ParamGroup("all", list(model.parameters()), 1e-2)], data, cfg, loss_fn=lf)
+    assert isinstance(st.optimizer, MuonAdamW)
+    muon = [p for g in st.optimizer.param_groups if g["muon"] for p in g["params"]]
+    assert [id(p) for p in muon] == [id(model[2].weight)]
+    assert "momentum_buffer" in st.optimizer.state[model[2].weight]
+    assert "exp_avg" in st.optimizer.state[model[0].weight]
+    assert sum(st.losses[-10:]) / 10 < 0.1 * sum(st.losses[:10]) / 10
+    with pytest.raises(ValueError, match="hidden matrices"):
+        plain = torch.nn.Linear(8, 1)
+        train_loop(plain, [ParamGroup("all", list(plain.parameters()), 1e-2)], data, cfg, loss_fn=lf)
