@@ -145,7 +145,9 @@ def main() -> None:
         "pixels": not args.plain,
         "precision": args.precision,
         "optimizer": args.optimizer,
-        "llm": {k: getattr(parts.cfg, k) for k in ("hidden_size", "num_layers", "intermediate_size", "num_heads")},
+        "llm": {
+            k: getattr(parts.cfg, k) for k in ("hidden_size", "num_layers", "intermediate_size", "num_heads")
+        },
         "llm_params": sum(p.numel() for p in parts.model.llm.parameters()),
         "lr": args.lr,
         "steps": args.steps,

@@ -111,7 +111,9 @@ def register(app: typer.Typer) -> None:
         from storage.lake import Lake
 
         base = train_pipeline(lake=str(lake), preset="tiny", budget=budget, seed=seed, workers=workers)
-        typer.echo(f"base model: {base['checkpoint']} (ShapesEval overall {base['shapeseval_overall']})")
+        overall = base["shapeseval_overall"]
+        score = "not measured" if overall is None else f"{overall:.3f}"
+        typer.echo(f"base model: {base['checkpoint']} (ShapesEval overall {score})")
         r = self_enhancement_round(lake=str(lake), seed=seed, workers=workers)
         typer.echo(f"round {r['round']}: {r['status']} ({r['reason']})")
         index = build_report(str(lake))

@@ -65,8 +65,13 @@ def promotion(
     ok_score = before is None or after is None or after >= before - margin
     ok_parse = parse_rate >= min_parse_rate
     if ok_score and ok_parse:
+
+        def fmt(x: float | None) -> str:
+            return "not measured" if x is None else f"{x:.3f}"
+
         return "promoted", (
-            f"ShapesEval overall {before} -> {after} (margin {margin}); candidate parse rate {parse_rate:.2f}"
+            f"ShapesEval overall {fmt(before)} -> {fmt(after)} (margin {margin}); "
+            f"candidate parse rate {parse_rate:.2f}"
             f" (round's assessments {round_parse_rate:.2f})"
         )
     why = []

@@ -93,6 +93,10 @@ RECIPES: dict[str, StageRecipe] = {
         # whole staged recipe's 0.23 (docs/BASE_MODEL.md, sections 7-8)
         mix={"text": 0.02, "caption": 0.04, "t2i": 0.85, "edit": 0.03, "vqa": 0.06},
         warmup_steps=100,
+        # Muon on the LLM's hidden matrices: 1,000 text-to-image steps end at loss 0.564 against
+        # AdamW's 0.600 in the same time, and their drawings judge 0.45 against 0.29 on tuning
+        # prompts (docs/BASE_MODEL.md, section 12)
+        optimizer="muon",
     ),
     "stage3": StageRecipe(
         name="stage3",

@@ -186,7 +186,9 @@ def make_optimizer(
     matrices) form Muon groups of their own, at their group's learning rate and decay."""
     muon = cfg.optimizer == "muon"
     if muon and not hidden:
-        raise ValueError("optimizer 'muon' needs the model's hidden matrices (a model with hidden_matrices())")
+        raise ValueError(
+            "optimizer 'muon' needs the model's hidden matrices (a model with hidden_matrices())"
+        )
     hidden = hidden if muon else set()
     torch_groups = []
     for g in groups:
@@ -195,7 +197,11 @@ def make_optimizer(
         decay = [p for p in live if p.ndim >= 2 and id(p) not in hidden]
         no_decay = [p for p in live if p.ndim < 2]
         wd_matrix = cfg.weight_decay if g.weight_decay is None else g.weight_decay
-        for params, wd, suffix in ((decay, wd_matrix, ""), (no_decay, 0.0, ".no_decay"), (ortho, wd_matrix, ".muon")):
+        for params, wd, suffix in (
+            (decay, wd_matrix, ""),
+            (no_decay, 0.0, ".no_decay"),
+            (ortho, wd_matrix, ".muon"),
+        ):
             if params:
                 group = {"params": params, "lr": g.lr, "weight_decay": wd, "name": g.name + suffix}
                 if muon:

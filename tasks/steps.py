@@ -173,6 +173,19 @@ class Progress:
                 pass
 
 
+def _sample_identity(round: int, checkpoint_id: str, row: dict) -> dict:
+    """The columns that name one sample: its round, checkpoint, prompt, index and key."""
+    from storage.schemas import sample_key
+
+    return {
+        "round": round,
+        "checkpoint_id": checkpoint_id,
+        "prompt_id": row["prompt_id"],
+        "sample_index": row["sample_index"],
+        "sample_key": sample_key(round, checkpoint_id, row["prompt_id"], row["sample_index"]),
+    }
+
+
 # ------------------------------------------------------------------------------------- data
 
 
@@ -367,7 +380,6 @@ def sample(
 ) -> str:
     """Draw K images per prompt on the worker pool (seeded per sample) into samples/round=R."""
     from illume_core.evaluate import sample_items
-    from storage.schemas import sample_key
     from tasks.pool import get_pool
 
     t0 = datetime.now(UTC)
@@ -382,11 +394,7 @@ def sample(
     ck = checkpoint_id_of(checkpoint)
     out = [
         {
-            "round": round,
-            "checkpoint_id": ck,
-            "prompt_id": r["prompt_id"],
-            "sample_index": r["sample_index"],
-            "sample_key": sample_key(round, ck, r["prompt_id"], r["sample_index"]),
+            **_sample_identity(round, ck, r),
             "seed": r["seed"],
             "png": r["png"],
             "image_tokens": r["image_tokens"],
@@ -416,7 +424,6 @@ def assess(
     from illume_core.engine import assessment_fields
     from illume_core.policy import judge_assessment
     from illume_core.settings import ASSESSORS
-    from storage.schemas import sample_key
     from tasks.pool import get_pool
 
     if assessor not in ASSESSORS:
@@ -462,11 +469,7 @@ def assess(
     ck = samples[0]["checkpoint_id"] if samples else checkpoint_id_of(checkpoint)
     out = [
         {
-            "round": round,
-            "checkpoint_id": ck,
-            "prompt_id": r["prompt_id"],
-            "sample_index": r["sample_index"],
-            "sample_key": sample_key(round, ck, r["prompt_id"], r["sample_index"]),
+            **_sample_identity(round, ck, r),
             "assessor": assessor,
             **{k: r[k] for k in r if k.endswith(("_verdict", "_reason"))},
             "raw_text": r["raw_text"],

@@ -46,6 +46,10 @@ def test_the_judge_as_assessor_writes_the_models_answer_format():
 def test_promotion_keeps_a_candidate_within_the_margin_and_names_every_failure():
     assert promotion(0.40, 0.39, 0.9, 0.8, margin=0.02, min_parse_rate=0.5)[0] == "promoted"
     assert promotion(None, 0.10, 0.9, 0.8, margin=0.0, min_parse_rate=0.5)[0] == "promoted"  # unmeasured
+    # the reason a user reads in the log rounds the scores (a mean of 240 images is not exact)
+    reason = promotion(0.15833333333333335, 0.1708333333333333, 1.0, 1.0, margin=0.02, min_parse_rate=0.5)[1]
+    assert reason.startswith("ShapesEval overall 0.158 -> 0.171 (margin 0.02)"), reason
+    assert "not measured -> 0.100" in promotion(None, 0.1, 0.9, 0.8, margin=0.0, min_parse_rate=0.5)[1]
     status, reason = promotion(0.40, 0.30, 0.2, 0.8, margin=0.02, min_parse_rate=0.5)
     assert status == "rejected"
     assert "fell 0.400 -> 0.300" in reason and "parse rate 0.20 is below 0.5" in reason

@@ -22,7 +22,13 @@ class _Net(torch.nn.Sequential):
     """The problem's MLP; its middle matrix is the one hidden matrix (Muon's)."""
 
     def __init__(self):
-        super().__init__(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 16), torch.nn.GELU(), torch.nn.Linear(16, 1))
+        super().__init__(
+            torch.nn.Linear(8, 16),
+            torch.nn.GELU(),
+            torch.nn.Linear(16, 16),
+            torch.nn.GELU(),
+            torch.nn.Linear(16, 1),
+        )
 
     def hidden_matrices(self):
         return [self[2].weight]
@@ -81,7 +87,9 @@ def test_bf16_autocast_learns_like_fp32_and_keeps_fp32_master_weights():
     for precision in ("fp32", "bf16"):
         model, data, loss_fn = _problem()
         cfg = TrainConfig(steps=60, warmup_steps=5, precision=precision)
-        st = train_loop(model, [ParamGroup("all", list(model.parameters()), 3e-2)], data, cfg, loss_fn=loss_fn)
+        st = train_loop(
+            model, [ParamGroup("all", list(model.parameters()), 3e-2)], data, cfg, loss_fn=loss_fn
+        )
         assert all(p.dtype == torch.float32 for p in model.parameters())
         losses[precision] = st.losses
     assert losses["bf16"][-1] < 0.2 * losses["bf16"][0]
