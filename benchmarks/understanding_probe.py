@@ -15,6 +15,9 @@ prints as JSON:
     .venv/bin/python benchmarks/understanding_probe.py --checkpoint LAKE/checkpoints/<stage-2 id> \\
         --stage1-steps 0 --steps 600 --mix vqa=1.0
 
+`--optimizer muon` trains the understanding mix with Muon on the LLM's hidden matrices
+(`training.MuonAdamW`, as stage 2 does) instead of AdamW.
+
 `--recipe stage3` trains every group at stage 3's learning rates instead of `--lr`, and `--draw N`
 also draws N tuning prompts per tag (2 images each; `generate_prompts(seed=424242)`, never the
 ShapesEval prompts), judges them, and scores the model's assessments of its own drawings against
@@ -141,6 +144,12 @@ def main() -> None:
         help="also draw N tuning prompts per tag (2 images each), judge them, "
         "and score the model's assessments of its own images against the judge",
     )
+    ap.add_argument(
+        "--optimizer",
+        choices=["adamw", "muon"],
+        default="adamw",
+        help="optimizer of the understanding mix (muon: training.MuonAdamW)",
+    )
     ap.add_argument("--batch", type=int, default=32, help="batch size of the understanding mix")
     ap.add_argument("--assess-items", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
@@ -170,7 +179,8 @@ def main() -> None:
             else {"llm": args.lr, "adapter": args.lr}
         )
         recipe = StageRecipe(name="understanding-probe", stage=3 if "vision" in lrs else 2,
-                             purpose="understanding mix", lrs=lrs, mix=mix, steps=args.steps, warmup_steps=20, batch_size=args.batch)  # fmt: skip
+                             purpose="understanding mix", lrs=lrs, mix=mix, steps=args.steps, warmup_steps=20, batch_size=args.batch,
+                             optimizer=args.optimizer)  # fmt: skip
         st = train_stage(parts, recipe, base, seed=args.seed)
         result["loss_by_100"] = [round(sum(st.losses[i : i + 100]) / len(st.losses[i : i + 100]), 3)
                                  for i in range(0, len(st.losses), 100)]  # fmt: skip
