@@ -117,7 +117,9 @@ def run_preset(name: str, encoder, args, out: Path) -> None:
             if not marks:
                 raise _Done
 
-    cfg_train = TrainConfig(steps=10**6, warmup_steps=recipe.warmup_steps, min_lr_ratio=1.0)
+    cfg_train = TrainConfig(
+        steps=10**6, warmup_steps=recipe.warmup_steps, min_lr_ratio=1.0, optimizer=recipe.optimizer
+    )
     try:
         train_loop(
             parts.model, groups, data, cfg_train, loss_fn=lambda m, batch: m(batch).loss, progress=progress

@@ -63,7 +63,11 @@ def measure(preset: str, one_kind: bool, precision: str, steps: int, warmup: int
     recipe = get_recipe("stage2", preset, steps=steps + warmup)
     data = StageData(base, parts.processor, tok.encode, recipe, 0, one_kind_per_batch=one_kind)
     groups = stage_groups(parts.model, recipe)
-    opt = make_optimizer(groups, TrainConfig(steps=steps + warmup))
+    opt = make_optimizer(
+        groups,
+        TrainConfig(steps=steps + warmup, optimizer=recipe.optimizer),
+        {id(p) for p in parts.model.hidden_matrices()},
+    )
     model = parts.model.train()
     body = sum(p.numel() for n, p in model.llm.named_parameters() if "embed_tokens" not in n)
     if model.factorized:

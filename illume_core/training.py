@@ -194,7 +194,8 @@ def make_optimizer(
     for g in groups:
         live = [p for p in g.params if p.requires_grad]
         ortho = [p for p in live if id(p) in hidden and p.ndim == 2]
-        decay = [p for p in live if p.ndim >= 2 and id(p) not in hidden]
+        taken = {id(p) for p in ortho}  # a hidden tensor that is not a matrix stays on AdamW
+        decay = [p for p in live if p.ndim >= 2 and id(p) not in taken]
         no_decay = [p for p in live if p.ndim < 2]
         wd_matrix = cfg.weight_decay if g.weight_decay is None else g.weight_decay
         for params, wd, suffix in (
