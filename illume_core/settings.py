@@ -61,9 +61,9 @@ BUDGETS: dict[str, Budget] = {
         vqa_questions=4,
         edit_tasks=4,
     ),
-    # the README's `illume demo`: everything in under 20 minutes on 2 CPU cores. Timed on
-    # 2026-12-03 (64-token tiny preset, stage 2 at 85% text-to-image, venv set up): 16 min 8 s in
-    # all: start-up 0.3 min, vision 3.8, LLM stages 9.6, base evaluation 0.7, the round 1.8
+    # the README's `illume demo`: everything in under 20 minutes on 2 CPU cores. With 800
+    # stage-2 steps in bf16 and AdamW it took 14 min 56 s (2026-12-06, venv set up); stage 2 now
+    # trains with Muon, which costs the same a step (docs/BASE_MODEL.md section 12)
     "demo": Budget(
         encoder_steps=200,
         tokenizer_steps=4,
@@ -85,8 +85,8 @@ BUDGETS: dict[str, Budget] = {
         # the tiny preset (64 image tokens) on the 2-core machine: vision (encoder 500 steps,
         # pattern masks fitted in 6 k-means rounds, about 10 min, shared by an experiment's seeds
         # with `--vision-from`), then the LLM stages, most of them text-to-image in stage 2; 2,300
-        # stage-2 steps spend the time bf16 autocast saved (2,000 before; docs/BASE_MODEL.md has
-        # the measured times)
+        # stage-2 steps spend the time bf16 autocast saved (2,000 before), with Muon on the LLM's
+        # hidden matrices since run 7 (docs/BASE_MODEL.md has the measured times and scores)
         encoder_steps=500,
         tokenizer_steps=6,
         vision_batch=64,
