@@ -96,6 +96,14 @@ def main() -> None:
     ap.add_argument("--optimizer", choices=("adamw", "muon"), default="adamw")
     ap.add_argument("--per-tag", type=int, default=10, help="tuning prompts per tag the judge scores")
     ap.add_argument("--images", type=int, default=2, help="images per tuning prompt")
+    ap.add_argument(
+        "--tag-weights",
+        type=float,
+        nargs=6,
+        metavar="W",
+        help="relative text-to-image pairs per tag, in the order single_object two_object counting "
+        "colors position color_attr (default: equal)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     checkpoint._load_fitting = _load_older
@@ -125,7 +133,10 @@ def main() -> None:
     elif not bool(codes.mask_pixels.abs().sum() > 0):
         codes.set_mask_pixels(parts.semantic.masks)
     b = BUDGETS["experiment"]
-    base = BaseCorpus(parts.cfg, CorpusSpec(args.seed, b.n_t2i, b.n_scenes, b.n_assess))
+    weights = tuple(args.tag_weights) if args.tag_weights else None
+    base = BaseCorpus(
+        parts.cfg, CorpusSpec(args.seed, b.n_t2i, b.n_scenes, b.n_assess, t2i_tag_weights=weights)
+    )
     recipe = StageRecipe(
         name="t2i-probe",
         stage=2,
@@ -145,6 +156,7 @@ def main() -> None:
         "pixels": not args.plain,
         "precision": args.precision,
         "optimizer": args.optimizer,
+        "t2i_per_tag": base.spec.t2i_per_tag(),
         "llm": {
             k: getattr(parts.cfg, k) for k in ("hidden_size", "num_layers", "intermediate_size", "num_heads")
         },

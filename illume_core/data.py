@@ -19,7 +19,7 @@ from PIL import Image
 
 from illume_core import corpus
 from illume_core.config import IllumeConfig
-from illume_core.geneval import Metadata
+from illume_core.geneval import TAGS, Metadata
 from illume_core.images import to_tensor
 from illume_core.processor import Batch, Example, Processor
 from illume_core.prompts import Holdout, generate_prompts, scene_for
@@ -36,6 +36,19 @@ class CorpusSpec:
     n_scenes: int = 6000  # free scenes for captions, VQA, editing and reconstruction
     n_assess: int = 4000  # scene-labelled assessment examples (prompt, image, verdicts)
     holdout: tuple[str, ...] | None = None  # held-out compositions (Holdout.parse specs); None: default
+    # text-to-image pairs per GenEval tag, relative (TAGS order); None: the same number per tag
+    t2i_tag_weights: tuple[float, ...] | None = None
+
+    def t2i_per_tag(self) -> dict[str, int]:
+        """How many text-to-image pairs each tag gets (they add up to n_t2i)."""
+        w = self.t2i_tag_weights or (1.0,) * len(TAGS)
+        if len(w) != len(TAGS) or any(x < 0 for x in w) or sum(w) <= 0:
+            raise ValueError(f"t2i_tag_weights needs {len(TAGS)} weights >= 0 (tags {TAGS}), got {w}")
+        exact = [self.n_t2i * x / sum(w) for x in w]
+        counts = [int(e) for e in exact]
+        for i in sorted(range(len(w)), key=lambda i: counts[i] - exact[i])[: self.n_t2i - sum(counts)]:
+            counts[i] += 1  # largest remainders first
+        return dict(zip(TAGS, counts, strict=True))
 
 
 class BaseCorpus:
@@ -46,8 +59,17 @@ class BaseCorpus:
         self.holdout = Holdout.parse(list(spec.holdout)) if spec.holdout is not None else Holdout.default()
         rng = random.Random(f"corpus/{spec.seed}")
         size = cfg.image_size
-        # the same number of pairs per tag; small tags repeat their prompts with new scenes
-        drawn = generate_prompts(spec.seed, per_tag=-(-spec.n_t2i // 6), holdout=self.holdout, split="train")
+        # the same number of pairs per tag unless weighted; small tags repeat their prompts with new scenes
+        if spec.t2i_tag_weights is None:
+            drawn = generate_prompts(
+                spec.seed, per_tag=-(-spec.n_t2i // 6), holdout=self.holdout, split="train"
+            )
+        else:  # each tag's draw is a prefix of its unweighted draw, so weights only change how far it goes
+            want = spec.t2i_per_tag()
+            pool = generate_prompts(
+                spec.seed, per_tag=max(want.values()), holdout=self.holdout, split="train"
+            )
+            drawn = [m for tag in TAGS for m in [p for p in pool if p.tag == tag][: want[tag]]]
         self.t2i: list[tuple[Metadata, Scene]] = [(m, scene_for(m, rng, size)) for m in drawn][: spec.n_t2i]
         rng.shuffle(self.t2i)
         self.prompts: list[Metadata] = list({m.prompt: m for m, _ in self.t2i}.values())
@@ -59,7 +81,7 @@ class BaseCorpus:
         self._codes: dict[tuple[str, int], torch.Tensor] = {}
 
     def describe(self) -> dict:
-        return {
+        out = {
             "seed": self.spec.seed,
             "t2i_pairs": len(self.t2i),
             "distinct_t2i_prompts": len(self.prompts),
@@ -67,6 +89,9 @@ class BaseCorpus:
             "assessment_examples": len(self.assess),
             "holdout": self.holdout.specs(),
         }
+        if self.spec.t2i_tag_weights is not None:
+            out["t2i_per_tag"] = self.spec.t2i_per_tag()
+        return out
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Reformat strategies, conversation examples, evaluation arithmetic, engine determinism, stages."""
 
+import collections
 import json
 import random
 
@@ -10,7 +11,7 @@ from model_helpers import micro_model, save_micro_checkpoint
 from illume_core.data import BaseCorpus, CorpusSpec, SelfExample, StageData, conversation_example
 from illume_core.engine import Engine, assessment_fields, sample_seed
 from illume_core.evaluate import agreement, tag_scores
-from illume_core.geneval import parse_line
+from illume_core.geneval import TAGS, parse_line
 from illume_core.recipes import RECIPES, get_recipe
 from illume_core.reformat import check_strategies, reformat
 from illume_core.stages import stage_groups, train_stage
@@ -202,3 +203,30 @@ def test_stage_data_batches_are_a_function_of_their_index(micro_checkpoint):
     b = StageData(base, parts.processor, parts.semantic.encode, r, seed=1).skip(2)
     next(a), next(a)
     torch.testing.assert_close(next(a).input_ids, next(b).input_ids)
+
+
+def test_t2i_tag_weights_set_how_many_pairs_each_tag_gets(micro_checkpoint):
+    _, parts = micro_checkpoint
+    assert CorpusSpec(n_t2i=60).t2i_per_tag() == dict.fromkeys(TAGS, 10)
+    spec = CorpusSpec(n_t2i=70, n_scenes=2, n_assess=2, t2i_tag_weights=(0.5, 1, 1.5, 0.5, 1.5, 1.5))
+    want = spec.t2i_per_tag()
+    assert want == {
+        "single_object": 6,
+        "two_object": 11,
+        "counting": 16,
+        "colors": 5,
+        "position": 16,
+        "color_attr": 16,
+    }
+    base = BaseCorpus(parts.cfg, spec)
+    got = collections.Counter(m.tag for m, _ in base.t2i)
+    assert dict(got) == want
+    assert base.describe()["t2i_per_tag"] == want
+    # a tag's weighted draw is a prefix of its unweighted one: weights choose how far each goes
+    equal = BaseCorpus(parts.cfg, CorpusSpec(n_t2i=60, n_scenes=2, n_assess=2))
+    assert {m.prompt for m, _ in base.t2i if m.tag == "colors"} <= {
+        m.prompt for m, _ in equal.t2i if m.tag == "colors"
+    }
+    for bad in ((1, 1, 1), (1, 1, 1, 1, 1, -1), (0,) * 6):
+        with pytest.raises(ValueError, match="t2i_tag_weights"):
+            CorpusSpec(n_t2i=6, t2i_tag_weights=bad).t2i_per_tag()
