@@ -82,9 +82,7 @@ def run_preset(name: str, encoder, args, out: Path) -> None:
                           seed=args.seed, scenes=b.tokenizer_scenes)  # fmt: skip
     tok_s = time.perf_counter() - t0
     parts = init_model(cfg, tok, seed=args.seed, n_text=b.n_text)
-    base = BaseCorpus(
-        cfg, CorpusSpec(args.seed, b.n_t2i, b.n_scenes, b.n_assess, t2i_tag_weights=b.t2i_tag_weights)
-    )
+    base = BaseCorpus(cfg, CorpusSpec(args.seed, b.n_t2i, b.n_scenes, b.n_assess))
     clock = {"train": 0.0}
     t = time.perf_counter()
     for stage in ("stage0", "stage1"):

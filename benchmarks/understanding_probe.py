@@ -158,9 +158,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     parts = Parts.from_checkpoint(load_checkpoint(args.checkpoint))
     b = BUDGETS["experiment"]
-    base = BaseCorpus(
-        parts.cfg, CorpusSpec(args.seed, b.n_t2i, b.n_scenes, b.n_assess, t2i_tag_weights=b.t2i_tag_weights)
-    )
+    base = BaseCorpus(parts.cfg, CorpusSpec(args.seed, b.n_t2i, b.n_scenes, b.n_assess))
     items = vqa_items(200, parts.cfg.image_size)
     result: dict = {
         "checkpoint": args.checkpoint,

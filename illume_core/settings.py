@@ -33,8 +33,6 @@ class Budget(BaseModel):
     batch_size: int = Field(32, ge=1)
     finetune_steps: int = Field(ge=1)  # a round's stage-3 fine-tuning
     n_t2i: int = Field(ge=1)
-    # text-to-image pairs per GenEval tag, relative, in TAGS order (None: the same number per tag)
-    t2i_tag_weights: tuple[float, ...] | None = None
     n_scenes: int = Field(ge=1)
     n_assess: int = Field(ge=1)
     n_text: int = Field(20000, ge=100)  # strings the text tokenizer is trained on
@@ -133,12 +131,7 @@ class PipelineSettings(BaseModel):
     def corpus(self) -> CorpusSpec:
         b = self.b
         return CorpusSpec(
-            seed=self.seed,
-            n_t2i=b.n_t2i,
-            n_scenes=b.n_scenes,
-            n_assess=b.n_assess,
-            holdout=self.holdout,
-            t2i_tag_weights=b.t2i_tag_weights,
+            seed=self.seed, n_t2i=b.n_t2i, n_scenes=b.n_scenes, n_assess=b.n_assess, holdout=self.holdout
         )
 
     @property
