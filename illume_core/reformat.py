@@ -5,6 +5,10 @@ Strategies, which combine:
   the assessment, then a correction turn whose answer is an image of the same prompt that the
   assessor accepted (when the round drew one), so the model learns what it should have drawn.
 - `accepted_t2i`: images the assessor judged right on every dimension become text-to-image pairs.
+- `balanced_t2i`: the same pairs, each repeated so that every GenEval tag brings about as many
+  as the tag with the most accepted images (at most `MAX_REPEATS` copies): the model accepts
+  more of its easy drawings (single objects, colours) than of its hard ones (counting,
+  position), and a round should not teach mostly what it already draws well.
 - `preference`: accepted / rejected pairs for the same prompt, trained with DPO beside the
   supervised fine-tuning (`resolve_preferences`, illume_core/preference.py).
 Inputs and outputs are plain rows; images are referenced by sample key, never copied.
@@ -32,8 +36,9 @@ from illume_core.geneval import Metadata
 from illume_core.images import from_png
 from illume_core.preference import PreferencePair
 
-STRATEGIES = ("assessment", "accepted_t2i", "preference")
-SFT_STRATEGIES = ("assessment", "accepted_t2i")  # the ones fine-tuning trains on
+STRATEGIES = ("assessment", "accepted_t2i", "balanced_t2i", "preference")
+SFT_STRATEGIES = ("assessment", "accepted_t2i", "balanced_t2i")  # the ones fine-tuning trains on
+MAX_REPEATS = 4  # balanced_t2i: copies of one accepted image at most
 
 
 def check_strategies(strategies: Iterable[str]) -> list[str]:
@@ -59,6 +64,18 @@ def assessment_of(row: dict) -> Assessment | None:
 
 def _example_id(strategy: str, *keys: str) -> str:
     return hashlib.sha256("|".join((strategy, *keys)).encode()).hexdigest()[:16]
+
+
+def tag_repeats(accepted_per_tag: dict[str, int], cap: int = MAX_REPEATS) -> dict[str, int]:
+    """Copies of each accepted image per tag so that every tag brings about as many as the largest.
+
+    {"colors": 41, "counting": 9, "position": 4} -> {"colors": 1, "counting": 4, "position": 4}:
+    round(41 / n) copies, at least 1 and at most `cap`.
+    """
+    if cap < 1:
+        raise ValueError(f"cap must be >= 1, got {cap}")
+    most = max(accepted_per_tag.values(), default=0)
+    return {t: max(1, min(cap, round(most / n))) for t, n in accepted_per_tag.items() if n > 0}
 
 
 def reformat(
@@ -89,14 +106,15 @@ def reformat(
 
     rows: list[dict] = []
 
-    def add(strategy: str, s: dict, turns: list[dict], refs: list[str]) -> None:
+    def add(strategy: str, s: dict, turns: list[dict], refs: list[str], copy: int = 0) -> None:
+        ids = (*refs, str(copy)) if copy else refs  # a repeated example gets an id of its own
         rows.append(
             {
                 "round": round,
                 "checkpoint_id": s["checkpoint_id"],
                 "prompt_id": s["prompt_id"],
                 "sample_index": s["sample_index"],
-                "example_id": _example_id(strategy, *refs),
+                "example_id": _example_id(strategy, *ids),
                 "conversation": json.dumps(turns),
                 "image_refs": refs,
                 "strategy": strategy,
@@ -104,6 +122,13 @@ def reformat(
             }
         )
 
+    repeats: dict[str, int] = {}
+    if "balanced_t2i" in strategies:
+        per_tag: dict[str, int] = defaultdict(int)
+        for s, a in judged:
+            if a.all_yes:
+                per_tag[metadata[s["prompt_id"]].tag] += 1
+        repeats = tag_repeats(per_tag)
     for s, a in judged:
         meta = metadata[s["prompt_id"]]
         key = s["sample_key"]
@@ -122,13 +147,12 @@ def reformat(
                 ]
                 refs.append(fix["sample_key"])
             add("assessment", s, turns, refs)
+        draw = [{"role": "user", "content": meta.prompt}, {"role": "assistant", "content": "<image:0>"}]
         if "accepted_t2i" in strategies and a.all_yes:
-            add(
-                "accepted_t2i",
-                s,
-                [{"role": "user", "content": meta.prompt}, {"role": "assistant", "content": "<image:0>"}],
-                [key],
-            )
+            add("accepted_t2i", s, draw, [key])
+        if "balanced_t2i" in strategies and a.all_yes:
+            for copy in range(repeats[meta.tag]):
+                add("balanced_t2i", s, draw, [key], copy)
     if "preference" in strategies:
         for pid in sorted(accepted):
             for good, bad in zip(accepted[pid], rejected.get(pid, []), strict=False):

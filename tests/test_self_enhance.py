@@ -13,7 +13,7 @@ from illume_core.engine import Engine, assessment_fields, sample_seed
 from illume_core.evaluate import agreement, tag_scores
 from illume_core.geneval import TAGS, parse_line
 from illume_core.recipes import RECIPES, get_recipe
-from illume_core.reformat import check_strategies, reformat
+from illume_core.reformat import check_strategies, reformat, tag_repeats
 from illume_core.stages import stage_groups, train_stage
 from illume_core.world import render, sample_scene
 
@@ -75,8 +75,37 @@ def test_reformat_bad_without_accepted_has_no_correction_and_t2i_only_accepted()
     assert [r["example_id"] for r in again] == [r["example_id"] for r in rows]
 
 
+def test_balanced_t2i_repeats_accepted_images_of_rare_tags():
+    assert tag_repeats({"colors": 41, "two_object": 29, "counting": 9, "position": 4}) == {
+        "colors": 1,
+        "two_object": 1,
+        "counting": 4,  # round(41 / 9) = 5, capped
+        "position": 4,
+    }
+    assert tag_repeats({"colors": 8, "counting": 4}, cap=1) == {"colors": 1, "counting": 1}
+    with pytest.raises(ValueError, match="cap"):
+        tag_repeats({"colors": 1}, cap=0)
+    colour = parse_line(
+        '{"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "red"}], '
+        '"prompt": "a photo of a red circle"}'
+    )
+    samples = [_sample(i, "pc") for i in range(4)] + [_sample(0, "p1"), _sample(1, "p1")]
+    assessed = [_assess(i, ["yes"] * 4, "pc") for i in range(4)]
+    assessed += [_assess(0, ["yes"] * 4, "p1"), _assess(1, ["no", "yes", "yes", "yes"], "p1")]
+    meta = {"pc": colour, "p1": META}
+    rows = reformat(samples, assessed, meta, ["balanced_t2i"], round=1)
+    # four accepted colour images once each; the one accepted counting image four times
+    assert [r["prompt_id"] for r in rows] == ["p1"] * 4 + ["pc"] * 4
+    assert {r["source_sample"] for r in rows if r["prompt_id"] == "p1"} == {"r1/ck/p1/0"}
+    assert len({r["example_id"] for r in rows}) == len(rows)  # copies get ids of their own
+    plain = reformat(samples, assessed, meta, ["accepted_t2i"], round=1)
+    assert len(plain) == 5 and {json.loads(r["conversation"])[0]["content"] for r in plain} == {
+        json.loads(r["conversation"])[0]["content"] for r in rows
+    }
+
+
 def test_unknown_strategy_is_refused():
-    with pytest.raises(ValueError, match="choose from assessment, accepted_t2i, preference"):
+    with pytest.raises(ValueError, match="choose from assessment, accepted_t2i, balanced_t2i, preference"):
         check_strategies(["dpo"])
 
 
