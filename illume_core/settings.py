@@ -62,8 +62,8 @@ BUDGETS: dict[str, Budget] = {
         edit_tasks=4,
     ),
     # the README's `illume demo`: everything in under 20 minutes on 2 CPU cores. With 800
-    # stage-2 steps in bf16 and AdamW it took 14 min 56 s (2026-12-06, venv set up); stage 2 now
-    # trains with Muon, which costs the same a step (docs/BASE_MODEL.md section 12)
+    # stage-2 steps in bf16 and Muon it took 16 min 32 s and its base scored 0.308 (2026-12-06,
+    # venv set up, a slow machine: 0.61 s a stage-2 step); docs/BASE_MODEL.md has the history
     "demo": Budget(
         encoder_steps=200,
         tokenizer_steps=4,
