@@ -74,12 +74,18 @@ def phase(name: str, code: str, home: Path) -> float:
     t0 = "import time as _t; _t0 = _t.perf_counter()"
     body = code.format(t0=t0) if "{t0}" in code else f"{t0}; {code}"
     script = f"{body}; print('SECONDS', _t.perf_counter() - _t0, flush=True); import os; os._exit(0)"
-    out = subprocess.run(
-        [PY, "-c", script], env=env(home), cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("SECONDS")]
-    if not lines:
-        raise RuntimeError(f"{name}: {out.stderr[-2000:]}")
+    # not subprocess.run(capture_output=True): the API server and Ray outlive the child and hold
+    # its stdout open, so reading to the end would wait for them. fault_matrix.Proc reads line by
+    # line, remembers the child's descendants while it runs, and kills every one on stop.
+    with tempfile.TemporaryDirectory(prefix="illume-startup-") as work:
+        p = fm.Proc([PY, "-c", script], env(home), Path(work) / "phase.log")
+        try:
+            seen = p.wait_for(p.saw("SECONDS"), timeout_s=600)
+        finally:
+            p.stop()
+    lines = [ln for ln in p.lines if ln.startswith("SECONDS")]
+    if not seen or not lines:
+        raise RuntimeError(f"{name}: {''.join(p.lines)[-2000:]}")
     return float(lines[-1].split()[1])
 
 

@@ -17,6 +17,13 @@ encoder and tokenizer:
 
     .venv/bin/python benchmarks/t2i_probe.py --checkpoint LAKE/checkpoints/<vision id> --steps 300 --no-judge --precision fp32
     .venv/bin/python benchmarks/t2i_probe.py --checkpoint LAKE/checkpoints/<vision id> --steps 300 --no-judge --precision bf16
+
+`--recipe stage3` trains a stage recipe instead (its whole data mix, its learning rates at the
+preset's scale, its optimizer unless `--optimizer` says otherwise): from a stage-2 checkpoint,
+what stage 3 adds to drawing, and how that depends on its steps and optimizer; `--steps 0`
+judges the checkpoint untouched:
+
+    .venv/bin/python benchmarks/t2i_probe.py --checkpoint LAKE/checkpoints/<stage-2 id> --recipe stage3 --steps 200
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from illume_core.judge import judge_image
 from illume_core.model import IllumeModel
 from illume_core.processor import Processor
 from illume_core.prompts import generate_prompts
-from illume_core.recipes import StageRecipe
+from illume_core.recipes import StageRecipe, get_recipe
 from illume_core.sampling import SamplingParams, generate_images
 from illume_core.settings import BUDGETS
 from illume_core.stages import Parts, train_stage
@@ -93,7 +100,13 @@ def main() -> None:
     ap.add_argument("--layers", type=int, help="a fresh LLM of this depth (default: the checkpoint's)")
     ap.add_argument("--intermediate", type=int, help="MLP width of the fresh LLM (default: the checkpoint's)")
     ap.add_argument("--heads", type=int, help="attention heads of the fresh LLM (default: the checkpoint's)")
-    ap.add_argument("--optimizer", choices=("adamw", "muon"), default="adamw")
+    ap.add_argument("--optimizer", choices=("adamw", "muon"), help="default: adamw, or the --recipe's")
+    ap.add_argument(
+        "--recipe",
+        help="train this stage recipe (its data mix and learning rates at the preset's scale, e.g. "
+        "stage3 from a stage-2 checkpoint) instead of text-to-image alone at --lr; 0 --steps judges "
+        "the checkpoint as it is",
+    )
     ap.add_argument("--per-tag", type=int, default=10, help="tuning prompts per tag the judge scores")
     ap.add_argument("--images", type=int, default=2, help="images per tuning prompt")
     ap.add_argument(
@@ -137,39 +150,46 @@ def main() -> None:
     base = BaseCorpus(
         parts.cfg, CorpusSpec(args.seed, b.n_t2i, b.n_scenes, b.n_assess, t2i_tag_weights=weights)
     )
-    recipe = StageRecipe(
-        name="t2i-probe",
-        stage=2,
-        purpose="text-to-image alone",
-        lrs={"llm": args.lr, "adapter": args.lr},
-        mix={"t2i": 1.0},
-        steps=args.steps,
-        batch_size=args.batch,
-        warmup_steps=20,
-        optimizer=args.optimizer,
-    )
+    if args.recipe:
+        recipe = get_recipe(args.recipe, parts.cfg.name, steps=max(1, args.steps), batch_size=args.batch)
+        if args.optimizer:
+            recipe = recipe.model_copy(update={"optimizer": args.optimizer})
+    else:
+        recipe = StageRecipe(
+            name="t2i-probe",
+            stage=2,
+            purpose="text-to-image alone",
+            lrs={"llm": args.lr, "adapter": args.lr},
+            mix={"t2i": 1.0},
+            steps=args.steps,
+            batch_size=args.batch,
+            warmup_steps=20,
+            optimizer=args.optimizer or "adamw",
+        )
     t0 = time.time()
-    st = train_stage(parts, recipe, base, seed=args.seed, precision=args.precision)
+    st = train_stage(parts, recipe, base, seed=args.seed, precision=args.precision) if args.steps else None
+    losses = st.losses if st else [float("nan")]
     train_s = time.time() - t0
     result = {
         "checkpoint": args.checkpoint,
         "pixels": not args.plain,
         "precision": args.precision,
-        "optimizer": args.optimizer,
+        "recipe": args.recipe or "t2i-probe",
+        "mix": recipe.mix,
+        "lrs": recipe.lrs,
+        "optimizer": recipe.optimizer,
         "t2i_per_tag": base.spec.t2i_per_tag(),
         "llm": {
             k: getattr(parts.cfg, k) for k in ("hidden_size", "num_layers", "intermediate_size", "num_heads")
         },
         "llm_params": sum(p.numel() for p in parts.model.llm.parameters()),
-        "lr": args.lr,
         "steps": args.steps,
         "batch": args.batch,
-        "loss_first": round(st.losses[0], 3),
-        "loss_last20": round(sum(st.losses[-20:]) / len(st.losses[-20:]), 3),
+        "loss_first": round(losses[0], 3),
+        "loss_last20": round(sum(losses[-20:]) / len(losses[-20:]), 3),
         "train_s": round(train_s, 1),
         "loss_by_100": [
-            round(sum(st.losses[i : i + 100]) / len(st.losses[i : i + 100]), 3)
-            for i in range(0, len(st.losses), 100)
+            round(sum(losses[i : i + 100]) / len(losses[i : i + 100]), 3) for i in range(0, len(losses), 100)
         ],
         "judged": None if args.no_judge else judge_settings(parts, args.per_tag, args.images),
     }
