@@ -80,11 +80,11 @@ def phase(name: str, code: str, home: Path) -> float:
     with tempfile.TemporaryDirectory(prefix="illume-startup-") as work:
         p = fm.Proc([PY, "-c", script], env(home), Path(work) / "phase.log")
         try:
-            seen = p.wait_for(p.saw("SECONDS"), timeout_s=600)
+            p.wait_for(p.saw("SECONDS"), timeout_s=600)
         finally:
-            p.stop()
+            p.stop()  # waits for the reader, so a line printed just before the child's exit is in
     lines = [ln for ln in p.lines if ln.startswith("SECONDS")]
-    if not seen or not lines:
+    if not lines:
         raise RuntimeError(f"{name}: {''.join(p.lines)[-2000:]}")
     return float(lines[-1].split()[1])
 

@@ -161,7 +161,7 @@ def main() -> None:
             purpose="text-to-image alone",
             lrs={"llm": args.lr, "adapter": args.lr},
             mix={"t2i": 1.0},
-            steps=args.steps,
+            steps=max(1, args.steps),
             batch_size=args.batch,
             warmup_steps=20,
             optimizer=args.optimizer or "adamw",
@@ -178,7 +178,7 @@ def main() -> None:
         "mix": recipe.mix,
         "lrs": recipe.lrs,
         "optimizer": recipe.optimizer,
-        "t2i_per_tag": base.spec.t2i_per_tag(),
+        "t2i_per_tag": dict(collections.Counter(m.tag for m, _ in base.t2i)),
         "llm": {
             k: getattr(parts.cfg, k) for k in ("hidden_size", "num_layers", "intermediate_size", "num_heads")
         },

@@ -48,6 +48,8 @@ def check_strategies(strategies: Iterable[str]) -> list[str]:
         raise ValueError(
             f"unknown or empty reformat strategies {bad or s}; choose from {', '.join(STRATEGIES)}"
         )
+    if {"accepted_t2i", "balanced_t2i"} <= set(s):
+        raise ValueError("accepted_t2i and balanced_t2i make the same pairs; choose one of them")
     return s
 
 

@@ -107,6 +107,8 @@ def test_balanced_t2i_repeats_accepted_images_of_rare_tags():
 def test_unknown_strategy_is_refused():
     with pytest.raises(ValueError, match="choose from assessment, accepted_t2i, balanced_t2i, preference"):
         check_strategies(["dpo"])
+    with pytest.raises(ValueError, match="choose one of them"):
+        check_strategies(["accepted_t2i", "balanced_t2i"])
 
 
 def test_conversation_example_two_turns():
