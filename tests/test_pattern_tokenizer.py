@@ -252,3 +252,66 @@ def test_a_single_object_cell_grid_round_trips_exactly_at_64_px():
     tok.fit(pixels, iters=1)
     ids = tok.encode(pixels)
     assert torch.equal(palette_index(tok.decode(ids)), palette_index(pixels))
+
+
+def _binding_model():
+    """A micro model whose colour depends on the mask: the binding MLP's output is not zero."""
+    model, proc = _tokenizer_model(colour_binding=True)
+    torch.nn.init.normal_(model.gen_codes.bind_out.weight, std=2.0)
+    torch.nn.init.normal_(model.gen_codes.embed_mask.weight, std=1.0)  # masks that differ
+    return model, proc
+
+
+def test_colour_binding_loss_equals_the_cross_entropy_of_the_full_logits_and_colour_depends_on_mask():
+    model, proc = _binding_model()
+    codes = torch.randint(0, 640, (16,))
+    codes[codes < 10] = 0  # the empty mask in a colour never occurs: the tokenizer makes code 0
+    batch = proc.collate([proc.text_to_image("a red circle", codes), proc.text("two blue squares")])
+    out = model(batch)
+    full = torch.nn.functional.cross_entropy(
+        out.logits[:, :-1].flatten(0, 1), batch.labels[:, 1:].flatten(), ignore_index=-100
+    )
+    torch.testing.assert_close(out.loss, full)
+    h = torch.randn(3, 64)
+    logits = model.image_logits(h)  # (3, 640)
+    mask = model.gen_codes.mask_logits(h)
+    # each mask's codes still share its probability, but split it by colour differently
+    torch.testing.assert_close(logits[:, 70:80].logsumexp(-1), mask[:, 7])
+    colour_7 = (logits[:, 70:80] - mask[:, 7:8]).softmax(-1)
+    colour_9 = (logits[:, 90:100] - mask[:, 9:10]).softmax(-1)
+    assert (colour_7 - colour_9).abs().max() > 0.05
+    # a fresh binding model (zero output) is the plain factorization
+    fresh, _ = _tokenizer_model(colour_binding=True)
+    plain, _ = _tokenizer_model()
+    plain.load_state_dict(fresh.state_dict(), strict=False)
+    torch.testing.assert_close(fresh.image_logits(h), plain.image_logits(h))
+    with pytest.raises(ValueError, match="pattern tokenizer"):
+        get_preset("tiny-256", colour_binding=True)
+
+
+def test_mask_then_colour_sampling_draws_from_the_joint_distribution():
+    """Two draws (the mask, then its colour given the mask) sample the joint softmax exactly."""
+    from illume_core.sampling import pick_image_codes
+
+    model, _ = _binding_model()
+    codes = model.gen_codes
+    with torch.no_grad():  # a peaked mask distribution: the background, masks 7 and 9
+        codes.head_mask.weight.zero_()
+        codes.head_mask.weight[[0, 7, 9], :4] = torch.tensor([[5.0, 0, 0, 0], [0, 6, 0, 0], [0, 0, 6, 0]])
+    h = torch.zeros(1, 64)
+    h[0, :3] = 1.0
+    h[0, 3:] = torch.randn(61)
+    n = 4000
+    hidden = h.expand(n, -1)
+    gens = [torch.Generator().manual_seed(i) for i in range(n)]
+    got = pick_image_codes(model, hidden, gens, SamplingParams(cfg_scale=None, temperature=1.0))
+    with torch.no_grad():
+        exact = model.image_logits(h)[0].softmax(-1)  # (640,)
+    freq = torch.bincount(got, minlength=640).float() / n
+    top = exact.topk(12).indices
+    assert exact[top].sum() > 0.8
+    assert (freq[top] - exact[top]).abs().max() < 0.03  # binomial SE <= 0.008
+    # and with guidance both halves draw the same codes, all valid
+    pair = torch.cat([h, torch.randn(1, 64)])
+    guided = pick_image_codes(model, pair, gens[:1], SamplingParams(cfg_scale=2.0))
+    assert guided.shape == (1,) and (guided == 0 or guided >= 10)
