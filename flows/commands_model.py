@@ -93,6 +93,13 @@ def _read_image(path: Path, size: int):
     return img if img.size == (size, size) else img.resize((size, size), Image.Resampling.NEAREST)
 
 
+# the options every model command shares: which checkpoint, found how
+CHECKPOINT = typer.Option(None, "--checkpoint", help="checkpoint folder (default: the lake's current)")
+MODEL_LAKE = typer.Option(
+    "lake", "--lake", help="lake root holding checkpoints/current", callback=_local_lake
+)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the `illume` app."""
 
@@ -100,12 +107,8 @@ def register(app: typer.Typer) -> None:
     def generate(
         prompt: str = typer.Argument(..., help="what to draw, e.g. 'a photo of two red circles'"),
         out: Path = typer.Option(Path("out.png"), "-o", "--out", help="PNG path; with -n > 1, out_0.png ..."),
-        checkpoint: Path | None = typer.Option(
-            None, "--checkpoint", help="checkpoint folder (default: the lake's current)"
-        ),
-        lake: str = typer.Option(
-            "lake", "--lake", help="lake root holding checkpoints/current", callback=_local_lake
-        ),
+        checkpoint: Path | None = CHECKPOINT,
+        lake: str = MODEL_LAKE,
         cfg: float = typer.Option(2.0, "--cfg", help="classifier-free guidance scale (1: none)"),
         seed: int = typer.Option(0, "--seed", help="seed of the first image; image i uses seed + i"),
         n: int = typer.Option(1, "-n", min=1, help="number of images"),
@@ -146,12 +149,8 @@ def register(app: typer.Typer) -> None:
     def ask(
         image: Path = typer.Argument(..., help="PNG to ask about"),
         question: str = typer.Argument(..., help="e.g. 'how many circles are there?'"),
-        checkpoint: Path | None = typer.Option(
-            None, "--checkpoint", help="checkpoint folder (default: the lake's current)"
-        ),
-        lake: str = typer.Option(
-            "lake", "--lake", help="lake root holding checkpoints/current", callback=_local_lake
-        ),
+        checkpoint: Path | None = CHECKPOINT,
+        lake: str = MODEL_LAKE,
         max_new_tokens: int = typer.Option(48, "--max-new-tokens", min=1),
     ) -> None:
         """Answer a question about an image (greedy)."""
@@ -166,12 +165,8 @@ def register(app: typer.Typer) -> None:
         image: Path = typer.Argument(..., help="PNG to edit"),
         instruction: str = typer.Argument(..., help="e.g. 'remove the blue square'"),
         out: Path = typer.Option(Path("out.png"), "-o", "--out", help="PNG path of the edited image"),
-        checkpoint: Path | None = typer.Option(
-            None, "--checkpoint", help="checkpoint folder (default: the lake's current)"
-        ),
-        lake: str = typer.Option(
-            "lake", "--lake", help="lake root holding checkpoints/current", callback=_local_lake
-        ),
+        checkpoint: Path | None = CHECKPOINT,
+        lake: str = MODEL_LAKE,
         seed: int = typer.Option(0, "--seed"),
         temperature: float = typer.Option(1.0, "--temperature", min=0.0),
     ) -> None:
