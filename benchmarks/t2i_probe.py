@@ -41,7 +41,7 @@ import json
 import time
 
 import torch
-from safetensors.torch import load_model
+from safetensors.torch import load_model, save_model
 
 import illume_core.checkpoint as checkpoint
 from illume_core.config import IllumeConfig
@@ -120,6 +120,7 @@ def main() -> None:
         "stage3 from a stage-2 checkpoint) instead of text-to-image alone at --lr; 0 --steps judges "
         "the checkpoint as it is",
     )
+    ap.add_argument("--save", help="write the trained model's weights here (safetensors)")
     ap.add_argument("--per-tag", type=int, default=10, help="tuning prompts per tag the judge scores")
     ap.add_argument("--images", type=int, default=2, help="images per tuning prompt")
     ap.add_argument(
@@ -185,6 +186,8 @@ def main() -> None:
     st = train_stage(parts, recipe, base, seed=args.seed, precision=args.precision) if args.steps else None
     losses = st.losses if st else [float("nan")]
     train_s = time.time() - t0
+    if args.save:
+        save_model(parts.model, args.save)
     result = {
         "checkpoint": args.checkpoint,
         "pixels": not args.plain,

@@ -130,37 +130,6 @@ def decode_n_tokens(
     return torch.stack(out, 1)  # (B, n')
 
 
-def _guide(logits: torch.Tensor, cfg_scale: float | None) -> torch.Tensor:
-    """Classifier-free guidance of logits [cond (B); uncond (B)] -> (B, ...); None: as they are."""
-    if cfg_scale is None:
-        return logits
-    cond, uncond = logits.chunk(2)
-    return uncond + cfg_scale * (cond - uncond)
-
-
-def pick_image_codes(
-    model: IllumeModel,
-    hidden: torch.Tensor,
-    generators: Sequence[torch.Generator] | None,
-    params: SamplingParams,
-) -> torch.Tensor:
-    """The next image code (B,) after hidden states (B or 2B, D) ([cond; uncond] with guidance).
-
-    One draw over the codes' joint logits; or, where the pattern codes bind colour to mask, two:
-    the mask (background included) from the guided mask logits, then its colour from the guided
-    colour log-probabilities given that mask, each under the same temperature, top-k and top-p.
-    """
-    codes = model.gen_codes
-    if codes is None or not codes.binds:
-        logits = _guide(model.image_logits(hidden), params.cfg_scale)  # (B, K)
-        return sample_logits(logits, generators, params)  # (B,)
-    mask = sample_logits(_guide(codes.mask_logits(hidden), params.cfg_scale), generators, params)  # (B,)
-    both = mask.repeat(len(hidden) // len(mask))  # (B or 2B,): the same mask for cond and uncond
-    colour_logp = codes.colour_logits(hidden, both).float().log_softmax(-1)  # (B or 2B, C)
-    colour = sample_logits(_guide(colour_logp, params.cfg_scale), generators, params)  # (B,)
-    return torch.where(mask > 0, mask * codes.colours + colour, 0)
-
-
 @torch.no_grad()
 def sample_image_codes(
     model: IllumeModel,
@@ -176,7 +145,11 @@ def sample_image_codes(
     cfg_scale = params.cfg_scale
 
     def pick(h: torch.Tensor) -> torch.Tensor:
-        codes = pick_image_codes(model, h, generators, params)  # (B,)
+        logits = model.image_logits(h)  # (B or 2B, K): only image codes inside the image span
+        if cfg_scale is not None:
+            cond, uncond = logits.chunk(2)  # (B, K) each
+            logits = uncond + cfg_scale * (cond - uncond)  # (B, K)
+        codes = sample_logits(logits, generators, params)  # (B,)
         ids = codes + offset  # (B,)
         return torch.cat([ids, ids]) if cfg_scale is not None else ids  # (B or 2B,)
 
