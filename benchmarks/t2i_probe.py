@@ -18,13 +18,6 @@ encoder and tokenizer:
     .venv/bin/python benchmarks/t2i_probe.py --checkpoint LAKE/checkpoints/<vision id> --steps 300 --no-judge --precision fp32
     .venv/bin/python benchmarks/t2i_probe.py --checkpoint LAKE/checkpoints/<vision id> --steps 300 --no-judge --precision bf16
 
-`--colour-binding on|off` trains a fresh LLM (seeded by `--seed`) whose colour of a cell is
-predicted given its mask, or the plain factorization; the pair is an A/B that differs in nothing
-else (docs/BASE_MODEL.md section 14):
-
-    .venv/bin/python benchmarks/t2i_probe.py --checkpoint LAKE/checkpoints/<vision id> --steps 1000 \
-        --precision bf16 --per-tag 20 --optimizer muon --colour-binding off|on
-
 `--recipe stage3` trains a stage recipe instead (its whole data mix, its learning rates at the
 preset's scale, its optimizer unless `--optimizer` says otherwise): from a stage-2 checkpoint,
 what stage 3 adds to drawing, and how that depends on its steps and optimizer; `--steps 0`
@@ -109,12 +102,6 @@ def main() -> None:
     ap.add_argument("--heads", type=int, help="attention heads of the fresh LLM (default: the checkpoint's)")
     ap.add_argument("--optimizer", choices=("adamw", "muon"), help="default: adamw, or the --recipe's")
     ap.add_argument(
-        "--colour-binding",
-        choices=("on", "off"),
-        help="a fresh LLM whose code rows predict a cell's colour given its mask (on) or beside it "
-        "(off); either value rebuilds the LLM from --seed, so on/off differ in nothing else",
-    )
-    ap.add_argument(
         "--recipe",
         help="train this stage recipe (its data mix and learning rates at the preset's scale, e.g. "
         "stage3 from a stage-2 checkpoint) instead of text-to-image alone at --lr; 0 --steps judges "
@@ -146,8 +133,6 @@ def main() -> None:
         )
         if v is not None
     }
-    if args.colour_binding:
-        shape["colour_binding"] = args.colour_binding == "on"
     if shape:  # a fresh LLM of another shape around the checkpoint's vision encoder and tokenizer
         cfg = IllumeConfig(**{**parts.cfg.model_dump(), **shape})
         torch.manual_seed(args.seed)
@@ -199,7 +184,7 @@ def main() -> None:
         "t2i_per_tag": dict(collections.Counter(m.tag for m, _ in base.t2i)),
         "llm": {
             k: getattr(parts.model.cfg, k)
-            for k in ("hidden_size", "num_layers", "intermediate_size", "num_heads", "colour_binding")
+            for k in ("hidden_size", "num_layers", "intermediate_size", "num_heads")
         },
         "llm_params": sum(p.numel() for p in parts.model.llm.parameters()),
         "steps": args.steps,

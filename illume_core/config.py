@@ -43,11 +43,6 @@ class IllumeConfig(BaseModel):
     # coarse cells stay near-exact; codebook_size = masks x PATTERN_COLOURS, and the LLM's code
     # rows are factorized into a mask part and a colour part)
     tokenizer: Literal["semantic", "pattern"] = "semantic"
-    # pattern codes only: the colour of a drawn cell is predicted given its mask (sampled first),
-    # not independently of it, so the LLM can bind "a yellow diamond and a blue square" at the
-    # cell where an object starts (docs/BASE_MODEL.md section 14). False: the plain factorization
-    # p(mask) p(colour), as every checkpoint written before 2026-12-07 has
-    colour_binding: bool = False
     codebook_size: int = Field(
         2048, ge=2, le=1 << 20
     )  # number of image codes (image tokens in the LLM vocab)
@@ -86,8 +81,6 @@ class IllumeConfig(BaseModel):
                 f"the pattern tokenizer's codebook is masks x {PATTERN_COLOURS} colours; codebook_size "
                 f"{self.codebook_size} is not such a product (for example 16380 = 1638 x 10)"
             )
-        if self.colour_binding and self.tokenizer != "pattern":
-            raise ValueError("colour_binding needs the pattern tokenizer (its codes have a colour part)")
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
             raise ValueError("hidden_size must divide by num_heads, and num_heads by num_kv_heads")
         if self.vision_width % self.vision_heads:

@@ -96,9 +96,7 @@ class FactorizedCodes(nn.Module):
     cost 1,648 rows, and what the LLM learns about a mask (an edge, a corner) holds in every colour.
     """
 
-    def __init__(
-        self, masks: int, colours: int, hidden_size: int, cell_pixels: int, binding: bool = False
-    ) -> None:
+    def __init__(self, masks: int, colours: int, hidden_size: int, cell_pixels: int) -> None:
         super().__init__()
         self.colours = colours
         self.embed_mask = nn.Embedding(masks, hidden_size)
@@ -117,17 +115,6 @@ class FactorizedCodes(nn.Module):
         self.pixel_out = nn.Linear(hidden_size, cell_pixels, bias=False)
         nn.init.zeros_(self.pixel_in.weight)
         nn.init.zeros_(self.pixel_out.weight)
-        # colour binding: p(colour | hidden, mask) instead of p(colour | hidden). Where an object
-        # starts, the hidden state cannot know which of the prompt's objects the sampled mask
-        # begins, so an independent colour pairs shapes and colours at chance (docs/BASE_MODEL.md
-        # section 14). A small MLP of the hidden state and the mask's input row adds to the colour
-        # logits; its output starts at zero, so a fresh binding model starts as the plain one.
-        self.binds = binding
-        if binding:
-            self.bind_hidden = nn.Linear(hidden_size, hidden_size, bias=False)
-            self.bind_mask = nn.Linear(hidden_size, hidden_size)
-            self.bind_out = nn.Linear(hidden_size, colours, bias=False)
-            nn.init.zeros_(self.bind_out.weight)
 
     @torch.no_grad()
     def set_mask_pixels(self, masks: torch.Tensor) -> None:
@@ -151,44 +138,14 @@ class FactorizedCodes(nn.Module):
         colour = self.embed_colour(codes % self.colours) * (mask > 0).unsqueeze(-1)
         return F.embedding(mask, self.mask_rows("embed")) + colour
 
-    def mask_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Mask logits (..., M) after hidden (..., D); index 0 is the background."""
-        return hidden @ self.mask_rows("head").to(hidden.dtype).T
-
-    def _bind_rows(self, dtype: torch.dtype) -> torch.Tensor:
-        """The binding MLP's input from every mask's embedding row: (M, D)."""
-        return self.bind_mask(self.mask_rows("embed").to(dtype))
-
-    def colour_logits(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Colour logits (..., C) of an object cell after hidden (..., D), given its mask ids (...)
-        when the codes bind colour to mask (the mask is ignored otherwise, and required then)."""
-        out = self.head_colour(hidden)  # (..., C)
-        if not self.binds:
-            return out
-        if mask is None:
-            raise ValueError("these code rows bind colour to mask: give the cell's mask ids")
-        z = F.gelu(self.bind_hidden(hidden) + self._bind_rows(hidden.dtype)[mask])  # (..., D)
-        return out + self.bind_out(z)
-
     def parts(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mask logits (..., M) (index 0: background) and colour logits: (..., C), or (..., M, C)
-        (one row per mask) when the codes bind colour to mask. The latter builds (..., M, D): about
-        1.3 MB a row at the tiny preset's 1,638 masks, so sampling batches of tens cost little."""
-        mask = self.mask_logits(hidden)
-        colour = self.head_colour(hidden)
-        if not self.binds:
-            return mask, colour
-        z = F.gelu(self.bind_hidden(hidden).unsqueeze(-2) + self._bind_rows(hidden.dtype))  # (..., M, D)
-        return mask, colour.unsqueeze(-2) + self.bind_out(z)  # (..., M), (..., M, C)
+        """Mask logits (..., M) (index 0: background) and colour logits (..., C)."""
+        return hidden @ self.mask_rows("head").to(hidden.dtype).T, self.head_colour(hidden)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Joint logits (..., M * C), index = code id; a floor for the codes that never occur.
-        Classifier-free guidance and sampling work on these, as on any token's logits."""
+        """Joint logits (..., M * C), index = code id; a floor for the codes that never occur."""
         mask, colour = self.parts(hidden)
-        colour = colour.log_softmax(-1)
-        if not self.binds:
-            colour = colour.unsqueeze(-2)
-        joint = mask.unsqueeze(-1) + colour  # (..., M, C)
+        joint = mask.unsqueeze(-1) + colour.log_softmax(-1).unsqueeze(-2)  # (..., M, C)
         # a large finite floor, not -inf: classifier-free guidance takes differences of logits,
         # and -inf - -inf is nan
         empty = torch.full_like(joint[..., 0, :], torch.finfo(joint.dtype).min / 4)
@@ -198,10 +155,10 @@ class FactorizedCodes(nn.Module):
     def log_probs(self, hidden: torch.Tensor, codes: torch.Tensor, text_lse: torch.Tensor) -> tuple:
         """(log-numerator of each code (M,), log of the code part of the partition (M,)) for
         hidden (M, D); the caller adds the text part (`text_lse`) to the partition."""
-        m = codes // self.colours
-        mask = self.mask_logits(hidden).float()  # (M, Mk)
-        colour = self.colour_logits(hidden, m).float().log_softmax(-1)  # (M, C): p(colour | object)
+        mask, colour = (x.float() for x in self.parts(hidden))  # (M, Mk), (M, C)
+        colour = colour.log_softmax(-1)  # p(colour | object)
         log_z = torch.logaddexp(text_lse, mask.logsumexp(-1))
+        m = codes // self.colours
         num = mask.gather(1, m[:, None])[:, 0] + torch.where(
             m > 0, colour.gather(1, (codes % self.colours)[:, None])[:, 0], 0.0
         )
@@ -209,9 +166,8 @@ class FactorizedCodes(nn.Module):
 
     def rows(self, which: str) -> torch.Tensor:
         """Every code's embedding ('embed') or head vector ('head', the mask's plus the colour's
-        row: the code's logit is hidden @ that row less the colour softmax's log-partition, plus
-        the binding MLP's term when there is one) as (M * C, D); the background's is its mask row
-        alone."""
+        row: the code's logit is hidden @ that row less the colour softmax's log-partition) as
+        (M * C, D); the background's is its mask row alone."""
         mask = self.mask_rows(which)
         colour = self.embed_colour.weight if which == "embed" else self.head_colour.weight
         out = (mask.unsqueeze(1) + colour.unsqueeze(0)).flatten(0, 1)
@@ -257,13 +213,7 @@ class IllumeModel(nn.Module):
             )
         # generation path of the pattern tokenizer: factorized code rows beside the text-only Llama
         self.gen_codes = (
-            FactorizedCodes(
-                cfg.code_masks,
-                PATTERN_COLOURS,
-                cfg.hidden_size,
-                cfg.gen_cell * cfg.gen_cell,
-                binding=cfg.colour_binding,
-            )
+            FactorizedCodes(cfg.code_masks, PATTERN_COLOURS, cfg.hidden_size, cfg.gen_cell * cfg.gen_cell)
             if self.factorized
             else None
         )

@@ -123,9 +123,7 @@ def test_factorized_loss_equals_the_cross_entropy_of_the_full_logits():
 def test_guided_sampling_draws_valid_codes_from_the_factorized_model():
     """Classifier-free guidance subtracts logits: the never-occurring codes must not make nan."""
     model, proc = _tokenizer_model()
-    codes = generate_images(
-        model.eval(), proc, ["a red circle", "two squares"], [0, 1], SamplingParams(cfg_scale=2.0)
-    )
+    codes = generate_images(model.eval(), proc, ["a red circle", "two squares"], [0, 1], SamplingParams(cfg_scale=2.0))
     assert codes.shape == (2, 16)
     assert ((codes == 0) | (codes >= 10)).all() and int(codes.max()) < 640
 
@@ -254,55 +252,3 @@ def test_a_single_object_cell_grid_round_trips_exactly_at_64_px():
     tok.fit(pixels, iters=1)
     ids = tok.encode(pixels)
     assert torch.equal(palette_index(tok.decode(ids)), palette_index(pixels))
-
-
-def _binding_model():
-    """A micro model whose colour depends on the mask: the binding MLP's output is not zero."""
-    model, proc = _tokenizer_model(colour_binding=True)
-    torch.nn.init.normal_(model.gen_codes.bind_out.weight, std=2.0)
-    torch.nn.init.normal_(model.gen_codes.embed_mask.weight, std=1.0)  # masks that differ
-    return model, proc
-
-
-def test_colour_binding_loss_equals_the_cross_entropy_of_the_full_logits_and_colour_depends_on_mask():
-    model, proc = _binding_model()
-    codes = torch.randint(0, 640, (16,))
-    codes[codes < 10] = 0  # the empty mask in a colour never occurs: the tokenizer makes code 0
-    batch = proc.collate([proc.text_to_image("a red circle", codes), proc.text("two blue squares")])
-    out = model(batch)
-    full = torch.nn.functional.cross_entropy(
-        out.logits[:, :-1].flatten(0, 1), batch.labels[:, 1:].flatten(), ignore_index=-100
-    )
-    torch.testing.assert_close(out.loss, full)
-    h = torch.randn(3, 64)
-    logits = model.image_logits(h)  # (3, 640)
-    mask = model.gen_codes.mask_logits(h)
-    # each mask's codes still share its probability, but split it by colour differently
-    torch.testing.assert_close(logits[:, 70:80].logsumexp(-1), mask[:, 7])
-    colour_7 = (logits[:, 70:80] - mask[:, 7:8]).softmax(-1)
-    colour_9 = (logits[:, 90:100] - mask[:, 9:10]).softmax(-1)
-    assert (colour_7 - colour_9).abs().max() > 0.05
-    # a fresh binding model (zero output) is the plain factorization
-    fresh, _ = _tokenizer_model(colour_binding=True)
-    plain, _ = _tokenizer_model()
-    plain.load_state_dict(fresh.state_dict(), strict=False)
-    torch.testing.assert_close(fresh.image_logits(h), plain.image_logits(h))
-    with pytest.raises(ValueError, match="pattern tokenizer"):
-        get_preset("tiny-256", colour_binding=True)
-
-
-def test_colour_binding_parts_agree_with_the_colour_of_one_mask_and_sampling_draws_valid_codes():
-    """The colour rows of every mask at once (what the joint logits use) equal the colour logits
-    given that mask (what the loss uses), and guided sampling draws valid codes from them."""
-    model, proc = _binding_model()
-    codes = model.gen_codes
-    h = torch.randn(2, 3, 64)
-    _, every = codes.parts(h)  # (2, 3, 64 masks, 10)
-    for m in (0, 7, 63):
-        torch.testing.assert_close(every[:, :, m], codes.colour_logits(h, torch.full((2, 3), m)))
-    with pytest.raises(ValueError, match="mask ids"):
-        codes.colour_logits(h)
-    drawn = generate_images(
-        model.eval(), proc, ["a red circle", "two squares"], [0, 1], SamplingParams(cfg_scale=2.0)
-    )
-    assert drawn.shape == (2, 16) and ((drawn == 0) | (drawn >= 10)).all() and int(drawn.max()) < 640
