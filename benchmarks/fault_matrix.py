@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from storage.schemas import TABLES
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").is_dir() else sys.executable
 BIN = Path(PY).parent
@@ -105,10 +107,12 @@ SECTION = "## Fault matrix"
 OTHER_SECTION = "## Bad-input corpus"
 
 
-def base_env(work: Path) -> dict[str, str]:
+def base_env(work: Path, home: Path | None = None) -> dict[str, str]:
+    """This process's environment for a child run: no telemetry, its own PREFECT_HOME (`home`,
+    default WORK/prefect-home), and none of the addresses or fault switches of this shell."""
     env = {
         **os.environ,
-        "PREFECT_HOME": str(work / "prefect-home"),
+        "PREFECT_HOME": str(home or work / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "RAY_USAGE_STATS_ENABLED": "0",
         "TOKENIZERS_PARALLELISM": "false",
@@ -282,7 +286,6 @@ def free_port() -> int:
 def lake_state(lake: Path) -> dict:
     """Per (table, round, part): rows and the digest of the non-volatile columns."""
     from storage.lake import Lake, content_digest
-    from storage.schemas import TABLES
 
     lk = Lake(lake, catalog=False)
     out = {}
@@ -304,7 +307,6 @@ def integrity(lake: Path) -> list[str]:
     import pyarrow.parquet as pq
 
     from storage.lake import Lake
-    from storage.schemas import TABLES
 
     problems = []
     lk = Lake(lake, catalog=False)
@@ -832,15 +834,8 @@ def _healthy(api: str, timeout_s: float) -> bool:
 READER_QUERIES = {
     "counts": " UNION ALL ".join(
         f"SELECT '{t}' AS t, round, part, count(*) AS n FROM {t} GROUP BY round, part"
-        for t in (
-            "prompts",
-            "samples",
-            "assessments",
-            "judgments",
-            "sft_examples",
-            "evaluations",
-            "checkpoints",
-        )
+        for t in TABLES
+        if t not in ("rounds", "task_runs")
     ),
     "round_scores": "SELECT round, checkpoint_id, split, tag, value, n FROM round_scores",
     "assessment_agreement": "SELECT round, dimension, n, accuracy FROM assessment_agreement",

@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,18 +28,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's prefect beside its python
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import fault_matrix as fm  # noqa: E402  (its environment and port helpers)
+
 UUID_RE = re.compile(r"UUID:\s*([0-9a-f-]{36})")
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 class PathError(RuntimeError):
     """A step of the scheduled path failed; the message says which and where its log is."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Processes:
@@ -182,16 +178,12 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="illume-scheduled-"))
     lake = str(tmp / "lake")
-    port = free_port()
+    port = fm.free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp / "prefect-home"),
+        **fm.base_env(tmp),
         "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "RAY_USAGE_STATS_ENABLED": "0",
         "ILLUME_ROOT": str(ROOT),  # the pull step's working directory (prefect.yaml)
-        "TOKENIZERS_PARALLELISM": "false",
     }
     env.pop("RAY_ADDRESS", None)  # a local Ray per flow run, never someone's cluster
     os.environ.update({k: env[k] for k in ("PREFECT_HOME", "PREFECT_API_URL")})

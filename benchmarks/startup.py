@@ -55,18 +55,7 @@ PHASES = {
 
 
 def env(home: Path) -> dict[str, str]:
-    e = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-    }
-    for k in ("PREFECT_API_URL", "RAY_ADDRESS"):
-        e.pop(k, None)
-    return e
+    return {**fm.base_env(home.parent, home), "PYTHONPATH": str(ROOT)}
 
 
 def phase(name: str, code: str, home: Path) -> float:

@@ -120,23 +120,20 @@ def main() -> None:
         return
     cfg = get_preset(args.preset, **json.loads(args.override))
 
-    def log(name: str, every: int):
+    def timed(name: str, train, inputs: tuple, steps: int, batch: int):
+        """train(*inputs, steps, batch, seed, lr, progress) logged six times; (result, seconds)."""
+        every = max(1, steps // 6)
+
         def progress(step: int, d: dict[str, float]) -> None:
             if step % every == 0:
                 print(f"  {name} {step:5d} " + " ".join(f"{k}={v:.3f}" for k, v in d.items()), flush=True)
 
-        return progress
+        t0 = time.perf_counter()
+        out = train(*inputs, steps, batch, args.seed, args.lr, progress)
+        return out, time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    clip = train_contrastive(
-        cfg,
-        args.encoder_steps,
-        args.encoder_batch,
-        args.seed,
-        args.lr,
-        log("encoder", max(1, args.encoder_steps // 6)),
-    )
-    t_enc = time.perf_counter() - t0
+    start = time.perf_counter()
+    clip, t_enc = timed("encoder", train_contrastive, (cfg,), args.encoder_steps, args.encoder_batch)
     top1 = retrieval_top1(clip, n=100, seed=args.seed)
     encoder_results = {
         "preset": cfg.name,
@@ -149,17 +146,9 @@ def main() -> None:
     if args.encoder_only:
         print(json.dumps(encoder_results, indent=2))
         return
-    t1 = time.perf_counter()
-    tok = train_tokenizer(
-        cfg,
-        clip.encoder,
-        args.tokenizer_steps,
-        args.tokenizer_batch,
-        args.seed,
-        args.lr,
-        log("tokenizer", max(1, args.tokenizer_steps // 6)),
+    tok, t_tok = timed(
+        "tokenizer", train_tokenizer, (cfg, clip.encoder), args.tokenizer_steps, args.tokenizer_batch
     )
-    t_tok = time.perf_counter() - t1
     # usage over 1,000 held-out renders (64,000 cells): 200 renders hold fewer distinct cell
     # patterns than a 4,096-code book has codes, so they cannot show whether codes are dead
     acc = reconstruction_accuracy(tok, n=args.usage_renders, seed=args.seed)
@@ -171,7 +160,7 @@ def main() -> None:
         "judge_renders": judged_render,
         "judge_reconstructions": judged_recon,
         "tokenizer_train_s": round(t_tok, 1),
-        "total_s": round(time.perf_counter() - t0, 1),
+        "total_s": round(time.perf_counter() - start, 1),
     }
     if args.pixel_baseline:
         t2 = time.perf_counter()

@@ -34,9 +34,20 @@ def sample_seed(round: int, prompt_id: str, sample_index: int) -> int:
     return int.from_bytes(h[:4], "big") & 0x7FFFFFFF
 
 
-def _batches(items: Sequence, size: int):
+def _map_batches(
+    items: Sequence[dict],
+    size: int,
+    rows_of: Callable[[Sequence[dict]], list[dict]],
+    progress: Progress | None = None,
+) -> list[dict]:
+    """`rows_of` applied to consecutive chunks of `size` items, the rows in order; progress is
+    reported as (rows so far, items) after each chunk."""
+    out: list[dict] = []
     for i in range(0, len(items), size):
-        yield items[i : i + size]
+        out += rows_of(items[i : i + size])
+        if progress:
+            progress(len(out), len(items))
+    return out
 
 
 class Engine:
@@ -78,14 +89,15 @@ class Engine:
         progress: Progress | None = None,
     ) -> list[dict]:
         """items: {prompt_id, prompt, sample_index, seed} -> + {png, image_tokens}."""
-        out: list[dict] = []
-        for chunk in _batches(items, batch_size):
+
+        def rows(chunk: Sequence[dict]) -> list[dict]:
             codes, images = self.draw([it["prompt"] for it in chunk], [it["seed"] for it in chunk], params)
-            for it, c, im in zip(chunk, codes.tolist(), images, strict=True):
-                out.append({**it, "png": png_bytes(im), "image_tokens": c})
-            if progress:
-                progress(len(out), len(items))
-        return out
+            return [
+                {**it, "png": png_bytes(im), "image_tokens": c}
+                for it, c, im in zip(chunk, codes.tolist(), images, strict=True)
+            ]
+
+        return _map_batches(items, batch_size, rows, progress)
 
     def assess(
         self,
@@ -104,23 +116,22 @@ class Engine:
         answer must not cost the batch.
         """
         grammar = self.grammar if constrained else None
-        out: list[dict] = []
-        for chunk in _batches(items, batch_size):
-            images = [from_png(it["png"]) for it in chunk]
-            questions = [assessment_question(it["prompt"]) for it in chunk]
+
+        def rows(chunk: Sequence[dict]) -> list[dict]:
             texts = answer(
                 self.model,
                 self.parts.processor,
-                images,
-                questions,
+                [from_png(it["png"]) for it in chunk],
+                [assessment_question(it["prompt"]) for it in chunk],
                 max_new_tokens=max_new_tokens,
                 grammar=grammar,
             )
-            for it, text in zip(chunk, texts, strict=True):
-                out.append({**{k: v for k, v in it.items() if k != "png"}, **assessment_fields(text)})
-            if progress:
-                progress(len(out), len(items))
-        return out
+            return [
+                {**{k: v for k, v in it.items() if k != "png"}, **assessment_fields(text)}
+                for it, text in zip(chunk, texts, strict=True)
+            ]
+
+        return _map_batches(items, batch_size, rows, progress)
 
     def assess_likelihood(
         self,
@@ -134,51 +145,51 @@ class Engine:
         change one dimension (illume_core/likelihood.py). The text is written in the assessment
         format, so it parses like the model's answers and trains like them."""
         m = LikelihoodMargins(**(margins or {}))
-        out: list[dict] = []
-        for chunk in _batches(items, batch_size):
+        dropped = ("png", "metadata", "image_tokens")
+
+        def rows(chunk: Sequence[dict]) -> list[dict]:
             metas = [Metadata.model_validate_json(it["metadata"]) for it in chunk]
             codes = torch.tensor([list(it["image_tokens"]) for it in chunk], dtype=torch.long)
             judged = assess_by_likelihood(self.model, self.parts.processor, metas, codes, m)
-            for it, (a, _) in zip(chunk, judged, strict=True):
-                keep = {k: v for k, v in it.items() if k not in ("png", "metadata", "image_tokens")}
-                out.append({**keep, **assessment_fields(format_assessment(a))})
-            if progress:
-                progress(len(out), len(items))
-        return out
+            return [
+                {
+                    **{k: v for k, v in it.items() if k not in dropped},
+                    **assessment_fields(format_assessment(a)),
+                }
+                for it, (a, _) in zip(chunk, judged, strict=True)
+            ]
+
+        return _map_batches(items, batch_size, rows, progress)
 
     def ask(self, items: list[dict], max_new_tokens: int = 32, batch_size: int = 32) -> list[dict]:
         """items: {id, png (or None), question} -> + {answer}."""
-        out: list[dict] = []
-        for chunk in _batches(items, batch_size):
+
+        def rows(chunk: Sequence[dict]) -> list[dict]:
             images = [from_png(it["png"]) if it.get("png") else None for it in chunk]
-            texts = answer(
-                self.model,
-                self.parts.processor,
-                images,
-                [it["question"] for it in chunk],
-                max_new_tokens=max_new_tokens,
-            )
-            out += [
+            questions = [it["question"] for it in chunk]
+            texts = answer(self.model, self.parts.processor, images, questions, max_new_tokens=max_new_tokens)
+            return [
                 {**{k: v for k, v in it.items() if k != "png"}, "answer": t}
                 for it, t in zip(chunk, texts, strict=True)
             ]
-        return out
+
+        return _map_batches(items, batch_size, rows)
 
     def edit(self, items: list[dict], batch_size: int = 16) -> list[dict]:
         """items: {id, png, instruction, seed} -> + {png_out}."""
-        out: list[dict] = []
-        for chunk in _batches(items, batch_size):
-            images = [from_png(it["png"]) for it in chunk]
+
+        def rows(chunk: Sequence[dict]) -> list[dict]:
             codes = edit_images(
                 self.model,
                 self.parts.processor,
-                images,
+                [from_png(it["png"]) for it in chunk],
                 [it["instruction"] for it in chunk],
                 [it["seed"] for it in chunk],
             )
             pics = to_pil(self.parts.semantic.decode(codes.to(self.device)).cpu())
-            out += [{**it, "png_out": png_bytes(p)} for it, p in zip(chunk, pics, strict=True)]
-        return out
+            return [{**it, "png_out": png_bytes(p)} for it, p in zip(chunk, pics, strict=True)]
+
+        return _map_batches(items, batch_size, rows)
 
 
 def assessment_fields(text: str) -> dict:

@@ -27,21 +27,10 @@ def _copy(base, tmp_path, name):
 
 def _counts(lake: str) -> dict[str, int]:
     from storage.registry import get_lake
+    from storage.schemas import TABLES
 
     lk = get_lake(lake)
-    return {
-        t: lk.read(t).num_rows
-        for t in (
-            "prompts",
-            "samples",
-            "assessments",
-            "judgments",
-            "sft_examples",
-            "evaluations",
-            "checkpoints",
-            "rounds",
-        )
-    }
+    return {t: lk.read(t).num_rows for t in TABLES if t != "task_runs"}  # task runs: one per attempt
 
 
 def _task_runs(lake: str) -> dict[str, object]:

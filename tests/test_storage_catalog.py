@@ -57,17 +57,23 @@ def lake(tmp_path_factory):
             dict(base, sample_index=0, assessor="judge", object_verdict="no")
         )  # not self: ignored
         lake.write_partition("assessments", 1, assessments, producer="assess")
-        judgments = [
-            dict(
+
+        def ref(i: int) -> dict:  # the columns that name sample i of round 1
+            return dict(
                 round=1,
                 checkpoint_id="c0",
                 prompt_id="p0",
                 sample_index=i,
+                sample_key=sample_key(1, "c0", "p0", i),
+            )
+
+        judgments = [
+            dict(
+                ref(i),
                 tag="colors",
                 correct=t,
                 reason="",
                 details=json.dumps({"dimensions": {"object": t, "color": True, "count": True}}),
-                sample_key=sample_key(1, "c0", "p0", i),
                 object_ok=t,
                 color_ok=True,
                 count_ok=True,  # spatial_ok stays null: the judge had no spatial truth
@@ -77,11 +83,7 @@ def lake(tmp_path_factory):
         lake.write_partition("judgments", 1, judgments, producer="judge")
         samples = [
             dict(
-                round=1,
-                checkpoint_id="c0",
-                prompt_id="p0",
-                sample_index=i,
-                sample_key=sample_key(1, "c0", "p0", i),
+                ref(i),
                 seed=100 + i,
                 png=b"\x89PNG",
                 image_tokens=[1, 2, 3],
@@ -91,10 +93,7 @@ def lake(tmp_path_factory):
         lake.write_partition("samples", 1, samples, producer="sample")
         sft = [
             dict(
-                round=1,
-                checkpoint_id="c0",
-                prompt_id="p0",
-                sample_index=i,
+                {k: v for k, v in ref(i).items() if k != "sample_key"},
                 example_id=f"e{i}",
                 conversation="[]",
                 image_refs=[sample_key(1, "c0", "p0", i)],
