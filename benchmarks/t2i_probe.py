@@ -18,12 +18,6 @@ encoder and tokenizer:
     .venv/bin/python benchmarks/t2i_probe.py --checkpoint LAKE/checkpoints/<vision id> --steps 300 --no-judge --precision fp32
     .venv/bin/python benchmarks/t2i_probe.py --checkpoint LAKE/checkpoints/<vision id> --steps 300 --no-judge --precision bf16
 
-`--contrast WEIGHT BETA PER_BATCH` adds the prompt contrast (docs/BASE_MODEL.md section 15) to
-the text-to-image batches:
-
-    .venv/bin/python benchmarks/t2i_probe.py --checkpoint LAKE/checkpoints/<vision id> --steps 800 \
-        --precision bf16 --per-tag 20 --optimizer muon --contrast 0.05 1.0 8
-
 `--recipe stage3` trains a stage recipe instead (its whole data mix, its learning rates at the
 preset's scale, its optimizer unless `--optimizer` says otherwise): from a stage-2 checkpoint,
 what stage 3 adds to drawing, and how that depends on its steps and optimizer; `--steps 0`
@@ -114,13 +108,6 @@ def main() -> None:
         "the checkpoint as it is",
     )
     ap.add_argument("--save", help="write the trained model's weights here (safetensors)")
-    ap.add_argument(
-        "--contrast",
-        type=float,
-        nargs=3,
-        metavar=("WEIGHT", "BETA", "PER_BATCH"),
-        help="prompt contrast on text-to-image batches (StageRecipe.contrast_*); default: the recipe's",
-    )
     ap.add_argument("--per-tag", type=int, default=10, help="tuning prompts per tag the judge scores")
     ap.add_argument("--images", type=int, default=2, help="images per tuning prompt")
     ap.add_argument(
@@ -180,11 +167,6 @@ def main() -> None:
             warmup_steps=20,
             optimizer=args.optimizer or "adamw",
         )
-    if args.contrast:
-        w, beta, k = args.contrast
-        recipe = recipe.model_copy(
-            update={"contrast_weight": w, "contrast_beta": beta, "contrast_per_batch": int(k)}
-        )
     t0 = time.time()
     st = train_stage(parts, recipe, base, seed=args.seed, precision=args.precision) if args.steps else None
     losses = st.losses if st else [float("nan")]
@@ -199,7 +181,6 @@ def main() -> None:
         "mix": recipe.mix,
         "lrs": recipe.lrs,
         "optimizer": recipe.optimizer,
-        "contrast": [recipe.contrast_weight, recipe.contrast_beta, recipe.contrast_per_batch],
         "t2i_per_tag": dict(collections.Counter(m.tag for m, _ in base.t2i)),
         "llm": {
             k: getattr(parts.model.cfg, k)

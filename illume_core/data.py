@@ -21,8 +21,7 @@ from illume_core import corpus
 from illume_core.config import IllumeConfig
 from illume_core.geneval import TAGS, Metadata
 from illume_core.images import to_tensor
-from illume_core.likelihood import counterfactuals
-from illume_core.processor import IGNORE_INDEX, Batch, Example, Processor
+from illume_core.processor import Batch, Example, Processor
 from illume_core.prompts import Holdout, generate_prompts, scene_for
 from illume_core.recipes import StageRecipe
 from illume_core.world import Scene, render, sample_scene
@@ -194,41 +193,11 @@ class StageData:
         # (benchmarks/train_efficiency.py measures both ways)
         if self.one_kind_per_batch:
             kinds = self.rng.choices(self.kinds, self.weights, k=1) * self.recipe.batch_size
-            if kinds[0] == "t2i" and self.recipe.contrast_weight > 0:
-                return self._contrast_batch()
         else:
             kinds = self.rng.choices(self.kinds, self.weights, k=self.recipe.batch_size)
         examples = [self._example(k) for k in kinds]
         batch = self.processor.collate(examples, "right").to(self.device)
         batch.num_tokens = int(batch.attention_mask.sum())  # for throughput figures
-        return batch
-
-    def _contrast_batch(self) -> Batch:
-        """A text-to-image batch, then a contrast row for each of up to `contrast_per_batch` of its
-        conditional examples: the same codes under a counterfactual prompt (a dimension the tag
-        asks about drawn at random, then one of its counterfactuals). Contrast rows have no
-        labels, so the cross-entropy never trains them; `batch.contrast` holds (the examples'
-        rows (K,), their contrast rows (K,), every row's code labels (B + K, T))."""
-        rng, p, b, r = self.rng, self.processor, self.base, self.recipe
-        examples: list[Example] = []
-        contrast: list[tuple[int, Example]] = []
-        for _ in range(r.batch_size):
-            i = rng.randrange(len(b.t2i))
-            meta, scene = b.t2i[i]
-            codes = self._codes(("t2i", i), scene)
-            conditional = rng.random() >= r.cond_drop
-            examples.append(p.text_to_image(meta.prompt if conditional else None, codes))
-            options = [c for c in counterfactuals(meta).values() if c]
-            if conditional and options and len(contrast) < r.contrast_per_batch:
-                alt = rng.choice(rng.choice(options))
-                contrast.append((len(examples) - 1, p.text_to_image(alt.prompt, codes)))
-        batch = p.collate([*examples, *(ex for _, ex in contrast)], "right").to(self.device)
-        labels = batch.labels.clone()
-        batch.labels[len(examples) :] = IGNORE_INDEX
-        batch.num_tokens = int(batch.attention_mask.sum())
-        n, k = len(examples), len(contrast)
-        rows = torch.tensor([i for i, _ in contrast], dtype=torch.long, device=self.device)
-        batch.contrast = (rows, torch.arange(n, n + k, device=self.device), labels)
         return batch
 
     # ---- one example of each kind ------------------------------------------------------------

@@ -124,26 +124,6 @@ def counterfactuals(meta: Metadata) -> dict[str, list[Metadata]]:
     return out
 
 
-def contrast_loss(
-    model, hidden: torch.Tensor, contrast: tuple[torch.Tensor, torch.Tensor, torch.Tensor], beta: float
-) -> torch.Tensor:
-    """Prompt contrast (training): -log sigmoid(beta x (log p(codes | prompt) - log p(codes |
-    counterfactual))), the mean over a batch's pairs. hidden (B', T, D) are the model's states
-    for the batch with its contrast rows; `contrast` is `StageData`'s (rows (K,), contrast rows
-    (K,), labels (B', T)): each pair reads the same codes, so the difference is the prompt's."""
-    rows, alt, labels = contrast
-    if len(rows) == 0:
-        return hidden.sum() * 0.0
-    pick = torch.cat([rows, alt])  # (2K,)
-    targets = labels[pick, 1:]  # (2K, T-1): row t's label is the target after token t
-    keep = targets != -100
-    logp = torch.zeros(targets.shape, dtype=torch.float32, device=hidden.device)
-    logp[keep] = model.next_logprobs(hidden[pick, :-1][keep], targets[keep])
-    sums = logp.sum(1)  # (2K,)
-    gap = sums[: len(rows)] - sums[len(rows) :]  # (K,) nats in favour of the prompt
-    return -torch.nn.functional.logsigmoid(beta * gap).mean()
-
-
 @torch.no_grad()
 def code_loglik(
     model, processor, prompts: Sequence[str], codes: torch.Tensor, batch_size: int = 64

@@ -331,15 +331,12 @@ class IllumeModel(nn.Module):
         labels = batch.labels[:, 1:]  # (B, T-1)
         keep = labels != -100
         out = torch.zeros(labels.shape, dtype=torch.float32, device=hidden.device)
-        out[keep] = self.next_logprobs(hidden[keep], labels[keep])
-        return out
-
-    def next_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities (M,) of target LLM ids (M,) after hidden states (M, D), either vocab."""
         if self.factorized:
-            return self.target_logprobs(hidden, targets)
-        logp = torch.log_softmax(self.llm.lm_head(hidden).float(), -1)  # (M, V)
-        return logp.gather(1, targets[:, None])[:, 0]
+            out[keep] = self.target_logprobs(hidden[keep], labels[keep])
+        else:
+            logp = torch.log_softmax(self.llm.lm_head(hidden[keep]).float(), -1)  # (M, V)
+            out[keep] = logp.gather(1, labels[keep][:, None])[:, 0]
+        return out
 
     def target_logprobs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Log-probabilities (M,) of target LLM ids (M,) after hidden states (M, D), over the whole

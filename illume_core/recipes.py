@@ -40,14 +40,6 @@ class StageRecipe(BaseModel):
     preference_weight: float = Field(0.0, ge=0.0)
     preference_beta: float = Field(0.1, gt=0.0)
     optimizer: Literal["adamw", "muon"] = "adamw"  # training.TrainConfig.optimizer
-    # prompt contrast on text-to-image batches: up to `contrast_per_batch` conditional examples
-    # are also read under a counterfactual prompt (one dimension changed, as the likelihood
-    # assessor builds them), and -log sigmoid(beta x (log p(codes | prompt) - log p(codes |
-    # counterfactual))) is added with this weight: the loss rewards drawings that depend on which
-    # colour goes with which shape, how many and where (docs/BASE_MODEL.md section 15). 0: off
-    contrast_weight: float = Field(0.0, ge=0.0)
-    contrast_beta: float = Field(1.0, gt=0.0)
-    contrast_per_batch: int = Field(8, ge=1)
 
     @model_validator(mode="after")
     def _known(self) -> StageRecipe:

@@ -20,7 +20,6 @@ from illume_core import corpus
 from illume_core.checkpoint import CheckpointInfo, LoadedCheckpoint, save_checkpoint
 from illume_core.config import IllumeConfig
 from illume_core.data import BaseCorpus, SelfExample, StageData
-from illume_core.likelihood import contrast_loss
 from illume_core.model import IllumeModel
 from illume_core.preference import PreferencePair, dpo_loss, pair_batches
 from illume_core.processor import Processor
@@ -203,21 +202,9 @@ def train_stage(
 def _loss_fn(
     parts: Parts, recipe: StageRecipe, pairs: Sequence[PreferencePair], seed: int, device: torch.device
 ) -> Callable[[torch.nn.Module, object], torch.Tensor]:
-    """The step's loss: next-token cross-entropy, plus the weighted prompt contrast on batches
-    that carry one (`StageData`, recipe.contrast_weight > 0), plus weighted DPO when the round
-    gave pairs."""
-
-    def cross_entropy(m: torch.nn.Module, batch) -> torch.Tensor:
-        out = m(batch)
-        pairs_of_prompts = getattr(batch, "contrast", None)
-        if pairs_of_prompts is None:
-            return out.loss
-        bare = getattr(m, "module", m)  # the heads, outside a data-parallel wrapper's forward
-        gap = contrast_loss(bare, out.hidden, pairs_of_prompts, recipe.contrast_beta)
-        return out.loss + recipe.contrast_weight * gap
-
+    """The step's loss: next-token cross-entropy, plus weighted DPO when the round gave pairs."""
     if not pairs or recipe.preference_weight <= 0:
-        return cross_entropy
+        return lambda m, b: m(b).loss
     reference = copy.deepcopy(parts.model).eval().requires_grad_(False)
     rng = random.Random(f"preference/{recipe.name}/{seed}")
     per_step = max(1, min(len(pairs), recipe.batch_size // 4))
@@ -227,7 +214,7 @@ def _loss_fn(
         # the DPO term runs on the bare model: under data parallelism its gradients stay local
         policy = getattr(m, "module", m)
         dpo, _ = dpo_loss(policy, reference, chosen.to(device), rejected.to(device), recipe.preference_beta)
-        return cross_entropy(m, batch) + recipe.preference_weight * dpo
+        return m(batch).loss + recipe.preference_weight * dpo
 
     return loss
 

@@ -1,8 +1,6 @@
 """Reformat strategies, conversation examples, evaluation arithmetic, engine determinism, stages."""
 
 import collections
-import copy
-import dataclasses
 import json
 import random
 
@@ -263,76 +261,3 @@ def test_t2i_tag_weights_set_how_many_pairs_each_tag_gets(micro_checkpoint):
     for bad in ((1, 1, 1), (1, 1, 1, 1, 1, -1), (0,) * 6):
         with pytest.raises(ValueError, match="t2i_tag_weights"):
             CorpusSpec(n_t2i=6, t2i_tag_weights=bad).t2i_per_tag()
-
-
-def _contrast_data(parts, **contrast):
-    base = BaseCorpus(parts.cfg, CorpusSpec(n_t2i=24, n_scenes=2, n_assess=2))
-    r = get_recipe("stage2", steps=4, batch_size=6).model_copy(
-        update={"mix": {"t2i": 1.0}, "cond_drop": 0.0, **contrast}
-    )
-    return r, StageData(base, parts.processor, parts.semantic.encode, r, seed=3)
-
-
-def test_prompt_contrast_rows_read_the_same_codes_under_a_counterfactual_prompt_and_are_not_trained(
-    micro_checkpoint,
-):
-    _, parts = micro_checkpoint
-    r, data = _contrast_data(parts, contrast_weight=0.1, contrast_per_batch=4)
-    batch = next(data)
-    rows, alt, labels = batch.contrast
-    assert len(rows) == len(alt) == 4 and alt.tolist() == [6, 7, 8, 9] and len(batch) == 10
-    assert (batch.labels[6:] == -100).all()  # the cross-entropy never sees the counterfactuals
-    torch.testing.assert_close(batch.labels[:6], labels[:6])
-    tokens = parts.processor.tokenizer
-    for i, j in zip(rows.tolist(), alt.tolist(), strict=True):
-        codes_i, codes_j = labels[i][labels[i] != -100], labels[j][labels[j] != -100]
-        assert torch.equal(codes_i, codes_j)  # the same drawing...
-        prompt_i = tokens.decode(batch.input_ids[i][labels[i] == -100].tolist())
-        prompt_j = tokens.decode(batch.input_ids[j][labels[j] == -100].tolist())
-        assert prompt_i != prompt_j  # ...under another prompt
-    # without a weight, the batches are the plain ones
-    _, plain = _contrast_data(parts)
-    assert getattr(next(plain), "contrast", None) is None
-
-
-def test_prompt_contrast_loss_is_the_logistic_loss_of_the_likelihood_gap_and_training_widens_it(
-    micro_checkpoint,
-):
-    from illume_core.likelihood import contrast_loss
-    from illume_core.preference import sequence_logprobs
-
-    _, parts = micro_checkpoint
-    model = copy.deepcopy(parts.model)
-    r, data = _contrast_data(parts, contrast_weight=1.0, contrast_beta=0.5, contrast_per_batch=4)
-    batch = next(data)
-    rows, alt, labels = batch.contrast
-
-    def gap() -> torch.Tensor:
-        scored = dataclasses.replace(batch, labels=labels)
-        lp = sequence_logprobs(model, scored)
-        return lp[rows] - lp[alt]
-
-    with torch.no_grad():
-        out = model(batch)
-        want = -torch.nn.functional.logsigmoid(0.5 * gap()).mean()
-        torch.testing.assert_close(contrast_loss(model, out.hidden, batch.contrast, 0.5), want)
-        before = gap().mean()
-    opt = torch.optim.SGD([p for p in model.parameters() if p.is_floating_point()], lr=0.05)
-    for _ in range(5):
-        opt.zero_grad()
-        contrast_loss(model, model(batch).hidden, batch.contrast, 0.5).backward()
-        opt.step()
-    with torch.no_grad():
-        assert gap().mean() > before + 0.1
-
-
-def test_a_stage_with_prompt_contrast_trains_on_it(micro_checkpoint, monkeypatch):
-    import illume_core.stages as stages
-
-    _, parts = micro_checkpoint
-    r, data = _contrast_data(parts, contrast_weight=0.5, contrast_per_batch=3)
-    seen = []
-    real = stages.contrast_loss
-    monkeypatch.setattr(stages, "contrast_loss", lambda *a: seen.append(1) or real(*a))
-    st = train_stage(copy.deepcopy(parts), r.model_copy(update={"steps": 2}), data.base)
-    assert st.step == 2 and len(seen) == 2 and all(torch.isfinite(torch.tensor(st.losses)))
