@@ -24,31 +24,8 @@ from illume_core.images import to_tensor
 from illume_core.processor import Batch, Example, Processor
 from illume_core.prompts import Holdout, generate_prompts, scene_for
 from illume_core.recipes import StageRecipe
+from illume_core.settings import CorpusSpec
 from illume_core.world import Scene, render, sample_scene
-
-
-@dataclass(frozen=True)
-class CorpusSpec:
-    """Size and seed of the base corpus (stated in every result, equal for every arm)."""
-
-    seed: int = 0
-    n_t2i: int = 12000  # text-to-image pairs (prompt + a correct scene)
-    n_scenes: int = 6000  # free scenes for captions, VQA, editing and reconstruction
-    n_assess: int = 4000  # scene-labelled assessment examples (prompt, image, verdicts)
-    holdout: tuple[str, ...] | None = None  # held-out compositions (Holdout.parse specs); None: default
-    # text-to-image pairs per GenEval tag, relative (TAGS order); None: the same number per tag
-    t2i_tag_weights: tuple[float, ...] | None = None
-
-    def t2i_per_tag(self) -> dict[str, int]:
-        """How many text-to-image pairs each tag gets (they add up to n_t2i)."""
-        w = self.t2i_tag_weights or (1.0,) * len(TAGS)
-        if len(w) != len(TAGS) or any(x < 0 for x in w) or sum(w) <= 0:
-            raise ValueError(f"t2i_tag_weights needs {len(TAGS)} weights >= 0 (tags {TAGS}), got {w}")
-        exact = [self.n_t2i * x / sum(w) for x in w]
-        counts = [int(e) for e in exact]
-        for i in sorted(range(len(w)), key=lambda i: counts[i] - exact[i])[: self.n_t2i - sum(counts)]:
-            counts[i] += 1  # largest remainders first
-        return dict(zip(TAGS, counts, strict=True))
 
 
 class BaseCorpus:

@@ -10,14 +10,53 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from illume_core.config import PRESETS, IllumeConfig, get_preset
-from illume_core.data import CorpusSpec
-from illume_core.stages import VisionBudget
+from illume_core.geneval import TAGS
+
+
+# the run's specs that the data and the stages read; here, not beside the code that uses them, so
+# that reading the settings (every flow does) does not import torch
+@dataclass(frozen=True)
+class CorpusSpec:
+    """Size and seed of the base corpus (stated in every result, equal for every arm)."""
+
+    seed: int = 0
+    n_t2i: int = 12000  # text-to-image pairs (prompt + a correct scene)
+    n_scenes: int = 6000  # free scenes for captions, VQA, editing and reconstruction
+    n_assess: int = 4000  # scene-labelled assessment examples (prompt, image, verdicts)
+    holdout: tuple[str, ...] | None = None  # held-out compositions (Holdout.parse specs); None: default
+    # text-to-image pairs per GenEval tag, relative (TAGS order); None: the same number per tag
+    t2i_tag_weights: tuple[float, ...] | None = None
+
+    def t2i_per_tag(self) -> dict[str, int]:
+        """How many text-to-image pairs each tag gets (they add up to n_t2i)."""
+        w = self.t2i_tag_weights or (1.0,) * len(TAGS)
+        if len(w) != len(TAGS) or any(x < 0 for x in w) or sum(w) <= 0:
+            raise ValueError(f"t2i_tag_weights needs {len(TAGS)} weights >= 0 (tags {TAGS}), got {w}")
+        exact = [self.n_t2i * x / sum(w) for x in w]
+        counts = [int(e) for e in exact]
+        for i in sorted(range(len(w)), key=lambda i: counts[i] - exact[i])[: self.n_t2i - sum(counts)]:
+            counts[i] += 1  # largest remainders first
+        return dict(zip(TAGS, counts, strict=True))
+
+
+@dataclass(frozen=True)
+class VisionBudget:
+    """Steps of the two vision pretraining runs (encoder contrastive, tokenizer).
+
+    No defaults: a run's budget (illume_core/settings.py::BUDGETS) is the one place they are set.
+    """
+
+    encoder_steps: int
+    tokenizer_steps: int  # semantic: optimizer steps; pattern: k-means iterations
+    batch_size: int
+    tokenizer_scenes: int  # renders whose cells the pattern tokenizer is fitted to
 
 
 class Budget(BaseModel):

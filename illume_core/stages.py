@@ -24,6 +24,7 @@ from illume_core.model import IllumeModel
 from illume_core.preference import PreferencePair, dpo_loss, pair_batches
 from illume_core.processor import Processor
 from illume_core.recipes import StageRecipe
+from illume_core.settings import VisionBudget
 from illume_core.text_tokenizer import TextTokenizer
 from illume_core.training import ParamGroup, TrainConfig, TrainState, train_loop
 from illume_core.vision_tokenizer import PatternTokenizer, SemanticTokenizer
@@ -50,19 +51,6 @@ class Parts:
         return cls(
             ck.model, ck.semantic_tokenizer, ck.text_tokenizer, Processor(ck.config, ck.text_tokenizer)
         )
-
-
-@dataclass(frozen=True)
-class VisionBudget:
-    """Steps of the two vision pretraining runs (encoder contrastive, tokenizer).
-
-    No defaults: a run's budget (illume_core/settings.py::BUDGETS) is the one place they are set.
-    """
-
-    encoder_steps: int
-    tokenizer_steps: int  # semantic: optimizer steps; pattern: k-means iterations
-    batch_size: int
-    tokenizer_scenes: int  # renders whose cells the pattern tokenizer is fitted to
 
 
 def train_vision(
