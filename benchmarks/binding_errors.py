@@ -14,6 +14,7 @@ import argparse
 import collections
 import json
 
+from illume_core.geneval import TAGS
 from storage.catalog import query
 from storage.registry import get_lake
 
@@ -35,8 +36,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lake", required=True)
     ap.add_argument("--round", type=int, default=0)
-    ap.add_argument("--tags", nargs="+", default=["color_attr", "position"])
-    ap.add_argument("--split", default="eval", help="eval, heldout, or all")
+    ap.add_argument("--tags", nargs="+", default=["color_attr", "position"], choices=TAGS)
+    ap.add_argument("--split", default="eval", choices=("eval", "heldout", "all"))
     args = ap.parse_args()
     split = "" if args.split == "all" else f"AND p.split = '{args.split}'"
     tags = ", ".join(f"'{t}'" for t in args.tags)

@@ -181,11 +181,10 @@ def main() -> int:
     port = fm.free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {
-        **fm.base_env(tmp),
+        **fm.base_env(tmp),  # without RAY_ADDRESS: a local Ray per flow run, never someone's cluster
         "PREFECT_API_URL": api,
         "ILLUME_ROOT": str(ROOT),  # the pull step's working directory (prefect.yaml)
     }
-    env.pop("RAY_ADDRESS", None)  # a local Ray per flow run, never someone's cluster
     os.environ.update({k: env[k] for k in ("PREFECT_HOME", "PREFECT_API_URL")})
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     procs = Processes()
