@@ -21,6 +21,26 @@ def _key(it: dict) -> str:
     return it["id"]
 
 
+def _kill_and_wait(ray, actor, timeout_s: float = 30.0) -> None:
+    """`ray.kill` only asks: calls sent right after it can still run on the old actor. Wait until
+    the actor answers with its death, so the next map really meets a lost worker."""
+    import time
+
+    from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
+
+    ray.kill(actor, no_restart=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.__ray_ready__.remote(), timeout=5)
+        except ActorDiedError:
+            return
+        except (GetTimeoutError, RayActorError):  # dying, not yet dead
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the killed actor still answers after {timeout_s} s")
+
+
 def test_lost_worker_without_room_moves_its_shard_to_a_live_worker(ray_session, checkpoint):
     from tasks.pool import ModelWorker, WorkerPool
 
@@ -33,7 +53,7 @@ def test_lost_worker_without_room_moves_its_shard_to_a_live_worker(ray_session, 
         pool._new_worker = lambda first: ModelWorker.options(num_cpus=1, resources={"lost-node": 1}).remote(
             checkpoint, None, 1, None, None
         )
-        ray.kill(pool.workers[0], no_restart=True)
+        _kill_and_wait(ray, pool.workers[0])
         again = pool.map("ask", ITEMS, key=_key, kwargs={"max_new_tokens": 4})
         assert again == undisturbed  # same rows, same order, none twice
         assert pool.redone == 1 and pool.workers[0] is pool.workers[1]
@@ -49,7 +69,7 @@ def test_lost_worker_with_room_gets_a_new_worker(ray_session, checkpoint):
     try:
         undisturbed = pool.map("ask", ITEMS, key=_key, kwargs={"max_new_tokens": 4})
         lost = pool.workers[0]
-        ray.kill(lost, no_restart=True)
+        _kill_and_wait(ray, lost)
         assert pool.map("ask", ITEMS, key=_key, kwargs={"max_new_tokens": 4}) == undisturbed
         assert pool.redone == 1 and pool.workers[0] is not lost and pool.workers[0] is not pool.workers[1]
     finally:
