@@ -107,6 +107,11 @@ def main() -> None:
         "stage3 from a stage-2 checkpoint) instead of text-to-image alone at --lr; 0 --steps judges "
         "the checkpoint as it is",
     )
+    ap.add_argument(
+        "--reading-order",
+        action="store_true",
+        help="two-object scenes start their objects, row by row, in the order the prompt names them",
+    )
     ap.add_argument("--save", help="write the trained model's weights here (safetensors)")
     ap.add_argument("--per-tag", type=int, default=10, help="tuning prompts per tag the judge scores")
     ap.add_argument("--images", type=int, default=2, help="images per tuning prompt")
@@ -149,7 +154,15 @@ def main() -> None:
     b = BUDGETS["experiment"]
     weights = tuple(args.tag_weights) if args.tag_weights else None
     base = BaseCorpus(
-        parts.cfg, CorpusSpec(args.seed, b.n_t2i, b.n_scenes, b.n_assess, t2i_tag_weights=weights)
+        parts.cfg,
+        CorpusSpec(
+            args.seed,
+            b.n_t2i,
+            b.n_scenes,
+            b.n_assess,
+            t2i_tag_weights=weights,
+            reading_order=args.reading_order,
+        ),
     )
     if args.recipe:
         recipe = get_recipe(args.recipe, parts.cfg.name, steps=max(1, args.steps), batch_size=args.batch)

@@ -47,7 +47,10 @@ class BaseCorpus:
                 spec.seed, per_tag=max(want.values()), holdout=self.holdout, split="train"
             )
             drawn = [m for tag in TAGS for m in [p for p in pool if p.tag == tag][: want[tag]]]
-        self.t2i: list[tuple[Metadata, Scene]] = [(m, scene_for(m, rng, size)) for m in drawn][: spec.n_t2i]
+        order_cell = (cfg.gen_patch_size or cfg.patch_size) if spec.reading_order else None
+        self.t2i: list[tuple[Metadata, Scene]] = [
+            (m, scene_for(m, rng, size, order_cell=order_cell)) for m in drawn
+        ][: spec.n_t2i]
         rng.shuffle(self.t2i)
         self.prompts: list[Metadata] = list({m.prompt: m for m, _ in self.t2i}.values())
         self.scenes: list[Scene] = [sample_scene(rng, size) for _ in range(spec.n_scenes)]
@@ -68,6 +71,8 @@ class BaseCorpus:
         }
         if self.spec.t2i_tag_weights is not None:
             out["t2i_per_tag"] = self.spec.t2i_per_tag()
+        if self.spec.reading_order:
+            out["reading_order"] = True
         return out
 
 

@@ -23,6 +23,7 @@ from illume_core.world import (
     RELATIONS,
     SHAPES,
     Scene,
+    first_cell,
     place,
     place_more,
     relation,
@@ -375,18 +376,58 @@ def _draw(
     return scene
 
 
-def scene_for(meta: Metadata, rng: random.Random, size: int = 64, distractors: bool = True) -> Scene:
+def named_order(meta: Metadata) -> tuple[int, int] | None:
+    """For a prompt that names two different objects, the indices (into `include`, which is also
+    the order `scene_for` places them in) of the object a row-by-row drawer should start first and
+    the one it should start second; None for the other tags.
+
+    The order is the prompt's: "a red circle and a blue square" starts the circle first. A position
+    prompt names its subject first ("a blue diamond left of a yellow cross": the diamond), except
+    "below", whose subject lies under its target, so the target comes first.
+    """
+    if meta.tag in ("two_object", "color_attr"):
+        return (0, 1)
+    if meta.tag == "position":  # include[0] is the target, include[1] the subject
+        return (0, 1) if meta.include[1].position[0] == "below" else (1, 0)
+    return None
+
+
+def in_reading_order(meta: Metadata, scene: Scene, cell: int) -> bool:
+    """True when the objects a two-object prompt names start, on a grid of `cell`-px cells read row
+    by row, in `named_order` (the other tags always pass). Distractors are not constrained."""
+    order = named_order(meta)
+    if order is None:
+        return True
+    first, second = (first_cell(scene.objects[i], scene.size, cell) for i in order)
+    return first < second
+
+
+def scene_for(
+    meta: Metadata,
+    rng: random.Random,
+    size: int = 64,
+    distractors: bool = True,
+    order_cell: int | None = None,
+) -> Scene:
     """A scene that is correct for the metadata line by construction (checked with rules.evaluate).
 
     Counting gets exactly N objects of its class; colours the prompt leaves free are random;
-    distractors, added only sometimes, are of classes the prompt does not name.
+    distractors, added only sometimes, are of classes the prompt does not name. With `order_cell`,
+    a prompt that names two objects gets a scene where they start, on that grid read row by row,
+    in the order the prompt names them (`in_reading_order`); if no such layout turns up, a correct
+    scene in the other order is returned.
     """
     _check_vocabulary(meta)
+    fallback = None
     for _ in range(100):
         specs, rel = _layout(meta, rng)
         scene = _draw(meta, rng, size, specs, rel, distractors)
         if evaluate(meta, scene.objects).correct:
-            return scene
+            if order_cell is None or in_reading_order(meta, scene, order_cell):
+                return scene
+            fallback = fallback or scene
+    if fallback is not None:
+        return fallback
     raise RuntimeError(
         f"no correct scene found for {meta.prompt!r} on a {size}px canvas; use a larger canvas"
     )

@@ -33,6 +33,9 @@ class CorpusSpec:
     holdout: tuple[str, ...] | None = None  # held-out compositions (Holdout.parse specs); None: default
     # text-to-image pairs per GenEval tag, relative (TAGS order); None: the same number per tag
     t2i_tag_weights: tuple[float, ...] | None = None
+    # text-to-image scenes of prompts that name two objects start them, read row by row on the
+    # generation grid, in the order the prompt names them (prompts.in_reading_order)
+    reading_order: bool = False
 
     def t2i_per_tag(self) -> dict[str, int]:
         """How many text-to-image pairs each tag gets (they add up to n_t2i)."""

@@ -241,7 +241,7 @@ def shape_polygon(o: Obj) -> list[tuple[float, float]] | None:
     raise ValueError(f"unknown shape {o.shape!r}; expected one of {sorted(SHAPES)}")
 
 
-def draw_object(draw: ImageDraw.ImageDraw, o: Obj, fill: tuple[int, int, int] | None = None) -> None:
+def draw_object(draw: ImageDraw.ImageDraw, o: Obj, fill: tuple[int, int, int] | int | None = None) -> None:
     """Draw one filled object (reference colour unless `fill` is given)."""
     color = fill if fill is not None else COLORS[o.color]
     poly = shape_polygon(o)
@@ -249,6 +249,30 @@ def draw_object(draw: ImageDraw.ImageDraw, o: Obj, fill: tuple[int, int, int] | 
         draw.ellipse([o.x, o.y, o.x + o.s - 1, o.y + o.s - 1], fill=color)
     else:
         draw.polygon(poly, fill=color)
+
+
+def first_cell(o: Obj, size: int, cell: int, min_px: int = 4) -> tuple[int, int]:
+    """The first cell of a `cell`-px grid, in raster (row-major) order, where `o` covers at least
+    `min_px` pixels (any pixel, for an object smaller than that): where a drawer that fills the grid
+    row by row starts the object. Returned as (row, column)."""
+    check_canvas(size)
+    if size % cell:
+        raise ValueError(f"canvas {size} px is not a multiple of the cell {cell} px")
+    img = Image.new("L", (size, size), 0)
+    draw_object(ImageDraw.Draw(img), o, fill=255)
+    g = size // cell
+    px = img.tobytes()
+    counts = [0] * (g * g)
+    for y in range(o.y, min(size, o.y + o.s)):
+        row = px[y * size : (y + 1) * size]
+        for x in range(o.x, min(size, o.x + o.s)):
+            if row[x]:
+                counts[(y // cell) * g + x // cell] += 1
+    for need in (min_px, 1):
+        for i, n in enumerate(counts):
+            if n >= need:
+                return divmod(i, g)
+    raise ValueError(f"{o} covers no pixel of a {size}px canvas")
 
 
 def render(scene: Scene) -> Image.Image:

@@ -10,12 +10,14 @@ from illume_core.prompts import (
     all_prompts,
     article,
     generate_prompts,
+    in_reading_order,
     kinds_for,
+    named_order,
     scene_for,
     violate,
 )
 from illume_core.rules import evaluate
-from illume_core.world import SHAPES, relation
+from illume_core.world import SHAPES, Obj, first_cell, relation
 
 GENEVAL_FILE = Path("/work/shared/geneval/evaluation_metadata.jsonl")
 
@@ -146,6 +148,46 @@ def test_scene_for_is_correct(size):
     assert n_distracted > 0
     plain = scene_for(metas[0], rng, size, distractors=False)
     assert len(plain.objects) == sum(c.count for c in metas[0].include)
+
+
+def test_first_cell_is_where_a_row_by_row_drawer_starts_the_object():
+    # a 16-px square at (20, 9): its first pixels lie in cell row 1 (y 8-15), column 2 (x 16-23)
+    assert first_cell(Obj("square", "red", 20, 9, 16), 64, 8) == (1, 2)
+    # a diamond's top vertex is one pixel wide: the first cell it covers with 4 px is lower than its box
+    d = Obj("diamond", "red", 16, 7, 20)  # its top vertex is the one pixel of cell row 0 (y 7)
+    assert first_cell(d, 64, 8, min_px=1) == (0, 3)
+    assert first_cell(d, 64, 8) == (1, 2)
+    # an object too small for min_px still has a first cell
+    assert first_cell(Obj("triangle", "red", 0, 0, 3), 64, 8, min_px=64) == (0, 0)
+    with pytest.raises(ValueError, match="multiple of the cell"):
+        first_cell(d, 64, 7)
+
+
+def test_named_order_follows_the_prompt_and_below_reverses_it():
+    by = {m.tag: m for m in generate_prompts(3, 10) if m.tag != "position"}
+    assert named_order(by["color_attr"]) == named_order(by["two_object"]) == (0, 1)
+    assert (
+        named_order(by["counting"]) is named_order(by["single_object"]) is named_order(by["colors"]) is None
+    )
+    pos = {m.include[1].position[0]: m for m in all_prompts("position")}
+    assert named_order(pos["left of"]) == named_order(pos["above"]) == (1, 0)  # the subject first
+    assert named_order(pos["below"]) == (0, 1)  # the target, which lies above it
+
+
+def test_scene_for_in_reading_order_starts_the_named_objects_in_prompt_order():
+    metas = [m for m in generate_prompts(5, 40) if m.tag in ("two_object", "color_attr", "position")]
+    rng = random.Random(7)
+    plain = [in_reading_order(m, scene_for(m, rng, 64), 8) for m in metas]
+    assert 0.2 < sum(plain) / len(plain) < 0.9  # without the option, either order occurs
+    for m in metas:
+        s = scene_for(m, rng, 64, order_cell=8)
+        assert evaluate(m, s.objects).correct and in_reading_order(m, s, 8), m.prompt
+        order = named_order(m)
+        first, second = (s.objects[i] for i in order)
+        assert first_cell(first, 64, 8) < first_cell(second, 64, 8)
+    # the other tags are drawn exactly as without the option (same draws of the generator)
+    for m in [m for m in generate_prompts(5, 5) if named_order(m) is None]:
+        assert scene_for(m, random.Random(1), 64, order_cell=8) == scene_for(m, random.Random(1), 64)
 
 
 def test_violate_fails_exactly_the_intended_dimension():

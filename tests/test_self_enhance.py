@@ -261,3 +261,17 @@ def test_t2i_tag_weights_set_how_many_pairs_each_tag_gets(micro_checkpoint):
     for bad in ((1, 1, 1), (1, 1, 1, 1, 1, -1), (0,) * 6):
         with pytest.raises(ValueError, match="t2i_tag_weights"):
             CorpusSpec(n_t2i=6, t2i_tag_weights=bad).t2i_per_tag()
+
+
+def test_reading_order_corpus_starts_named_objects_in_prompt_order(micro_checkpoint):
+    from illume_core.prompts import in_reading_order
+
+    _, parts = micro_checkpoint
+    cell = parts.cfg.gen_patch_size or parts.cfg.patch_size
+    spec = CorpusSpec(n_t2i=120, n_scenes=2, n_assess=2, reading_order=True)
+    base = BaseCorpus(parts.cfg, spec)
+    plain = BaseCorpus(parts.cfg, CorpusSpec(n_t2i=120, n_scenes=2, n_assess=2))
+    assert sorted(m.prompt for m, _ in base.t2i) == sorted(m.prompt for m, _ in plain.t2i)  # the same prompts
+    assert all(in_reading_order(m, s, cell) for m, s in base.t2i)
+    assert not all(in_reading_order(m, s, cell) for m, s in plain.t2i)
+    assert base.describe()["reading_order"] is True and "reading_order" not in plain.describe()
