@@ -112,6 +112,11 @@ def main() -> None:
         action="store_true",
         help="two-object scenes start their objects, row by row, in the order the prompt names them",
     )
+    ap.add_argument(
+        "--no-distractors",
+        action="store_true",
+        help="text-to-image scenes hold exactly the objects their prompt names",
+    )
     ap.add_argument("--save", help="write the trained model's weights here (safetensors)")
     ap.add_argument("--per-tag", type=int, default=10, help="tuning prompts per tag the judge scores")
     ap.add_argument("--images", type=int, default=2, help="images per tuning prompt")
@@ -162,6 +167,7 @@ def main() -> None:
             b.n_assess,
             t2i_tag_weights=weights,
             reading_order=args.reading_order,
+            distractors=not args.no_distractors,
         ),
     )
     if args.recipe:

@@ -49,7 +49,7 @@ class BaseCorpus:
             drawn = [m for tag in TAGS for m in [p for p in pool if p.tag == tag][: want[tag]]]
         order_cell = (cfg.gen_patch_size or cfg.patch_size) if spec.reading_order else None
         self.t2i: list[tuple[Metadata, Scene]] = [
-            (m, scene_for(m, rng, size, order_cell=order_cell)) for m in drawn
+            (m, scene_for(m, rng, size, distractors=spec.distractors, order_cell=order_cell)) for m in drawn
         ][: spec.n_t2i]
         rng.shuffle(self.t2i)
         self.prompts: list[Metadata] = list({m.prompt: m for m, _ in self.t2i}.values())
@@ -73,6 +73,8 @@ class BaseCorpus:
             out["t2i_per_tag"] = self.spec.t2i_per_tag()
         if self.spec.reading_order:
             out["reading_order"] = True
+        if not self.spec.distractors:
+            out["distractors"] = False
         return out
 
 

@@ -36,6 +36,9 @@ class CorpusSpec:
     # text-to-image scenes of prompts that name two objects start them, read row by row on the
     # generation grid, in the order the prompt names them (prompts.in_reading_order)
     reading_order: bool = False
+    # text-to-image scenes sometimes hold 1-2 objects of shapes the prompt does not name (True), or
+    # exactly the objects it names (False)
+    distractors: bool = True
 
     def t2i_per_tag(self) -> dict[str, int]:
         """How many text-to-image pairs each tag gets (they add up to n_t2i)."""

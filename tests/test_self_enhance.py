@@ -1,6 +1,7 @@
 """Reformat strategies, conversation examples, evaluation arithmetic, engine determinism, stages."""
 
 import collections
+import dataclasses
 import json
 import random
 
@@ -275,3 +276,17 @@ def test_reading_order_corpus_starts_named_objects_in_prompt_order(micro_checkpo
     assert all(in_reading_order(m, s, cell) for m, s in base.t2i)
     assert not all(in_reading_order(m, s, cell) for m, s in plain.t2i)
     assert base.describe()["reading_order"] is True and "reading_order" not in plain.describe()
+
+
+def test_corpus_without_distractors_draws_exactly_the_named_objects(micro_checkpoint):
+    _, parts = micro_checkpoint
+    spec = CorpusSpec(n_t2i=120, n_scenes=2, n_assess=2)
+    with_extra = BaseCorpus(parts.cfg, spec)
+    exact = BaseCorpus(parts.cfg, dataclasses.replace(spec, distractors=False))
+
+    def named(m):
+        return sum(c.count for c in m.include)
+
+    assert any(len(s.objects) > named(m) for m, s in with_extra.t2i)
+    assert all(len(s.objects) == named(m) for m, s in exact.t2i)
+    assert exact.describe()["distractors"] is False and "distractors" not in with_extra.describe()
