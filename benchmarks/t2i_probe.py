@@ -109,8 +109,10 @@ def main() -> None:
     )
     ap.add_argument(
         "--reading-order",
-        action="store_true",
-        help="two-object scenes start their objects, row by row, in the order the prompt names them",
+        choices=("on", "off"),
+        default="on",
+        help="two-object scenes start their objects, row by row, in the order the prompt names them "
+        "(on: the corpus default since 2026-12-07; off: as before)",
     )
     ap.add_argument(
         "--no-distractors",
@@ -166,7 +168,7 @@ def main() -> None:
             b.n_scenes,
             b.n_assess,
             t2i_tag_weights=weights,
-            reading_order=args.reading_order,
+            reading_order=args.reading_order == "on",
             distractors=not args.no_distractors,
         ),
     )

@@ -71,10 +71,7 @@ class BaseCorpus:
         }
         if self.spec.t2i_tag_weights is not None:
             out["t2i_per_tag"] = self.spec.t2i_per_tag()
-        if self.spec.reading_order:
-            out["reading_order"] = True
-        if not self.spec.distractors:
-            out["distractors"] = False
+        out["reading_order"], out["distractors"] = self.spec.reading_order, self.spec.distractors
         return out
 
 

@@ -8,6 +8,7 @@ self-enhancement experiment); the CLI and flows read this registry.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -34,8 +35,10 @@ class CorpusSpec:
     # text-to-image pairs per GenEval tag, relative (TAGS order); None: the same number per tag
     t2i_tag_weights: tuple[float, ...] | None = None
     # text-to-image scenes of prompts that name two objects start them, read row by row on the
-    # generation grid, in the order the prompt names them (prompts.in_reading_order)
-    reading_order: bool = False
+    # generation grid, in the order the prompt names them (prompts.in_reading_order): the drawer
+    # then knows which object its first object cell begins, instead of pairing colours and shapes
+    # nearly at chance (docs/BASE_MODEL.md, section 16)
+    reading_order: bool = True
     # text-to-image scenes sometimes hold 1-2 objects of shapes the prompt does not name (True), or
     # exactly the objects it names (False)
     distractors: bool = True
@@ -200,6 +203,7 @@ class PipelineSettings(BaseModel):
             "budget": self.b.model_dump(mode="json"),
             "config": self.cfg.model_dump(mode="json"),
             "recipes": {n: get_recipe(n, self.preset).model_dump(mode="json") for n in RECIPES},
+            "corpus": dataclasses.asdict(self.corpus),
         }
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 

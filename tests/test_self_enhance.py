@@ -269,13 +269,14 @@ def test_reading_order_corpus_starts_named_objects_in_prompt_order(micro_checkpo
 
     _, parts = micro_checkpoint
     cell = parts.cfg.gen_patch_size or parts.cfg.patch_size
-    spec = CorpusSpec(n_t2i=120, n_scenes=2, n_assess=2, reading_order=True)
+    spec = CorpusSpec(n_t2i=120, n_scenes=2, n_assess=2)
+    assert spec.reading_order  # the default
     base = BaseCorpus(parts.cfg, spec)
-    plain = BaseCorpus(parts.cfg, CorpusSpec(n_t2i=120, n_scenes=2, n_assess=2))
+    plain = BaseCorpus(parts.cfg, dataclasses.replace(spec, reading_order=False))
     assert sorted(m.prompt for m, _ in base.t2i) == sorted(m.prompt for m, _ in plain.t2i)  # the same prompts
     assert all(in_reading_order(m, s, cell) for m, s in base.t2i)
     assert not all(in_reading_order(m, s, cell) for m, s in plain.t2i)
-    assert base.describe()["reading_order"] is True and "reading_order" not in plain.describe()
+    assert base.describe()["reading_order"] is True and plain.describe()["reading_order"] is False
 
 
 def test_corpus_without_distractors_draws_exactly_the_named_objects(micro_checkpoint):
@@ -289,4 +290,4 @@ def test_corpus_without_distractors_draws_exactly_the_named_objects(micro_checkp
 
     assert any(len(s.objects) > named(m) for m, s in with_extra.t2i)
     assert all(len(s.objects) == named(m) for m, s in exact.t2i)
-    assert exact.describe()["distractors"] is False and "distractors" not in with_extra.describe()
+    assert exact.describe()["distractors"] is False and with_extra.describe()["distractors"] is True
