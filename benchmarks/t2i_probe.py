@@ -24,6 +24,10 @@ what stage 3 adds to drawing, and how that depends on its steps and optimizer; `
 judges the checkpoint untouched:
 
     .venv/bin/python benchmarks/t2i_probe.py --checkpoint LAKE/checkpoints/<stage-2 id> --recipe stage3 --steps 200
+
+The corpus is the base corpus's, with two-object scenes in reading order (the default since
+2026-12-07); `--reading-order off` draws them in either order as before, `--no-distractors` leaves
+out the objects the prompt does not name, and `--tag-weights` sets the pairs per tag.
 """
 
 from __future__ import annotations
