@@ -29,7 +29,7 @@ from illume_core.world import Scene, render, sample_scene
 
 
 class BaseCorpus:
-    """The fixed base corpus: deterministic in (spec, image size)."""
+    """The fixed base corpus: deterministic in (spec, image size, generation cell)."""
 
     def __init__(self, cfg: IllumeConfig, spec: CorpusSpec = CorpusSpec()) -> None:
         self.cfg, self.spec = cfg, spec
@@ -47,7 +47,7 @@ class BaseCorpus:
                 spec.seed, per_tag=max(want.values()), holdout=self.holdout, split="train"
             )
             drawn = [m for tag in TAGS for m in [p for p in pool if p.tag == tag][: want[tag]]]
-        order_cell = (cfg.gen_patch_size or cfg.patch_size) if spec.reading_order else None
+        order_cell = cfg.gen_cell if spec.reading_order else None
         self.t2i: list[tuple[Metadata, Scene]] = [
             (m, scene_for(m, rng, size, distractors=spec.distractors, order_cell=order_cell)) for m in drawn
         ][: spec.n_t2i]

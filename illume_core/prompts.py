@@ -425,7 +425,8 @@ def scene_for(
         if evaluate(meta, scene.objects).correct:
             if order_cell is None or in_reading_order(meta, scene, order_cell):
                 return scene
-            fallback = fallback or scene
+            if fallback is None:
+                fallback = scene
     if fallback is not None:
         return fallback
     raise RuntimeError(

@@ -160,6 +160,9 @@ class PipelineSettings(BaseModel):
     budget: str = "demo"
     seed: int = 0
     holdout: tuple[str, ...] | None = None  # None: Holdout.default()
+    # two-object text-to-image scenes in reading order (CorpusSpec.reading_order). A lake whose
+    # pipeline.json predates the field was trained without it, and loads as False (`load`)
+    reading_order: bool = True
 
     def model_post_init(self, _ctx) -> None:
         if self.preset not in PRESETS:
@@ -179,7 +182,12 @@ class PipelineSettings(BaseModel):
     def corpus(self) -> CorpusSpec:
         b = self.b
         return CorpusSpec(
-            seed=self.seed, n_t2i=b.n_t2i, n_scenes=b.n_scenes, n_assess=b.n_assess, holdout=self.holdout
+            seed=self.seed,
+            n_t2i=b.n_t2i,
+            n_scenes=b.n_scenes,
+            n_assess=b.n_assess,
+            holdout=self.holdout,
+            reading_order=self.reading_order,
         )
 
     @property
@@ -222,7 +230,9 @@ class PipelineSettings(BaseModel):
                 f"{path} is missing: this lake has no trained base model yet; run `illume train --lake {lake_root}` "
                 "(or `illume demo`) first"
             )
-        return cls(**json.loads(path.read_text()))
+        stored = json.loads(path.read_text())
+        stored.setdefault("reading_order", False)  # written before the field: trained without it
+        return cls(**stored)
 
 
 # who assesses a round's samples: the model answering the assessment question about the image

@@ -263,9 +263,9 @@ def first_cell(o: Obj, size: int, cell: int, min_px: int = 4) -> tuple[int, int]
     g = size // cell
     px = img.tobytes()
     counts = [0] * (g * g)
-    for y in range(o.y, min(size, o.y + o.s)):
+    for y in range(max(0, o.y), min(size, o.y + o.s)):
         row = px[y * size : (y + 1) * size]
-        for x in range(o.x, min(size, o.x + o.s)):
+        for x in range(max(0, o.x), min(size, o.x + o.s)):
             if row[x]:
                 counts[(y // cell) * g + x // cell] += 1
     for need in (min_px, 1):

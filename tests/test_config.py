@@ -70,3 +70,21 @@ def test_round_config_is_one_validated_object_that_its_stored_params_give_back()
     ):
         with pytest.raises(ValidationError):
             RoundConfig(**bad)
+
+
+def test_reading_order_is_the_default_and_older_lakes_load_without_it(tmp_path):
+    import json
+
+    from illume_core.settings import PipelineSettings
+
+    s = PipelineSettings(budget="smoke")
+    assert s.reading_order and s.corpus.reading_order
+    s.save(tmp_path)
+    assert PipelineSettings.load(tmp_path) == s
+    # a pipeline.json written before the field: that lake's corpus had no reading order
+    old = json.loads((tmp_path / "pipeline.json").read_text())
+    del old["reading_order"]
+    (tmp_path / "pipeline.json").write_text(json.dumps(old))
+    loaded = PipelineSettings.load(tmp_path)
+    assert not loaded.reading_order and not loaded.corpus.reading_order
+    assert loaded.digest() != s.digest()  # the corpus is part of what the digest stands for

@@ -268,7 +268,7 @@ def test_reading_order_corpus_starts_named_objects_in_prompt_order(micro_checkpo
     from illume_core.prompts import in_reading_order
 
     _, parts = micro_checkpoint
-    cell = parts.cfg.gen_patch_size or parts.cfg.patch_size
+    cell = parts.cfg.gen_cell
     spec = CorpusSpec(n_t2i=120, n_scenes=2, n_assess=2)
     assert spec.reading_order  # the default
     base = BaseCorpus(parts.cfg, spec)
