@@ -181,14 +181,8 @@ class PipelineSettings(BaseModel):
     @property
     def corpus(self) -> CorpusSpec:
         b = self.b
-        return CorpusSpec(
-            seed=self.seed,
-            n_t2i=b.n_t2i,
-            n_scenes=b.n_scenes,
-            n_assess=b.n_assess,
-            holdout=self.holdout,
-            reading_order=self.reading_order,
-        )
+        spec = CorpusSpec(self.seed, b.n_t2i, b.n_scenes, b.n_assess, holdout=self.holdout)
+        return dataclasses.replace(spec, reading_order=self.reading_order)
 
     @property
     def vision(self) -> VisionBudget:
