@@ -110,8 +110,8 @@ BUDGETS: dict[str, Budget] = {
         edit_tasks=4,
     ),
     # the README's `illume demo`: everything in under 20 minutes on 2 CPU cores. With 800
-    # stage-2 steps in bf16 and Muon it took 16 min 32 s and its base scored 0.308 (2026-12-06,
-    # venv set up, a slow machine: 0.61 s a stage-2 step); docs/BASE_MODEL.md has the history
+    # stage-2 steps in bf16 and Muon and reading order it took 17 min 24 s and its base scored
+    # 0.317 (2026-12-07, venv set up, 0.64 s a stage-2 step); docs/BASE_MODEL.md has the history
     "demo": Budget(
         encoder_steps=200,
         tokenizer_steps=4,
