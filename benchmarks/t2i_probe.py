@@ -26,8 +26,8 @@ judges the checkpoint untouched:
     .venv/bin/python benchmarks/t2i_probe.py --checkpoint LAKE/checkpoints/<stage-2 id> --recipe stage3 --steps 200
 
 The corpus is the base corpus's, with two-object scenes in reading order (the default since
-2026-12-07); `--reading-order off` draws them in either order as before, `--no-distractors` leaves
-out the objects the prompt does not name, and `--tag-weights` sets the pairs per tag.
+2026-12-07); `--reading-order off` draws them in either order as before, `--distractors TAG ...` keeps
+the objects the prompt does not name in those tags' scenes only (none given: in no tag's), and `--tag-weights` sets the pairs per tag.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from safetensors.torch import load_model, save_model
 import illume_core.checkpoint as checkpoint
 from illume_core.config import IllumeConfig
 from illume_core.data import BaseCorpus, CorpusSpec
+from illume_core.geneval import TAGS
 from illume_core.images import to_pil
 from illume_core.judge import judge_image
 from illume_core.model import IllumeModel
@@ -119,9 +120,12 @@ def main() -> None:
         "(on: the corpus default since 2026-12-07; off: as before)",
     )
     ap.add_argument(
-        "--no-distractors",
-        action="store_true",
-        help="text-to-image scenes hold exactly the objects their prompt names",
+        "--distractors",
+        nargs="*",
+        choices=TAGS,
+        metavar="TAG",
+        help="the tags whose text-to-image scenes sometimes hold objects their prompt does not name "
+        "(default: every tag; none given: no tag)",
     )
     ap.add_argument("--save", help="write the trained model's weights here (safetensors)")
     ap.add_argument("--per-tag", type=int, default=10, help="tuning prompts per tag the judge scores")
@@ -173,7 +177,7 @@ def main() -> None:
             b.n_assess,
             t2i_tag_weights=weights,
             reading_order=args.reading_order == "on",
-            distractors=not args.no_distractors,
+            distractors=TAGS if args.distractors is None else tuple(args.distractors),
         ),
     )
     if args.recipe:

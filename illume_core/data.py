@@ -49,7 +49,8 @@ class BaseCorpus:
             drawn = [m for tag in TAGS for m in [p for p in pool if p.tag == tag][: want[tag]]]
         order_cell = cfg.gen_cell if spec.reading_order else None
         self.t2i: list[tuple[Metadata, Scene]] = [
-            (m, scene_for(m, rng, size, distractors=spec.distractors, order_cell=order_cell)) for m in drawn
+            (m, scene_for(m, rng, size, distractors=m.tag in spec.distractors, order_cell=order_cell))
+            for m in drawn
         ][: spec.n_t2i]
         rng.shuffle(self.t2i)
         self.prompts: list[Metadata] = list({m.prompt: m for m, _ in self.t2i}.values())
@@ -71,7 +72,7 @@ class BaseCorpus:
         }
         if self.spec.t2i_tag_weights is not None:
             out["t2i_per_tag"] = self.spec.t2i_per_tag()
-        out["reading_order"], out["distractors"] = self.spec.reading_order, self.spec.distractors
+        out["reading_order"], out["distractors"] = self.spec.reading_order, list(self.spec.distractors)
         return out
 
 

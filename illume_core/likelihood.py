@@ -41,12 +41,14 @@ class LikelihoodMargins(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # chosen on tuning prompts (benchmarks/likelihood_assessment.py, run 5's seed-0 base model,
-    # docs/BASE_MODEL.md section 10): the margin of each dimension with the best balanced accuracy
-    object: float = -1.0
-    count: float = -6.0
-    color: float = -4.0
-    spatial: float = -1.0
+    # chosen on tuning prompts (benchmarks/likelihood_assessment.py): the margin of each dimension
+    # with the best balanced accuracy on run 8's seed-0 base model (reading order; docs/BASE_MODEL.md
+    # section 17). Run 5's model chose object -1, count -6, color -4, spatial -1 (section 10); with
+    # reading order the object a drawing starts with also tells its relation, and spatial wants -8
+    object: float = -2.0
+    count: float = -8.0
+    color: float = -6.0
+    spatial: float = -8.0
 
     @classmethod
     def parse(cls, text: str) -> LikelihoodMargins:

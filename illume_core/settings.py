@@ -39,9 +39,14 @@ class CorpusSpec:
     # then knows which object its first object cell begins, instead of pairing colours and shapes
     # nearly at chance (docs/BASE_MODEL.md, section 16)
     reading_order: bool = True
-    # text-to-image scenes sometimes hold 1-2 objects of shapes the prompt does not name (True), or
-    # exactly the objects it names (False)
-    distractors: bool = True
+    # the tags whose text-to-image scenes sometimes hold 1-2 objects of shapes the prompt does not
+    # name; the other tags' scenes hold exactly the objects their prompt names
+    distractors: tuple[str, ...] = TAGS
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.distractors if t not in TAGS]
+        if isinstance(self.distractors, str) or unknown:
+            raise ValueError(f"distractors lists tags out of {TAGS}, got {self.distractors!r}")
 
     def t2i_per_tag(self) -> dict[str, int]:
         """How many text-to-image pairs each tag gets (they add up to n_t2i)."""

@@ -283,11 +283,17 @@ def test_corpus_without_distractors_draws_exactly_the_named_objects(micro_checkp
     _, parts = micro_checkpoint
     spec = CorpusSpec(n_t2i=120, n_scenes=2, n_assess=2)
     with_extra = BaseCorpus(parts.cfg, spec)
-    exact = BaseCorpus(parts.cfg, dataclasses.replace(spec, distractors=False))
+    exact = BaseCorpus(parts.cfg, dataclasses.replace(spec, distractors=()))
+    no_count = BaseCorpus(parts.cfg, dataclasses.replace(spec, distractors=tuple(t for t in TAGS if t != "counting")))
 
     def named(m):
         return sum(c.count for c in m.include)
 
     assert any(len(s.objects) > named(m) for m, s in with_extra.t2i)
     assert all(len(s.objects) == named(m) for m, s in exact.t2i)
-    assert exact.describe()["distractors"] is False and with_extra.describe()["distractors"] is True
+    # one tag without: its scenes hold exactly the counted objects, the others still get extra ones
+    assert all(len(s.objects) == named(m) for m, s in no_count.t2i if m.tag == "counting")
+    assert any(len(s.objects) > named(m) for m, s in no_count.t2i if m.tag != "counting")
+    assert exact.describe()["distractors"] == [] and with_extra.describe()["distractors"] == list(TAGS)
+    with pytest.raises(ValueError, match="distractors lists tags"):
+        dataclasses.replace(spec, distractors=("counting", "nonsense"))
