@@ -5,7 +5,8 @@ model. This script asks what a checkpoint draws under other settings: for each s
 samples `--images` images for each of `--per-tag` prompts per GenEval tag, drawn from
 `generate_prompts(seed=PROMPT_SEED)` (a seed apart from the pipeline's ShapesEval, VQA and
 training seeds), and prints the judge's accuracy per tag and overall, with wall time. A setting
-is `cfg:temperature:top_k` (top_k 0 = none; temperature 0 = greedy). Usage:
+is `cfg:temperature:top_k[:top_p]` (top_k 0 = none; temperature 0 = greedy; top_p 1 when left
+out). Usage:
 
     .venv/bin/python benchmarks/sampling_sweep.py --checkpoint LAKE/checkpoints/<id> --per-tag 8 \\
         --settings 2:1:0 2:0.7:0 2:0.5:0 2:1:20 4:0.7:0
@@ -31,18 +32,21 @@ from illume_core.sampling import SamplingParams
 PROMPT_SEED = 424_242
 
 
-def parse_setting(text: str) -> tuple[float, float, int | None]:
-    """'cfg:temperature:top_k' -> (cfg, temperature, top_k or None); ValueError names the format."""
+def parse_setting(text: str) -> tuple[float, float, int | None, float]:
+    """'cfg:temperature:top_k[:top_p]' -> (cfg, temperature, top_k or None, top_p); ValueError names the format."""
     parts = text.split(":")
-    if len(parts) != 3:
-        raise ValueError(f"setting {text!r}: expected cfg:temperature:top_k, e.g. 2:0.7:0")
+    if len(parts) not in (3, 4):
+        raise ValueError(f"setting {text!r}: expected cfg:temperature:top_k[:top_p], e.g. 2:0.7:0 or 3:1:0:0.8")
     try:
         cfg, temp, k = float(parts[0]), float(parts[1]), int(parts[2])
+        top_p = float(parts[3]) if len(parts) == 4 else 1.0
     except ValueError:
-        raise ValueError(f"setting {text!r}: expected numbers cfg:temperature:top_k, e.g. 2:0.7:0") from None
-    if cfg < 0 or temp < 0 or k < 0:
-        raise ValueError(f"setting {text!r}: cfg, temperature and top_k must be >= 0")
-    return cfg, temp, (k or None)
+        raise ValueError(
+            f"setting {text!r}: expected numbers cfg:temperature:top_k[:top_p], e.g. 2:0.7:0"
+        ) from None
+    if cfg < 0 or temp < 0 or k < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"setting {text!r}: cfg, temperature and top_k must be >= 0, top_p in (0, 1]")
+    return cfg, temp, (k or None), top_p
 
 
 def main() -> None:
@@ -69,9 +73,9 @@ def main() -> None:
     ]
     meta = {prompt_id(m): m for m in prompts}
     results = []
-    for name, cfg, temp, k in settings:
+    for name, cfg, temp, k, top_p in settings:
         t0 = time.perf_counter()
-        rows = engine.sample(items, SamplingParams(cfg_scale=cfg, temperature=temp, top_k=k))
+        rows = engine.sample(items, SamplingParams(cfg_scale=cfg, temperature=temp, top_k=k, top_p=top_p))
         wall = time.perf_counter() - t0
         per_tag: dict[str, list[bool]] = {}
         for r in rows:
