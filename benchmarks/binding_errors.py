@@ -5,7 +5,9 @@ or not drawn at all? Read from a lake's judgments (the judge's detected objects)
     .venv/bin/python benchmarks/binding_errors.py --lake LAKE [--round 0] [--tags color_attr position]
 
 A model that binds colours to shapes at chance puts a drawn shape in the other prompted colour
-about as often as in its own; docs/BASE_MODEL.md section 14 has the figures.
+about as often as in its own; docs/BASE_MODEL.md section 14 has the figures. Per tag it also
+counts what the drawings hold beyond the prompt: the mean number of objects (shapes and unknown
+blobs) past the ones the prompt names, and the share of images with any (section 17).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import collections
 import json
 
+from illume_core.evaluate import extra_objects
 from illume_core.geneval import TAGS
 from storage.catalog import query
 from storage.registry import get_lake
@@ -26,9 +29,9 @@ def outcome(want: dict, colours: list[str], objects: list[dict]) -> str:
     same = [o for o in objects if o["shape"] == want["class"]]
     if not same:
         return OUTCOMES[3]
-    if any(o["color"] == want["color"] for o in same):
+    if any(o["color"] == want.get("color") for o in same):
         return OUTCOMES[0]
-    others = {c for c in colours if c != want["color"]}
+    others = {c for c in colours if c != want.get("color")}
     return OUTCOMES[1] if any(o["color"] in others for o in same) else OUTCOMES[2]
 
 
@@ -51,9 +54,12 @@ def main() -> None:
         raise SystemExit(f"no judgments of tags {args.tags} in round {args.round} of {args.lake}")
     counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     images: collections.Counter = collections.Counter()
+    extra: dict[str, list[int]] = collections.defaultdict(list)
     for r in rows:
         include = json.loads(r["metadata"])["include"]
-        objects = json.loads(r["details"])["objects"]
+        details = json.loads(r["details"])
+        objects = details["objects"]
+        extra[r["tag"]].append(extra_objects(sum(int(c.get("count", 1)) for c in include), details))
         colours = [i.get("color") for i in include]
         images[r["tag"]] += 1
         for want in include:
@@ -69,6 +75,8 @@ def main() -> None:
             "swap_share": round(
                 counts[tag][OUTCOMES[1]] / max(1, counts[tag][OUTCOMES[0]] + counts[tag][OUTCOMES[1]]), 3
             ),
+            "extra_objects_mean": round(sum(extra[tag]) / max(1, len(extra[tag])), 2),
+            "images_with_extra": round(sum(e > 0 for e in extra[tag]) / max(1, len(extra[tag])), 3),
         }
     print(json.dumps({"lake": args.lake, "round": args.round, "split": args.split, **out}, indent=2))
 

@@ -21,7 +21,7 @@ import time
 import torch
 
 from illume_core.engine import Engine, sample_seed
-from illume_core.evaluate import prompt_id
+from illume_core.evaluate import extra_objects, prompt_id
 from illume_core.geneval import TAGS
 from illume_core.images import from_png
 from illume_core.judge import judge_image
@@ -78,18 +78,34 @@ def main() -> None:
         rows = engine.sample(items, SamplingParams(cfg_scale=cfg, temperature=temp, top_k=k, top_p=top_p))
         wall = time.perf_counter() - t0
         per_tag: dict[str, list[bool]] = {}
+        extra: list[int] = []
         for r in rows:
             m = meta[r["prompt_id"]]
-            per_tag.setdefault(m.tag, []).append(bool(judge_image(from_png(r["png"]), m).correct))
+            j = judge_image(from_png(r["png"]), m)
+            per_tag.setdefault(m.tag, []).append(bool(j.correct))
+            extra.append(extra_objects(sum(c.count for c in m.include), j.details))
         scores = {t: sum(v) / len(v) for t, v in per_tag.items()}
         scores["overall"] = sum(scores[t] for t in TAGS if t in scores) / len(
             [t for t in TAGS if t in scores]
         )
-        results.append({"setting": name, "images": len(rows), "sample_s": round(wall, 1), **scores})
+        results.append(
+            {
+                "setting": name,
+                "images": len(rows),
+                "sample_s": round(wall, 1),
+                **scores,
+                # objects drawn beyond the prompt's, per image (docs/BASE_MODEL.md section 17)
+                "extra_objects": round(sum(extra) / len(extra), 2),
+            }
+        )
         print(json.dumps(results[-1]), flush=True)
-    print(f"{'setting':>10} {'overall':>8} " + " ".join(f"{t[:8]:>8}" for t in TAGS))
+    print(f"{'setting':>12} {'overall':>8} " + " ".join(f"{t[:8]:>8}" for t in TAGS) + "    extra")
     for r in results:
-        print(f"{r['setting']:>10} {r['overall']:8.3f} " + " ".join(f"{r.get(t, 0.0):8.3f}" for t in TAGS))
+        print(
+            f"{r['setting']:>12} {r['overall']:8.3f} "
+            + " ".join(f"{r.get(t, 0.0):8.3f}" for t in TAGS)
+            + f" {r['extra_objects']:8.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -110,6 +110,12 @@ def tag_scores(judgments: Sequence[dict]) -> dict[str, tuple[float, int]]:
     return out
 
 
+def extra_objects(named: int, details: dict) -> int:
+    """How many objects (shapes and unknown blobs) the judge found in a drawing beyond the `named`
+    ones its prompt asks for (a judgment's `details`); negative when some are missing."""
+    return len(details["objects"]) + len(details.get("unknown", [])) - named
+
+
 def vqa_items(n: int = 200, size: int = 64, seed: int = VQA_SEED) -> list[dict]:
     """Held-out VQA questions: {id, png, question, answer, kind}."""
     rng = random.Random(seed)

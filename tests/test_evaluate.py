@@ -4,6 +4,7 @@ answer scores 0.5), and editing judged against the target scene's composition.""
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -14,10 +15,13 @@ from illume_core.evaluate import (
     edit_correct,
     edit_items,
     edit_scores,
+    extra_objects,
 )
+from illume_core.geneval import parse_line
 from illume_core.images import png_bytes
-from illume_core.judge import Detection
-from illume_core.world import Obj, Scene, render
+from illume_core.judge import Detection, judge_image
+from illume_core.prompts import scene_for
+from illume_core.world import Obj, Scene, place_more, render
 
 
 def _judgment(i: int, **truth) -> dict:
@@ -94,3 +98,16 @@ def test_a_repeated_prompt_draws_new_images_instead_of_the_same_ones_again():
     # a prompt listed once keeps indices 0..K-1, as before
     once = [m for m in metas if sum(x.prompt == m.prompt for x in metas) == 1][0]
     assert sorted(it["sample_index"] for it in items if it["prompt"] == once.prompt) == [0, 1, 2, 3]
+
+
+def test_extra_objects_counts_what_the_judge_found_beyond_the_prompt():
+    meta = parse_line(
+        json.dumps({"tag": "counting", "include": [{"class": "circle", "count": 2}], "prompt": "a photo of two circles"})
+    )
+    rng = random.Random(3)
+    exact = scene_for(meta, rng, distractors=False)
+    more = place_more(rng, exact, [("square", "red"), ("triangle", "blue")])
+    named = sum(c.count for c in meta.include)
+    assert extra_objects(named, judge_image(render(exact), meta).details) == 0
+    assert extra_objects(named, judge_image(render(more), meta).details) == 2
+    assert extra_objects(3, judge_image(render(exact), meta).details) == -1  # one missing
