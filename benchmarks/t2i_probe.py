@@ -25,9 +25,10 @@ judges the checkpoint untouched:
 
     .venv/bin/python benchmarks/t2i_probe.py --checkpoint LAKE/checkpoints/<stage-2 id> --recipe stage3 --steps 200
 
-The corpus is the base corpus's, with two-object scenes in reading order (the default since
-2026-12-07); `--reading-order off` draws them in either order as before, `--distractors TAG ...` keeps
-the objects the prompt does not name in those tags' scenes only (none given: in no tag's), and `--tag-weights` sets the pairs per tag.
+The corpus is the base corpus's: two-object scenes in reading order and counting scenes without
+distractors (the defaults since 2026-12-07). `--reading-order off` draws them in either order as
+before, `--distractors TAG ...` gives objects the prompt does not name to those tags' scenes only
+(none given: to no tag's), and `--tag-weights` sets the pairs per tag.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def main() -> None:
         choices=TAGS,
         metavar="TAG",
         help="the tags whose text-to-image scenes sometimes hold objects their prompt does not name "
-        "(default: every tag; none given: no tag)",
+        "(default: the corpus's, every tag but counting; none given: no tag)",
     )
     ap.add_argument("--save", help="write the trained model's weights here (safetensors)")
     ap.add_argument("--per-tag", type=int, default=10, help="tuning prompts per tag the judge scores")
@@ -177,7 +178,7 @@ def main() -> None:
             b.n_assess,
             t2i_tag_weights=weights,
             reading_order=args.reading_order == "on",
-            distractors=TAGS if args.distractors is None else tuple(args.distractors),
+            distractors=CorpusSpec.distractors if args.distractors is None else tuple(args.distractors),
         ),
     )
     if args.recipe:

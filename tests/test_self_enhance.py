@@ -282,9 +282,9 @@ def test_reading_order_corpus_starts_named_objects_in_prompt_order(micro_checkpo
 def test_corpus_without_distractors_draws_exactly_the_named_objects(micro_checkpoint):
     _, parts = micro_checkpoint
     spec = CorpusSpec(n_t2i=120, n_scenes=2, n_assess=2)
-    with_extra = BaseCorpus(parts.cfg, spec)
+    with_extra = BaseCorpus(parts.cfg, dataclasses.replace(spec, distractors=TAGS))
     exact = BaseCorpus(parts.cfg, dataclasses.replace(spec, distractors=()))
-    no_count = BaseCorpus(parts.cfg, dataclasses.replace(spec, distractors=tuple(t for t in TAGS if t != "counting")))
+    no_count = BaseCorpus(parts.cfg, spec)  # the default: counting scenes without distractors
 
     def named(m):
         return sum(c.count for c in m.include)
