@@ -62,7 +62,22 @@ class LakeCachePolicy(CompoundCachePolicy):
         return replace(self, policies=[p - other if isinstance(p, LakeInputs) else p for p in self.policies])
 
 
+@dataclass
+class ImageSampling(CachePolicy):
+    """The setting every drawing is sampled with (`illume_core.sampling.IMAGE_SAMPLING`), as a key:
+    a task that draws images gets a new key when that setting changes, not a cached drawing."""
+
+    def compute_key(
+        self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
+    ) -> str | None:
+        from illume_core import sampling  # torch: only when a task runs
+
+        return sampling.IMAGE_SAMPLING.model_dump_json()
+
+
 CACHE_POLICY = LakeCachePolicy(policies=[LakeInputs(), TASK_SOURCE])
+# tasks that draw images: their key also holds the sampling setting
+DRAWING_CACHE_POLICY = LakeCachePolicy(policies=[LakeInputs(), TASK_SOURCE, ImageSampling()])
 RETRIES = {"retries": 2, "retry_delay_seconds": 1}
 
 

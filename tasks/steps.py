@@ -30,6 +30,7 @@ from storage.registry import (  # the checkpoint registry; flows and benchmarks 
 from storage.registry import record_checkpoint as _record_checkpoint  # (task sources unchanged)
 from tasks.plumbing import (  # re-exported: flows and benchmarks use steps.ref / steps.read_ref
     CACHE_POLICY,
+    DRAWING_CACHE_POLICY,
     RETRIES,
     Progress,
     _logger,
@@ -235,7 +236,7 @@ def train_stage(
 # ------------------------------------------------------------------------ the round's steps
 
 
-@task(name="sample", cache_policy=CACHE_POLICY - "workers", persist_result=True, **RETRIES)
+@task(name="sample", cache_policy=DRAWING_CACHE_POLICY - "workers", persist_result=True, **RETRIES)
 def sample(
     lake: str,
     round: int,
@@ -394,7 +395,7 @@ def reformat(
     return ref(info)
 
 
-@task(name="evaluate", cache_policy=CACHE_POLICY - "workers", persist_result=True, **RETRIES)
+@task(name="evaluate", cache_policy=DRAWING_CACHE_POLICY - "workers", persist_result=True, **RETRIES)
 def evaluate(lake: str, round: int, checkpoint: str, eval_prompt_refs: str, workers: int = 2) -> str:
     """ShapesEval (seen and held-out compositions), VQA and self-assessment agreement of a checkpoint."""
     from illume_core.evaluate import (

@@ -167,6 +167,25 @@ def test_cache_keys_follow_what_the_budget_and_recipes_stand_for(monkeypatch):
     assert key() not in (before, after_budget)
 
 
+def test_drawing_tasks_key_on_the_sampling_setting(monkeypatch):
+    """A changed image-sampling setting gives sample and evaluate new keys (no stale drawings or
+    scores), and leaves the other tasks' keys alone."""
+    from illume_core import sampling
+    from tasks.steps import CACHE_POLICY, DRAWING_CACHE_POLICY
+
+    inputs = {"lake": "/l", "round": 0, "checkpoint": "/l/checkpoints/abc"}
+
+    def keys():  # the input and sampling parts (the task-source part needs a running task)
+        inputs_part, _, sampling_part = DRAWING_CACHE_POLICY.policies
+        drawing = (inputs_part.compute_key(None, inputs, {}), sampling_part.compute_key(None, inputs, {}))
+        return drawing, CACHE_POLICY.policies[0].compute_key(None, inputs, {})
+
+    drawing, other = keys()
+    monkeypatch.setattr(sampling, "IMAGE_SAMPLING", sampling.SamplingParams(top_p=0.5))
+    drawing_after, other_after = keys()
+    assert drawing_after != drawing and other_after == other
+
+
 def test_cache_keys_leave_out_the_lake_path():
     """The key of the same task inputs in two lakes (checkpoint paths inside each) is one key."""
     from storage.registry import lake_path, lake_ref
