@@ -114,6 +114,9 @@ def register(app: typer.Typer) -> None:
         n: int = typer.Option(1, "-n", min=1, help="number of images"),
         temperature: float = typer.Option(1.0, "--temperature", min=0.0),
         top_k: int | None = typer.Option(None, "--top-k", min=1),
+        top_p: float = typer.Option(
+            0.7, "--top-p", min=0.0, max=1.0, help="nucleus cut (the pipeline's drawings use 0.7; 1: none)"
+        ),
         best_of: int = typer.Option(
             1,
             "--best-of",
@@ -133,7 +136,9 @@ def register(app: typer.Typer) -> None:
             except ValueError as e:
                 raise typer.BadParameter(str(e), param_hint="--best-of") from None
         loaded, proc = _load(checkpoint, lake)
-        params = SamplingParams(cfg_scale=cfg if cfg != 1.0 else None, temperature=temperature, top_k=top_k)
+        params = SamplingParams(
+            cfg_scale=cfg if cfg != 1.0 else None, temperature=temperature, top_k=top_k, top_p=top_p
+        )
         # candidate j of image i uses seed + i * best_of + j (best_of 1: seed + i, as before)
         seeds = [seed + k for k in range(n * best_of)]
         codes = generate_images(loaded.model, proc, [prompt] * len(seeds), seeds, params)

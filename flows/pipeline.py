@@ -70,7 +70,9 @@ def _result_storage(lake: str) -> str:
 
 def _opts(lake: str, rerun: list[str], name: str) -> dict:
     """Per-run task options: results and cache records in the lake; refresh the named tasks."""
-    policy = steps.CACHE_POLICY.configure(key_storage=str(_store(lake) / "cache-keys"))
+    # the tasks that draw images also key on the sampling setting
+    base = steps.DRAWING_CACHE_POLICY if name in ("sample", "evaluate") else steps.CACHE_POLICY
+    policy = base.configure(key_storage=str(_store(lake) / "cache-keys"))
     return {"cache_policy": policy, "refresh_cache": name in rerun, "result_storage": _result_storage(lake)}
 
 

@@ -167,7 +167,7 @@ def test_cache_keys_follow_what_the_budget_and_recipes_stand_for(monkeypatch):
     assert key() not in (before, after_budget)
 
 
-def test_drawing_tasks_key_on_the_sampling_setting(monkeypatch):
+def test_drawing_tasks_key_on_the_sampling_setting(monkeypatch, tmp_path):
     """A changed image-sampling setting gives sample and evaluate new keys (no stale drawings or
     scores), and leaves the other tasks' keys alone."""
     from illume_core import sampling
@@ -184,6 +184,14 @@ def test_drawing_tasks_key_on_the_sampling_setting(monkeypatch):
     monkeypatch.setattr(sampling, "IMAGE_SAMPLING", sampling.SamplingParams(top_p=0.5))
     drawing_after, other_after = keys()
     assert drawing_after != drawing and other_after == other
+    # the flows' per-run options keep the sampling part for the drawing tasks only
+    from flows.pipeline import _opts
+    from tasks.plumbing import ImageSampling
+
+    def has_sampling(name):
+        return any(isinstance(p, ImageSampling) for p in _opts(str(tmp_path), [], name)["cache_policy"].policies)
+
+    assert has_sampling("sample") and has_sampling("evaluate") and not has_sampling("judge")
 
 
 def test_cache_keys_leave_out_the_lake_path():

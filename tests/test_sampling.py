@@ -75,3 +75,22 @@ def test_sampling_params_refuse_settings_that_mean_nothing():
     for bad in ({"temperature": -0.1}, {"top_k": 0}, {"top_p": 0.0}, {"top_p": 1.5}, {"cfg": 2.0}):
         with pytest.raises(ValidationError):
             SamplingParams(**bad)
+
+
+def test_nucleus_keeps_the_same_tokens_as_a_full_sort():
+    """The top-k shortcut of top-p drops exactly what ranking the whole vocabulary drops, also for
+    a row whose nucleus reaches past the shortcut's head."""
+    from illume_core.sampling import _nucleus
+
+    torch.manual_seed(0)
+    sharp = torch.randn(3, 5000) * 4  # nuclei of a few tokens
+    flat = torch.randn(2, 5000) * 0.01  # nuclei of thousands: past the head
+    for logits in (sharp, flat, torch.cat([sharp, flat])):
+        for top_p in (0.3, 0.8, 0.95):
+            probs = logits.softmax(-1)
+            ranked, order = probs.sort(-1, descending=True)
+            keep_ranked = (ranked.cumsum(-1) - ranked) <= top_p
+            want = torch.zeros_like(keep_ranked).scatter(-1, order, keep_ranked)
+            got = torch.isfinite(_nucleus(logits, top_p))
+            assert torch.equal(got, want)
+    assert int(torch.isfinite(_nucleus(flat, 0.8)).sum(-1).min()) > 256  # the full-sort branch ran
