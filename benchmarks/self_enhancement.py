@@ -245,19 +245,21 @@ def one_round(lake: Path, spec: dict, args, seed: int, **gate) -> dict:
 
 
 def base_of(lake: str) -> dict:
-    """A trained lake's current checkpoint and the reference of its latest evaluation."""
+    """A trained lake's current checkpoint and its evaluation at the pipeline's sampling setting:
+    the cached one when the lake was evaluated at that setting, else a new one (a base trained
+    before a sampling change is scored the way its arms will be)."""
+    from flows.pipeline import evaluate_checkpoint
     from storage import registry
     from tasks import steps
 
-    ck = registry.current_checkpoint(lake)
-    if ck is None:
+    if registry.current_checkpoint(lake) is None:
         raise SystemExit(f"{lake} has no trained base model: run `illume train --lake {lake}` first")
-    ck_id = registry.checkpoint_id_of(ck)
-    parts = [p for p in registry.get_lake(lake).partitions("evaluations") if p.part == ck_id]
-    if not parts:
-        raise SystemExit(f"{lake}: checkpoint {ck_id} has no evaluation; run `illume eval --lake {lake}`")
-    ev = steps.ref(parts[-1])
-    return {"checkpoint": ck, "evaluation": ev, "shapeseval_overall": steps.overall(lake, ev)}
+    out = evaluate_checkpoint(lake=lake)
+    return {
+        "checkpoint": out["checkpoint"],
+        "evaluation": out["evaluation"],
+        "shapeseval_overall": steps.overall(lake, out["evaluation"]),
+    }
 
 
 def run_rounds(seed_dir: Path, base: Path, seed: int, args, log) -> list[dict]:
