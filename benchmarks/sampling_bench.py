@@ -2,7 +2,7 @@
 
 Prints image tokens/s for both paths at a batch of prompts (each with its unconditional twin, so
 2 x batch rows run), their ratio, and achieved FLOP/s as a fraction of a plain fp32 matmul's
-FLOP/s measured in the same run. Usage:
+FLOP/s measured in the same run; both draw with the pipeline's setting (`IMAGE_SAMPLING`). Usage:
     .venv/bin/python benchmarks/sampling_bench.py --preset tiny --batch 16 --threads 2
     .venv/bin/python benchmarks/sampling_bench.py --override '{"patch_size": 8}'   # 64 image tokens
 """
@@ -18,7 +18,7 @@ import torch
 from illume_core.config import get_preset
 from illume_core.model import IllumeModel
 from illume_core.processor import Processor
-from illume_core.sampling import SamplingParams, generate_images
+from illume_core.sampling import IMAGE_SAMPLING, generate_images
 from illume_core.text_tokenizer import TextTokenizer
 from illume_core.world import COLORS, NUMBERS, SHAPES
 
@@ -56,7 +56,7 @@ def forward_flops(model: IllumeModel, rows: int, prompt_len: int, n_new: int, ca
 
 def run(model: IllumeModel, proc: Processor, prompts: list[str], no_cache: bool) -> float:
     start = time.perf_counter()
-    codes = generate_images(model, proc, prompts, list(range(len(prompts))), SamplingParams(cfg_scale=2.0), no_cache)
+    codes = generate_images(model, proc, prompts, list(range(len(prompts))), IMAGE_SAMPLING, no_cache)
     elapsed = time.perf_counter() - start
     assert codes.shape == (len(prompts), model.cfg.image_tokens)
     return elapsed

@@ -1,15 +1,17 @@
 """Sampling settings against the judge, on tuning prompts of their own (never ShapesEval's).
 
-ILLUME samples with CFG 2.0, temperature 1.0 and a large top-k: settings for a well-trained
-model. This script asks what a checkpoint draws under other settings: for each setting it
+ILLUME samples with CFG 2.0, temperature 1.0 and a large top-k; the pipeline adds a top-p of
+0.7 (`IMAGE_SAMPLING`), which this script chose on run 8's base models (docs/BASE_MODEL.md,
+section 17). It asks what a checkpoint draws under other settings: for each setting it
 samples `--images` images for each of `--per-tag` prompts per GenEval tag, drawn from
 `generate_prompts(seed=PROMPT_SEED)` (a seed apart from the pipeline's ShapesEval, VQA and
-training seeds), and prints the judge's accuracy per tag and overall, with wall time. A setting
+training seeds), and prints the judge's accuracy per tag and overall, the objects a drawing
+holds beyond its prompt's, and the wall time. A setting
 is `cfg:temperature:top_k[:top_p]` (top_k 0 = none; temperature 0 = greedy; top_p 1 when left
 out). Usage:
 
     .venv/bin/python benchmarks/sampling_sweep.py --checkpoint LAKE/checkpoints/<id> --per-tag 8 \\
-        --settings 2:1:0 2:0.7:0 2:0.5:0 2:1:20 4:0.7:0
+        --settings 2:1:0:0.7 2:1:0 2:1:0:0.8 2:0.8:0
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--per-tag", type=int, default=8)
     ap.add_argument("--images", type=int, default=2, help="images per prompt")
-    ap.add_argument("--settings", nargs="+", default=["2:1:0", "2:0.7:0", "2:0.5:0", "2:1:20"])
+    ap.add_argument("--settings", nargs="+", default=["2:1:0:0.7", "2:1:0", "2:1:0:0.8", "2:0.8:0"])
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     settings = [(s, *parse_setting(s)) for s in args.settings]

@@ -64,8 +64,10 @@ ARMS: dict[str, dict | None] = {
         "assessor": "likelihood",
     },
     # likelihood_round with margins chosen for acceptance (benchmarks/likelihood_assessment.py on
-    # run 5's seed-0 base, tuning prompts: the default margins + 2 nats, the smallest shift that
-    # accepts 80% of the images the judge passes; precision 0.55 there)
+    # run 5's seed-0 base, tuning prompts: run 5's default margins + 2 nats, the smallest shift
+    # that accepts 80% of the images the judge passes; precision 0.55 there). Kept as they were
+    # when the defaults were re-chosen on run 8 (docs/BASE_MODEL.md, section 17), so the arms of
+    # earlier runs compare
     "likelihood_accepting": {
         "strategies": ["assessment", "accepted_t2i"],
         "assessor": "likelihood",
@@ -142,18 +144,19 @@ def _arm_result(lake: str, eval_ref: str, minutes: float, **extra) -> dict:
 
 def run_seed(work: Path, seed: int, args, log, vision_from: str | None) -> dict:
     from flows.pipeline import _eval_refs, train_pipeline
+    from illume_core.sampling import IMAGE_SAMPLING
     from illume_core.settings import PipelineSettings
     from storage import registry
     from tasks import steps
 
     base = work / f"seed{seed}" / "base"
     t0 = time.perf_counter()
-    if args.base_from:  # a base trained earlier by `illume train` (its round-0 evaluation is reused)
+    if args.base_from:  # a base trained earlier by `illume train` (scored at today's sampling setting)
         src = Path(args.base_from.format(seed=seed))
         if base.exists():
             shutil.rmtree(base)
         shutil.copytree(src, base)
-        out = base_of(str(base))
+        out = base_of(str(base), args.workers)
         log(f"seed {seed}: base model from {src}, ShapesEval {out['shapeseval_overall']}")
     else:  # a base lake left by an earlier run of this work folder is reused through the flow's caches
         out = train_pipeline(
@@ -174,6 +177,7 @@ def run_seed(work: Path, seed: int, args, log, vision_from: str | None) -> dict:
         "base_from": str(Path(args.base_from.format(seed=seed))) if args.base_from else None,
         "command": "python " + " ".join(sys.argv),
         "base_minutes": round(base_min, 2),
+        "image_sampling": IMAGE_SAMPLING.model_dump(),
         "arms": {"baseline": _arm_result(str(base), out["evaluation"], 0.0)},
     }
     for arm, spec in ARMS.items():
@@ -214,6 +218,13 @@ def merge_seed(old: dict, new: dict) -> dict:
 
     Refused when the two runs started from different base models: their arms would not compare.
     """
+    # results saved before the field drew without a nucleus cut (CFG 2, temperature 1)
+    drawn_then = old.get("image_sampling", {"cfg_scale": 2.0, "temperature": 1.0, "top_k": None, "top_p": 1.0})
+    if drawn_then != new.get("image_sampling", drawn_then):
+        raise SystemExit(
+            f"seed {new['seed']}: the saved result drew its images with {drawn_then}, this run with "
+            f"{new['image_sampling']} (illume_core.sampling.IMAGE_SAMPLING); write to another --results"
+        )
     before, now = old["arms"]["baseline"]["metrics"], new["arms"]["baseline"]["metrics"]
     if before != now:  # the base model's own evaluation identifies it
         raise SystemExit(
@@ -244,7 +255,7 @@ def one_round(lake: Path, spec: dict, args, seed: int, **gate) -> dict:
     )
 
 
-def base_of(lake: str) -> dict:
+def base_of(lake: str, workers: int = 2) -> dict:
     """A trained lake's current checkpoint and its evaluation at the pipeline's sampling setting:
     the cached one when the lake was evaluated at that setting, else a new one (a base trained
     before a sampling change is scored the way its arms will be)."""
@@ -254,7 +265,7 @@ def base_of(lake: str) -> dict:
 
     if registry.current_checkpoint(lake) is None:
         raise SystemExit(f"{lake} has no trained base model: run `illume train --lake {lake}` first")
-    out = evaluate_checkpoint(lake=lake)
+    out = evaluate_checkpoint(lake=lake, workers=workers)
     return {
         "checkpoint": out["checkpoint"],
         "evaluation": out["evaluation"],

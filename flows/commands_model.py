@@ -129,6 +129,8 @@ def register(app: typer.Typer) -> None:
         from illume_core.likelihood import metadata_for, pick_best
         from illume_core.sampling import SamplingParams, generate_images
 
+        if top_p <= 0.0:
+            raise typer.BadParameter("top-p must be above 0 (1: no cut)", param_hint="--top-p")
         meta = None
         if best_of > 1:
             try:

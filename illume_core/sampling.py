@@ -60,14 +60,17 @@ def _nucleus(logits: torch.Tensor, top_p: float, head: int = 256) -> torch.Tenso
     """Logits (B, V) with every token dropped (-inf) whose higher-ranked tokens already hold
     `top_p` of the probability. The nucleus is nearly always among the `head` likeliest tokens, so
     they are ranked first (a top-k, not a sort of the whole vocabulary: 16,380 image codes); a row
-    whose nucleus reaches past them is ranked in full, with the same result."""
+    whose nucleus reaches past them is ranked in full. Either way a row keeps the tokens a full
+    ranking of its own probabilities keeps, whatever the other rows of the batch are."""
     probs = logits.softmax(-1)  # (B, V)
-    k = min(head, logits.shape[-1])
-    ranked, order = probs.topk(k, dim=-1)  # (B, k), descending
-    if k < logits.shape[-1] and not bool((ranked.sum(-1) > top_p).all()):
-        ranked, order = probs.sort(-1, descending=True)  # (B, V)
-    keep_ranked = (ranked.cumsum(-1) - ranked) <= top_p  # (B, k): mass above it not yet top_p
-    keep = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, keep_ranked)  # (B, V)
+    keep = torch.zeros_like(probs, dtype=torch.bool)  # (B, V)
+    ranked, order = probs.topk(min(head, logits.shape[-1]), dim=-1)  # (B, k), descending
+    cum = ranked.cumsum(-1)  # (B, k)
+    inside = cum[:, -1] > top_p  # (B,): the row's nucleus ends within its head
+    keep[inside] = keep[inside].scatter(-1, order[inside], (cum - ranked)[inside] <= top_p)
+    if not bool(inside.all()):  # the other rows, ranked in full
+        ranked, order = probs[~inside].sort(-1, descending=True)  # (b, V)
+        keep[~inside] = keep[~inside].scatter(-1, order, (ranked.cumsum(-1) - ranked) <= top_p)
     return logits.masked_fill(~keep, float("-inf"))
 
 

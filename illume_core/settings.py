@@ -21,6 +21,11 @@ from illume_core.config import PRESETS, IllumeConfig, get_preset
 from illume_core.geneval import TAGS
 
 
+# the tags whose text-to-image scenes may hold distractors (CorpusSpec.distractors): every tag but
+# counting since 2026-12-07
+DISTRACTOR_TAGS: tuple[str, ...] = tuple(t for t in TAGS if t != "counting")
+
+
 # the run's specs that the data and the stages read; here, not beside the code that uses them, so
 # that reading the settings (every flow does) does not import torch
 @dataclass(frozen=True)
@@ -43,12 +48,14 @@ class CorpusSpec:
     # name; the other tags' scenes hold exactly the objects their prompt names. Counting scenes
     # hold none since 2026-12-07: with them the model learned to draw more objects than it was
     # asked for (docs/BASE_MODEL.md, section 17)
-    distractors: tuple[str, ...] = tuple(t for t in TAGS if t != "counting")
+    distractors: tuple[str, ...] = DISTRACTOR_TAGS
 
     def __post_init__(self) -> None:
-        unknown = [t for t in self.distractors if t not in TAGS]
-        if isinstance(self.distractors, str) or unknown:
-            raise ValueError(f"distractors lists tags out of {TAGS}, got {self.distractors!r}")
+        given = self.distractors
+        if isinstance(given, (str, bool)) or any(t not in TAGS for t in given):
+            raise ValueError(f"distractors lists tags out of {TAGS}, got {given!r}")
+        # one spelling per set of tags (TAGS order, a tuple), so equal specs hash and digest alike
+        object.__setattr__(self, "distractors", tuple(t for t in TAGS if t in given))
 
     def t2i_per_tag(self) -> dict[str, int]:
         """How many text-to-image pairs each tag gets (they add up to n_t2i)."""
@@ -170,6 +177,14 @@ class PipelineSettings(BaseModel):
     # two-object text-to-image scenes in reading order (CorpusSpec.reading_order). A lake whose
     # pipeline.json predates the field was trained without it, and loads as False (`load`)
     reading_order: bool = True
+    # the tags whose text-to-image scenes may hold distractors (CorpusSpec.distractors). A lake whose
+    # pipeline.json predates the field gave them to every tag, and loads so (`load`)
+    distractors: tuple[str, ...] = DISTRACTOR_TAGS
+
+    @field_validator("distractors", mode="before")
+    @classmethod
+    def _known_tags(cls, v):
+        return CorpusSpec(distractors=v).distractors  # refuses an unknown tag; one order (TAGS')
 
     def model_post_init(self, _ctx) -> None:
         if self.preset not in PRESETS:
@@ -189,7 +204,7 @@ class PipelineSettings(BaseModel):
     def corpus(self) -> CorpusSpec:
         b = self.b
         spec = CorpusSpec(self.seed, b.n_t2i, b.n_scenes, b.n_assess, holdout=self.holdout)
-        return dataclasses.replace(spec, reading_order=self.reading_order)
+        return dataclasses.replace(spec, reading_order=self.reading_order, distractors=self.distractors)
 
     @property
     def vision(self) -> VisionBudget:
@@ -233,6 +248,7 @@ class PipelineSettings(BaseModel):
             )
         stored = json.loads(path.read_text())
         stored.setdefault("reading_order", False)  # written before the field: trained without it
+        stored.setdefault("distractors", list(TAGS))  # likewise: distractors in every tag's scenes
         return cls(**stored)
 
 

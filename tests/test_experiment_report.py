@@ -87,3 +87,8 @@ def test_a_partial_run_adds_its_arms_and_rounds_to_the_seed_and_refuses_another_
     other = _seed(5, 0.0)  # another base model: its baseline evaluation differs
     with pytest.raises(SystemExit, match="not the one of the saved result"):
         exp.merge_seed(old, {**other, "seed": 0})
+    # drawn at another sampling setting (a saved result without the field drew at top-p 1)
+    cut = {**new, "image_sampling": {"cfg_scale": 2.0, "temperature": 1.0, "top_k": None, "top_p": 0.7}}
+    with pytest.raises(SystemExit, match="drew its images with"):
+        exp.merge_seed(old, cut)
+    assert exp.merge_seed({**old, "image_sampling": cut["image_sampling"]}, cut)["arms"]

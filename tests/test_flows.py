@@ -167,7 +167,7 @@ def test_cache_keys_follow_what_the_budget_and_recipes_stand_for(monkeypatch):
     assert key() not in (before, after_budget)
 
 
-def test_drawing_tasks_key_on_the_sampling_setting(monkeypatch, tmp_path):
+def test_drawing_tasks_key_on_the_sampling_setting(monkeypatch, tmp_path, prefect_harness):
     """A changed image-sampling setting gives sample and evaluate new keys (no stale drawings or
     scores), and leaves the other tasks' keys alone."""
     from illume_core import sampling

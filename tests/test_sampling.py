@@ -94,3 +94,7 @@ def test_nucleus_keeps_the_same_tokens_as_a_full_sort():
             got = torch.isfinite(_nucleus(logits, top_p))
             assert torch.equal(got, want)
     assert int(torch.isfinite(_nucleus(flat, 0.8)).sum(-1).min()) > 256  # the full-sort branch ran
+    # a row keeps the same tokens whether or not a row ranked in full shares its batch
+    assert torch.equal(_nucleus(torch.cat([sharp, flat]), 0.8)[:3], _nucleus(sharp, 0.8))
+    small = torch.randn(4, 100) * 3  # a vocabulary smaller than the head
+    assert torch.isfinite(_nucleus(small, 0.5)).sum() < small.numel()
