@@ -72,39 +72,36 @@ def test_round_config_is_one_validated_object_that_its_stored_params_give_back()
             RoundConfig(**bad)
 
 
-def test_reading_order_is_the_default_and_older_lakes_load_without_it(tmp_path):
+def _without_field(tmp_path, field: str):
+    """Today's default settings saved, then loaded from a pipeline.json written before `field`."""
     import json
 
     from illume_core.settings import PipelineSettings
 
     s = PipelineSettings(budget="smoke")
-    assert s.reading_order and s.corpus.reading_order
     s.save(tmp_path)
     assert PipelineSettings.load(tmp_path) == s
-    # a pipeline.json written before the field: that lake's corpus had no reading order
     old = json.loads((tmp_path / "pipeline.json").read_text())
-    del old["reading_order"]
+    del old[field]
     (tmp_path / "pipeline.json").write_text(json.dumps(old))
     loaded = PipelineSettings.load(tmp_path)
-    assert not loaded.reading_order and not loaded.corpus.reading_order
     assert loaded.digest() != s.digest()  # the corpus is part of what the digest stands for
+    return s, loaded
+
+
+def test_reading_order_is_the_default_and_older_lakes_load_without_it(tmp_path):
+    s, loaded = _without_field(tmp_path, "reading_order")
+    assert s.reading_order and s.corpus.reading_order
+    # that lake's corpus had no reading order
+    assert not loaded.reading_order and not loaded.corpus.reading_order
 
 
 def test_counting_scenes_lose_their_distractors_and_older_lakes_keep_them(tmp_path):
-    import json
-
     from illume_core.geneval import TAGS
     from illume_core.settings import PipelineSettings
 
-    s = PipelineSettings(budget="smoke")
-    assert "counting" not in s.corpus.distractors and set(s.corpus.distractors) == set(TAGS) - {"counting"}
-    s.save(tmp_path)
-    assert PipelineSettings.load(tmp_path) == s
-    # a pipeline.json written before the field: that lake's corpus gave every tag distractors
-    old = json.loads((tmp_path / "pipeline.json").read_text())
-    del old["distractors"]
-    (tmp_path / "pipeline.json").write_text(json.dumps(old))
-    loaded = PipelineSettings.load(tmp_path)
-    assert loaded.corpus.distractors == TAGS and loaded.digest() != s.digest()
+    s, loaded = _without_field(tmp_path, "distractors")
+    assert set(s.corpus.distractors) == set(TAGS) - {"counting"}
+    assert loaded.corpus.distractors == TAGS  # that lake's corpus gave every tag distractors
     with pytest.raises(ValueError, match="distractors lists tags"):
         PipelineSettings(budget="smoke", distractors=("counting", "nonsense"))
