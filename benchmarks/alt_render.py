@@ -1,7 +1,7 @@
 """A second ShapesWorld renderer, written from docs/SHAPESWORLD.md alone, to test the judge on drawings
 it was not built from.
 
-It shares nothing with `illume_core.world.draw_object`: every shape is an analytic region in
+It shares nothing with `illume_core.world.scenes.draw_object`: every shape is an analytic region in
 continuous coordinates, and each image draws with a convention picked at random, so the judge
 meets many rasterizations rather than a second fixed one:
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from illume_core.world import BACKGROUND, COLORS, Obj, Scene
+from illume_core.world.scenes import BACKGROUND, COLORS, Obj, Scene
 
 FILTERS = {
     "box": Image.Resampling.BOX,

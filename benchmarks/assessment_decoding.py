@@ -3,7 +3,7 @@
 For held-out ShapesEval-style prompts it builds three images each: a render that matches the
 prompt, a render of another prompt (mostly a mismatch) and the checkpoint's own sample. The
 model assesses every (image, prompt) pair twice, decoding freely and under the grammar
-(illume_core/constrained.py); the judge gives the truth per dimension. Printed per mode: parse
+(illume_core/self_enhance/constrained.py); the judge gives the truth per dimension. Printed per mode: parse
 statuses, agreement with the judge per dimension, the agreement a constant answer would get
 (the majority truth per dimension, the bar a model must clear to show it looks at the image),
 and wall time. Usage:
@@ -20,13 +20,13 @@ from collections import Counter
 
 import torch
 
-from illume_core.engine import Engine, sample_seed
-from illume_core.evaluate import prompt_id
-from illume_core.images import png_bytes
+from illume_core.eval.evaluations import prompt_id
 from illume_core.judge import judge_image
-from illume_core.prompts import generate_prompts, scene_for
-from illume_core.rules import DIMENSIONS
-from illume_core.world import render
+from illume_core.model.engine import Engine, sample_seed
+from illume_core.model.images import png_bytes
+from illume_core.world.prompts import generate_prompts, scene_for
+from illume_core.world.rules import DIMENSIONS
+from illume_core.world.scenes import render
 
 # prompts and scenes of their own, apart from the pipeline's ShapesEval and VQA seeds
 PROMPT_SEED = 31_337

@@ -24,10 +24,7 @@ from pathlib import Path
 
 import torch
 
-from illume_core.config import get_preset
-from illume_core.data import BaseCorpus, CorpusSpec, StageData
-from illume_core.engine import Engine
-from illume_core.evaluate import (
+from illume_core.eval.evaluations import (
     agreement,
     assessment_confusion,
     balanced_accuracy,
@@ -39,11 +36,14 @@ from illume_core.evaluate import (
     vqa_items,
     vqa_scores,
 )
-from illume_core.recipes import get_recipe
+from illume_core.model.config import get_preset
+from illume_core.model.engine import Engine
 from illume_core.settings import BUDGETS
-from illume_core.stages import init_model, save_stage, stage_groups, train_stage
-from illume_core.training import TrainConfig, train_loop
-from illume_core.vision_training import train_encoder, train_tokenizer
+from illume_core.train.data import BaseCorpus, CorpusSpec, StageData
+from illume_core.train.loop import TrainConfig, train_loop
+from illume_core.train.recipes import get_recipe
+from illume_core.train.stages import init_model, save_stage, stage_groups, train_stage
+from illume_core.train.vision import train_encoder, train_tokenizer
 
 
 class _Done(Exception):

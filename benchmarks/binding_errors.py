@@ -16,8 +16,8 @@ import argparse
 import collections
 import json
 
-from illume_core.evaluate import extra_objects
-from illume_core.geneval import TAGS
+from illume_core.eval.evaluations import extra_objects
+from illume_core.world.geneval import TAGS
 from storage.catalog import query
 from storage.registry import get_lake
 

@@ -45,11 +45,11 @@ from rich.table import Table  # noqa: E402
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 import alt_render  # noqa: E402
 
-from illume_core.geneval import TAGS, Metadata  # noqa: E402
 from illume_core.judge import detect, judge_image, render_degraded  # noqa: E402
-from illume_core.prompts import KIND_DIMENSION, generate_prompts, kinds_for, scene_for, violate  # noqa: E402
-from illume_core.rules import evaluate  # noqa: E402
-from illume_core.world import COLORS, SHAPES, Obj, Scene, place_more, render  # noqa: E402
+from illume_core.world.geneval import TAGS, Metadata  # noqa: E402
+from illume_core.world.prompts import KIND_DIMENSION, generate_prompts, kinds_for, scene_for, violate  # noqa: E402
+from illume_core.world.rules import evaluate  # noqa: E402
+from illume_core.world.scenes import COLORS, SHAPES, Obj, Scene, place_more, render  # noqa: E402
 
 STYLES = ("clean", "soft", "distractor")
 Item = tuple[Metadata, Scene, str | None]

@@ -27,7 +27,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 import alt_render  # noqa: E402
 
 from illume_core.judge import classify, detect, render_degraded  # noqa: E402
-from illume_core.world import COLORS, SHAPES, Obj, Scene, render  # noqa: E402
+from illume_core.world.scenes import COLORS, SHAPES, Obj, Scene, render  # noqa: E402
 
 CANVASES = (32, 48, 64, 64, 64, 96, 128, 256, 512)
 

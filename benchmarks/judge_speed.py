@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
 
 from illume_core import judge  # noqa: E402
-from illume_core.prompts import generate_prompts, scene_for, violate  # noqa: E402
+from illume_core.world.prompts import generate_prompts, scene_for, violate  # noqa: E402
 
 
 def load(path: str):

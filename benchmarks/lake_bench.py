@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from illume_core.world import render, sample_scene
+from illume_core.world.scenes import render, sample_scene
 from storage.catalog import ANALYST_VIEWS, connect_readonly
 from storage.lake import Lake
 from storage.schemas import DIMENSIONS, sample_key

@@ -1,5 +1,5 @@
 """How well does the model judge its own drawings? Text self-assessment against likelihood
-self-assessment (illume_core/likelihood.py), both scored against the judge.
+self-assessment (illume_core/self_enhance/likelihood.py), both scored against the judge.
 
 From a checkpoint, draws `--images` images for each of `--per-tag` tuning prompts per tag on two
 disjoint prompt sets (never the ShapesEval prompts): a calibration set (`--calibrate-seed`) on
@@ -24,8 +24,7 @@ import time
 
 import torch
 
-from illume_core.engine import Engine
-from illume_core.evaluate import (
+from illume_core.eval.evaluations import (
     assessment_confusion,
     balanced_accuracy,
     judge_rows,
@@ -33,9 +32,10 @@ from illume_core.evaluate import (
     sample_items,
     tag_scores,
 )
-from illume_core.likelihood import LikelihoodMargins, assess_by_likelihood
-from illume_core.prompts import generate_prompts
-from illume_core.rules import DIMENSIONS
+from illume_core.model.engine import Engine
+from illume_core.self_enhance.likelihood import LikelihoodMargins, assess_by_likelihood
+from illume_core.world.prompts import generate_prompts
+from illume_core.world.rules import DIMENSIONS
 
 CALIBRATE_SEED = 424_242  # the tuning prompts of benchmarks/sampling_sweep.py
 EVAL_SEED = 515_151

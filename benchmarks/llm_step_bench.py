@@ -17,12 +17,12 @@ import time
 
 import torch
 
-from illume_core.config import get_preset
-from illume_core.corpus import caption
-from illume_core.model import IllumeModel
-from illume_core.processor import Processor
-from illume_core.text_tokenizer import TextTokenizer
-from illume_core.world import render, sample_scene
+from illume_core.model.config import get_preset
+from illume_core.model.processor import Processor
+from illume_core.model.text_tokenizer import TextTokenizer
+from illume_core.model.unified import IllumeModel
+from illume_core.world.corpus import caption
+from illume_core.world.scenes import render, sample_scene
 
 
 def main() -> None:

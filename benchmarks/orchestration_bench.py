@@ -50,8 +50,8 @@ def main() -> None:
     t_train = time.perf_counter() - t0
 
     # the smoke corpus has few distinct prompts: take them all and enough images of each
-    from illume_core.data import BaseCorpus
     from illume_core.settings import PipelineSettings
+    from illume_core.train.data import BaseCorpus
 
     s = PipelineSettings.load(lake)
     n_prompts = len(BaseCorpus(s.cfg, s.corpus).prompts)

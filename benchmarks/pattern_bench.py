@@ -20,13 +20,13 @@ import time
 
 import torch
 
-from illume_core.config import PATTERN_COLOURS, get_preset
-from illume_core.images import palette_index, to_pil, to_tensor
 from illume_core.judge import judge_image
-from illume_core.prompts import generate_prompts, scene_for
-from illume_core.vision_tokenizer import cell_classes
-from illume_core.vision_training import fit_pattern_tokenizer
-from illume_core.world import render, sample_scene
+from illume_core.model.config import PATTERN_COLOURS, get_preset
+from illume_core.model.images import palette_index, to_pil, to_tensor
+from illume_core.model.vision_tokenizer import cell_classes
+from illume_core.train.vision import fit_pattern_tokenizer
+from illume_core.world.prompts import generate_prompts, scene_for
+from illume_core.world.scenes import render, sample_scene
 
 
 def pattern_counts(scenes: int, seed: int) -> list[dict]:

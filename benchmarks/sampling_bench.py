@@ -15,12 +15,12 @@ import time
 
 import torch
 
-from illume_core.config import get_preset
-from illume_core.model import IllumeModel
-from illume_core.processor import Processor
-from illume_core.sampling import IMAGE_SAMPLING, generate_images
-from illume_core.text_tokenizer import TextTokenizer
-from illume_core.world import COLORS, NUMBERS, SHAPES
+from illume_core.model.config import get_preset
+from illume_core.model.processor import Processor
+from illume_core.model.sampling import IMAGE_SAMPLING, generate_images
+from illume_core.model.text_tokenizer import TextTokenizer
+from illume_core.model.unified import IllumeModel
+from illume_core.world.scenes import COLORS, NUMBERS, SHAPES
 
 
 def matmul_flops_per_s(n: int = 1024, seconds: float = 2.0) -> float:

@@ -22,13 +22,13 @@ import time
 
 import torch
 
-from illume_core.engine import Engine, sample_seed
-from illume_core.evaluate import extra_objects, prompt_id
-from illume_core.geneval import TAGS
-from illume_core.images import from_png
+from illume_core.eval.evaluations import extra_objects, prompt_id
 from illume_core.judge import judge_image
-from illume_core.prompts import generate_prompts
-from illume_core.sampling import SamplingParams
+from illume_core.model.engine import Engine, sample_seed
+from illume_core.model.images import from_png
+from illume_core.model.sampling import SamplingParams
+from illume_core.world.geneval import TAGS
+from illume_core.world.prompts import generate_prompts
 
 # tuning prompts of their own: not ShapesEval's (7_000_001), not the assessment benchmark's
 PROMPT_SEED = 424_242

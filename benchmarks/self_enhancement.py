@@ -57,7 +57,7 @@ ARMS: dict[str, dict | None] = {
     "judge_round": {"strategies": ["assessment", "accepted_t2i"], "assessor": "judge"},
     "preference": {"strategies": ["assessment", "preference"], "assessor": "self"},
     # the model judging its drawings by their likelihood under the prompt against one-dimension
-    # counterfactual prompts (illume_core/likelihood.py) instead of answering about the image
+    # counterfactual prompts (illume_core/self_enhance/likelihood.py) instead of answering about the image
     "likelihood_round": {"strategies": ["assessment", "accepted_t2i"], "assessor": "likelihood"},
     "likelihood_preference": {
         "strategies": ["assessment", "accepted_t2i", "preference"],
@@ -144,7 +144,7 @@ def _arm_result(lake: str, eval_ref: str, minutes: float, **extra) -> dict:
 
 def run_seed(work: Path, seed: int, args, log, vision_from: str | None) -> dict:
     from flows.pipeline import _eval_refs, train_pipeline
-    from illume_core.sampling import IMAGE_SAMPLING
+    from illume_core.model.sampling import IMAGE_SAMPLING
     from illume_core.settings import PipelineSettings
     from storage import registry
     from tasks import steps
@@ -223,7 +223,7 @@ def merge_seed(old: dict, new: dict) -> dict:
     if drawn_then != new.get("image_sampling", drawn_then):
         raise SystemExit(
             f"seed {new['seed']}: the saved result drew its images with {drawn_then}, this run with "
-            f"{new['image_sampling']} (illume_core.sampling.IMAGE_SAMPLING); write to another --results"
+            f"{new['image_sampling']} (illume_core.model.sampling.IMAGE_SAMPLING); write to another --results"
         )
     before, now = old["arms"]["baseline"]["metrics"], new["arms"]["baseline"]["metrics"]
     if before != now:  # the base model's own evaluation identifies it

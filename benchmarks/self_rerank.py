@@ -1,7 +1,7 @@
 """Best of N by the model's own judgment: does self-assessment by likelihood pick better drawings?
 
 For `--per-tag` tuning prompts per tag (`--seed`, never the ShapesEval prompts), the checkpoint
-draws `--n` images; the model assesses each by likelihood (illume_core/likelihood.py, default
+draws `--n` images; the model assesses each by likelihood (illume_core/self_enhance/likelihood.py, default
 margins) and keeps the one with the most "yes" dimensions (ties: the one whose worst dimension
 is furthest inside its margin). The judge scores every image. Prints JSON with ShapesEval per
 tag for: any one image (the mean over all N, what plain sampling gives), the model's pick, and
@@ -19,10 +19,10 @@ from collections import defaultdict
 
 import torch
 
-from illume_core.engine import Engine
-from illume_core.evaluate import judge_rows, prompt_id, sample_items
-from illume_core.likelihood import LikelihoodMargins, assess_by_likelihood, rank_key
-from illume_core.prompts import TAGS, generate_prompts
+from illume_core.eval.evaluations import judge_rows, prompt_id, sample_items
+from illume_core.model.engine import Engine
+from illume_core.self_enhance.likelihood import LikelihoodMargins, assess_by_likelihood, rank_key
+from illume_core.world.prompts import TAGS, generate_prompts
 
 EVAL_SEED = 515_151  # benchmarks/likelihood_assessment.py's evaluation prompts
 

@@ -41,19 +41,19 @@ import time
 import torch
 from safetensors.torch import load_model, save_model
 
-import illume_core.checkpoint as checkpoint
-from illume_core.config import IllumeConfig
-from illume_core.data import BaseCorpus, CorpusSpec
-from illume_core.geneval import TAGS
-from illume_core.images import to_pil
+import illume_core.model.checkpoint as checkpoint
 from illume_core.judge import judge_image
-from illume_core.model import IllumeModel
-from illume_core.processor import Processor
-from illume_core.prompts import generate_prompts
-from illume_core.recipes import StageRecipe, get_recipe
-from illume_core.sampling import SamplingParams, generate_images
+from illume_core.model.config import IllumeConfig
+from illume_core.model.images import to_pil
+from illume_core.model.processor import Processor
+from illume_core.model.sampling import SamplingParams, generate_images
+from illume_core.model.unified import IllumeModel
 from illume_core.settings import BUDGETS
-from illume_core.stages import Parts, train_stage
+from illume_core.train.data import BaseCorpus, CorpusSpec
+from illume_core.train.recipes import StageRecipe, get_recipe
+from illume_core.train.stages import Parts, train_stage
+from illume_core.world.geneval import TAGS
+from illume_core.world.prompts import generate_prompts
 
 PROMPT_SEED = 424_242  # the tuning prompts of benchmarks/sampling_sweep.py
 SETTINGS = ((2.0, 1.0, 1.0), (4.0, 0.7, 1.0), (3.0, 1.0, 0.8), (2.0, 1.0, 0.7))  # cfg, temperature, top-p (the last: the pipeline's since 2026-12-07)

@@ -25,12 +25,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from illume_core.config import get_preset
-from illume_core.corpus import caption
-from illume_core.model import IllumeModel
-from illume_core.processor import Processor
-from illume_core.text_tokenizer import TextTokenizer
-from illume_core.vision_training import (
+from illume_core.model.config import get_preset
+from illume_core.model.processor import Processor
+from illume_core.model.text_tokenizer import TextTokenizer
+from illume_core.model.unified import IllumeModel
+from illume_core.train.vision import (
     heldout_stream,
     reconstruction_accuracy,
     sample_batch,
@@ -38,6 +37,7 @@ from illume_core.vision_training import (
     train_pixel_tokenizer,
     train_tokenizer,
 )
+from illume_core.world.corpus import caption
 
 
 @torch.no_grad()

@@ -14,12 +14,12 @@ from collections import Counter
 import numpy as np
 import torch
 
-from illume_core.config import get_preset
-from illume_core.images import palette_index, palette_render, to_pil, to_tensor
 from illume_core.judge import judge_image
-from illume_core.prompts import generate_prompts, scene_for
-from illume_core.vision_training import heldout_stream, sample_batch, train_stream
-from illume_core.world import render
+from illume_core.model.config import get_preset
+from illume_core.model.images import palette_index, palette_render, to_pil, to_tensor
+from illume_core.train.vision import heldout_stream, sample_batch, train_stream
+from illume_core.world.prompts import generate_prompts, scene_for
+from illume_core.world.scenes import render
 
 
 def main() -> None:

@@ -20,13 +20,13 @@ import time
 
 import torch
 
-from illume_core.config import get_preset
-from illume_core.data import BaseCorpus, CorpusSpec, StageData
-from illume_core.recipes import get_recipe
-from illume_core.stages import init_model, stage_groups
-from illume_core.training import TrainConfig, make_optimizer
-from illume_core.vision_tokenizer import make_tokenizer
-from illume_core.vision_training import fit_pattern_tokenizer
+from illume_core.model.config import get_preset
+from illume_core.model.vision_tokenizer import make_tokenizer
+from illume_core.train.data import BaseCorpus, CorpusSpec, StageData
+from illume_core.train.loop import TrainConfig, make_optimizer
+from illume_core.train.recipes import get_recipe
+from illume_core.train.stages import init_model, stage_groups
+from illume_core.train.vision import fit_pattern_tokenizer
 
 SETTINGS = [  # (label, preset, one kind per batch, precision)
     ("before: tiny-256, mixed batches, fp32", "tiny-256", False, "fp32"),

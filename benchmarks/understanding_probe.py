@@ -36,11 +36,7 @@ import time
 
 import torch
 
-from illume_core import corpus
-from illume_core.checkpoint import load_checkpoint
-from illume_core.data import BaseCorpus, CorpusSpec
-from illume_core.engine import Engine
-from illume_core.evaluate import (
+from illume_core.eval.evaluations import (
     assessment_confusion,
     balanced_accuracy,
     judge_rows,
@@ -50,12 +46,16 @@ from illume_core.evaluate import (
     vqa_items,
     vqa_scores,
 )
-from illume_core.images import from_png, png_bytes
-from illume_core.prompts import generate_prompts
-from illume_core.recipes import StageRecipe, get_recipe
+from illume_core.model.checkpoint import load_checkpoint
+from illume_core.model.engine import Engine
+from illume_core.model.images import from_png, png_bytes
 from illume_core.settings import BUDGETS
-from illume_core.stages import Parts, train_stage
-from illume_core.world import render
+from illume_core.train.data import BaseCorpus, CorpusSpec
+from illume_core.train.recipes import StageRecipe, get_recipe
+from illume_core.train.stages import Parts, train_stage
+from illume_core.world import corpus
+from illume_core.world.prompts import generate_prompts
+from illume_core.world.scenes import render
 
 ASSESS_SEED = 777_001
 PROMPT_SEED = 424_242  # the tuning prompts of benchmarks/sampling_sweep.py, never ShapesEval's  # the probe's assessment scenes (the corpus seeds its own by run seed)

@@ -17,11 +17,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from illume_core.config import get_preset
-from illume_core.geneval import TAGS, Metadata
-from illume_core.images import to_pil, to_tensor
-from illume_core.prompts import generate_prompts, scene_for
-from illume_core.vision_training import (
+from illume_core.model.config import get_preset
+from illume_core.model.images import to_pil, to_tensor
+from illume_core.train.vision import (
     heldout_stream,
     reconstruction_accuracy,
     retrieval_top1,
@@ -29,7 +27,9 @@ from illume_core.vision_training import (
     train_pixel_tokenizer,
     train_tokenizer,
 )
-from illume_core.world import render
+from illume_core.world.geneval import TAGS, Metadata
+from illume_core.world.prompts import generate_prompts, scene_for
+from illume_core.world.scenes import render
 
 
 def judge_correct(img, meta: Metadata) -> bool:
@@ -38,7 +38,7 @@ def judge_correct(img, meta: Metadata) -> bool:
 
     if hasattr(judge, "judge_image"):
         return bool(judge.judge_image(img, meta).correct)
-    from illume_core.rules import evaluate
+    from illume_core.world.rules import evaluate
 
     return evaluate(meta, judge.detect(img).objects).correct
 
@@ -97,7 +97,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.checkpoint is not None:
-        from illume_core.checkpoint import load_checkpoint
+        from illume_core.model.checkpoint import load_checkpoint
 
         tok = load_checkpoint(args.checkpoint).semantic_tokenizer
         if tok is None:

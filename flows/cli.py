@@ -41,7 +41,7 @@ def presets() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from illume_core.config import PRESETS
+    from illume_core.model.config import PRESETS
 
     t = Table("preset", "image", "tokens/image", "codebook", "LLM width x layers", "text vocab")
     for name, c in PRESETS.items():

@@ -43,8 +43,8 @@ def _local_lake(value: str) -> Path:
 def _load(checkpoint: Path | None, lake: Path):
     import torch
 
-    from illume_core.checkpoint import CheckpointIntegrityError, load_checkpoint
-    from illume_core.processor import Processor
+    from illume_core.model.checkpoint import CheckpointIntegrityError, load_checkpoint
+    from illume_core.model.processor import Processor
 
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -67,7 +67,7 @@ def _out_paths(out: Path, n: int) -> list[Path]:
 def _save_codes(loaded, codes, out: Path) -> list[Path]:
     import torch
 
-    from illume_core.images import to_pil
+    from illume_core.model.images import to_pil
 
     with torch.no_grad():
         pixels = loaded.semantic_tokenizer.decode(codes)  # (B, 3, H, W)
@@ -126,8 +126,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Draw images for a prompt (same seed, same images)."""
-        from illume_core.likelihood import metadata_for, pick_best
-        from illume_core.sampling import SamplingParams, generate_images
+        from illume_core.model.sampling import SamplingParams, generate_images
+        from illume_core.self_enhance.likelihood import metadata_for, pick_best
 
         if top_p <= 0.0:
             raise typer.BadParameter("top-p must be above 0 (1: no cut)", param_hint="--top-p")
@@ -161,7 +161,7 @@ def register(app: typer.Typer) -> None:
         max_new_tokens: int = typer.Option(48, "--max-new-tokens", min=1),
     ) -> None:
         """Answer a question about an image (greedy)."""
-        from illume_core.sampling import answer
+        from illume_core.model.sampling import answer
 
         loaded, proc = _load(checkpoint, lake)
         img = _read_image(image, loaded.config.image_size)
@@ -178,7 +178,7 @@ def register(app: typer.Typer) -> None:
         temperature: float = typer.Option(1.0, "--temperature", min=0.0),
     ) -> None:
         """Edit an image by an instruction (image in, image out)."""
-        from illume_core.sampling import EDIT_SAMPLING, edit_images
+        from illume_core.model.sampling import EDIT_SAMPLING, edit_images
 
         loaded, proc = _load(checkpoint, lake)
         img = _read_image(image, loaded.config.image_size)

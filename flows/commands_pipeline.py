@@ -32,7 +32,7 @@ LAKE = typer.Option("lake", "--lake", help="lake root: a local folder", callback
 
 def _margins(text: str) -> dict[str, float]:
     """--likelihood-margins 'object=0,count=-3' -> {dimension: nats}; a bad one is a usage error."""
-    from illume_core.likelihood import LikelihoodMargins
+    from illume_core.self_enhance.likelihood import LikelihoodMargins
 
     try:
         return LikelihoodMargins.parse(text).model_dump(exclude_defaults=True) if text else {}

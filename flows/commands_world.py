@@ -33,8 +33,8 @@ def prompts(
     from rich.console import Console
     from rich.table import Table
 
-    from illume_core.geneval import TAGS, write_metadata
-    from illume_core.prompts import Holdout, Split, generate_prompts
+    from illume_core.world.geneval import TAGS, write_metadata
+    from illume_core.world.prompts import Holdout, Split, generate_prompts
 
     console = Console()
     if split not in ("all", "train", "heldout"):
@@ -76,9 +76,9 @@ def render(
     from rich.console import Console
     from rich.progress import Progress
 
-    from illume_core.geneval import MetadataError, iter_metadata
-    from illume_core.prompts import scene_for
-    from illume_core.world import render as render_scene
+    from illume_core.world.geneval import MetadataError, iter_metadata
+    from illume_core.world.prompts import scene_for
+    from illume_core.world.scenes import render as render_scene
 
     console = Console(stderr=True, soft_wrap=True)  # messages name files: never wrap them
     items = list(iter_metadata(prompts_file))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from illume_core.geneval import MetadataError, iter_metadata
+from illume_core.world.geneval import MetadataError, iter_metadata
 
 
 def evaluate_prompt_file(
@@ -24,9 +24,9 @@ def evaluate_prompt_file(
     checkpoint: str | None,
     workers: int,
 ) -> list[dict]:
-    from illume_core.evaluate import evaluation_rows, sample_items, tag_scores
-    from illume_core.images import from_png
+    from illume_core.eval.evaluations import evaluation_rows, sample_items, tag_scores
     from illume_core.judge import judge_folder, write_results
+    from illume_core.model.images import from_png
     from storage.registry import checkpoint_id_of, current_checkpoint, get_lake
     from tasks.pool import get_pool
 

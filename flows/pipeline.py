@@ -370,7 +370,7 @@ def _grid_png(rows: list[dict], lake: str, r: int, n: int = 16) -> str | None:
     """A grid of the round's first samples, saved beside the report."""
     from PIL import Image
 
-    from illume_core.images import from_png
+    from illume_core.model.images import from_png
 
     rows = rows[:n]
     if not rows:

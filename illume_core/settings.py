@@ -17,9 +17,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from illume_core.config import PRESETS, IllumeConfig, get_preset
-from illume_core.geneval import TAGS
-
+from illume_core.model.config import PRESETS, IllumeConfig, get_preset
+from illume_core.world.geneval import TAGS
 
 # the tags whose text-to-image scenes may hold distractors (CorpusSpec.distractors): every tag but
 # counting since 2026-12-07
@@ -220,7 +219,7 @@ class PipelineSettings(BaseModel):
         the training tasks' cache keys (tasks/steps.py): a lake trained under an older recipe
         retrains instead of reusing its cached stages.
         """
-        from illume_core.recipes import RECIPES, get_recipe
+        from illume_core.train.recipes import RECIPES, get_recipe
 
         blob = {
             "settings": self.model_dump(mode="json"),
@@ -254,7 +253,7 @@ class PipelineSettings(BaseModel):
 
 # who assesses a round's samples: the model answering the assessment question about the image
 # (`self`, ILLUME's way), the model's own likelihood of its drawing under the prompt against
-# one-dimension counterfactuals (`likelihood`, illume_core/likelihood.py), or the judge as an
+# one-dimension counterfactuals (`likelihood`, illume_core/self_enhance/likelihood.py), or the judge as an
 # external teacher (`judge`, the ceiling of a perfect assessor)
 Assessor = Literal["self", "likelihood", "judge"]
 ASSESSORS: tuple[str, ...] = get_args(Assessor)
@@ -270,9 +269,9 @@ class RoundConfig(BaseModel):
 
     n_prompts: int = Field(48, ge=1)  # drawn tag-balanced from the base text-to-image prompts
     images_per_prompt: int = Field(4, ge=1)
-    strategies: tuple[str, ...] = ("assessment", "accepted_t2i")  # illume_core/reformat.py
+    strategies: tuple[str, ...] = ("assessment", "accepted_t2i")  # illume_core/self_enhance/reformat.py
     assessor: Assessor = "self"  # see ASSESSORS above
-    # the likelihood assessor's margins (nats per dimension, illume_core/likelihood.py); dimensions
+    # the likelihood assessor's margins (nats per dimension, illume_core/self_enhance/likelihood.py); dimensions
     # not given keep `LikelihoodMargins`' defaults, which maximize balanced accuracy
     likelihood_margins: dict[str, float] = Field(default_factory=dict)
     margin: float = Field(0.02, ge=0.0)  # largest ShapesEval drop still promoted
@@ -283,14 +282,14 @@ class RoundConfig(BaseModel):
     @field_validator("strategies", mode="before")
     @classmethod
     def _known_strategies(cls, v):
-        from illume_core.reformat import check_strategies
+        from illume_core.self_enhance.reformat import check_strategies
 
         return tuple(check_strategies([v] if isinstance(v, str) else v))
 
     @field_validator("likelihood_margins", mode="before")
     @classmethod
     def _known_margins(cls, v):
-        from illume_core.likelihood import LikelihoodMargins
+        from illume_core.self_enhance.likelihood import LikelihoodMargins
 
         if isinstance(v, str):  # the CLI's 'object=0,count=-3'
             v = LikelihoodMargins.parse(v).model_dump(exclude_defaults=True)

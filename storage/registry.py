@@ -1,6 +1,6 @@
 """The checkpoint registry: which checkpoints a lake holds, which one is current, each round's row.
 
-A checkpoint is a folder under `<lake>/checkpoints/<id>/` (written by illume_core/checkpoint.py,
+A checkpoint is a folder under `<lake>/checkpoints/<id>/` (written by illume_core/model/checkpoint.py,
 named by its content id); the `checkpoints` table has one row per folder, `<lake>/checkpoints/
 current` names the last promoted one (a lake-relative path, replaced atomically), and the
 `rounds` table one row per round. Paths inside the lake travel as lake-relative references
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from storage.lake import Lake
 
-MANIFEST_FILE = "manifest.json"  # a checkpoint folder's manifest (illume_core/checkpoint.py)
+MANIFEST_FILE = "manifest.json"  # a checkpoint folder's manifest (illume_core/model/checkpoint.py)
 
 
 _LAKES: dict[str, Lake] = {}

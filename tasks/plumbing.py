@@ -64,13 +64,13 @@ class LakeCachePolicy(CompoundCachePolicy):
 
 @dataclass
 class ImageSampling(CachePolicy):
-    """The setting every drawing is sampled with (`illume_core.sampling.IMAGE_SAMPLING`), as a key:
+    """The setting every drawing is sampled with (`illume_core.model.sampling.IMAGE_SAMPLING`), as a key:
     a task that draws images gets a new key when that setting changes, not a cached drawing."""
 
     def compute_key(
         self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
     ) -> str | None:
-        from illume_core import sampling  # torch: only when a task runs
+        from illume_core.model import sampling  # torch: only when a task runs
 
         return sampling.IMAGE_SAMPLING.model_dump_json()
 

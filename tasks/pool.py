@@ -1,6 +1,6 @@
 """Ray model workers that hold a checkpoint on a device, and a pool that shards work over them.
 
-A `ModelWorker` wraps `illume_core.engine.Engine` (sample, assess, answer) and asks for a GPU
+A `ModelWorker` wraps `illume_core.model.engine.Engine` (sample, assess, answer) and asks for a GPU
 only when the cluster has one (an actor asking for a missing GPU would wait forever). A
 `WorkerPool` shards items by a stable hash of their key, so any shard can be redone with the
 same result; a call lost to an actor crash is resubmitted, and since workers only return rows
@@ -49,7 +49,7 @@ class ModelWorker:
     ) -> None:
         import torch
 
-        from illume_core.engine import Engine
+        from illume_core.model.engine import Engine
 
         torch.set_num_threads(threads)
         self.crash_on, self.crash_marker = crash_on, crash_marker

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from prefect import task
 
-from illume_core.geneval import Metadata
+from illume_core.world.geneval import Metadata
 from storage.registry import (  # the checkpoint registry; flows and benchmarks read it there too
     checkpoint_id_of,
     get_lake,
@@ -60,9 +60,9 @@ def _sample_identity(round: int, checkpoint_id: str, row: dict) -> dict:
 @task(name="prepare-data", cache_policy=CACHE_POLICY, persist_result=True, **RETRIES)
 def prepare_data(lake: str, settings_json: str) -> str:
     """Write the fixed ShapesEval prompt sets (eval and held-out compositions) for round 0."""
-    from illume_core.evaluate import prompt_id, shapeseval_prompts
-    from illume_core.prompts import Holdout
+    from illume_core.eval.evaluations import prompt_id, shapeseval_prompts
     from illume_core.settings import PipelineSettings
+    from illume_core.world.prompts import Holdout
 
     s = PipelineSettings.model_validate_json(settings_json)
     t0 = datetime.now(UTC)
@@ -100,10 +100,10 @@ def prepare_data(lake: str, settings_json: str) -> str:
 @task(name="select-prompts", cache_policy=CACHE_POLICY, persist_result=True, **RETRIES)
 def select_prompts(lake: str, round: int, n_prompts: int, seed: int) -> str:
     """The round's prompts: a tag-balanced, seeded draw from the base text-to-image prompts."""
-    from illume_core.data import BaseCorpus
-    from illume_core.evaluate import prompt_id
-    from illume_core.policy import draw_round_prompts
+    from illume_core.eval.evaluations import prompt_id
+    from illume_core.self_enhance.policy import draw_round_prompts
     from illume_core.settings import PipelineSettings
+    from illume_core.train.data import BaseCorpus
 
     s = PipelineSettings.load(lake)
     t0 = datetime.now(UTC)
@@ -140,10 +140,10 @@ def train_vision(lake: str, settings_json: str, vision_from: str | None = None) 
     """
     import torch
 
-    from illume_core.jobs import store
     from illume_core.settings import PipelineSettings
-    from illume_core.stages import init_model, shared_vision
-    from illume_core.stages import train_vision as _train_vision
+    from illume_core.train.jobs import store
+    from illume_core.train.stages import init_model, shared_vision
+    from illume_core.train.stages import train_vision as _train_vision
 
     s = PipelineSettings.model_validate_json(settings_json)
     t0, c0 = datetime.now(UTC), time.process_time()
@@ -247,7 +247,7 @@ def sample(
     workers: int = 2,
 ) -> str:
     """Draw K images per prompt on the worker pool (seeded per sample) into samples/round=R."""
-    from illume_core.evaluate import sample_items
+    from illume_core.eval.evaluations import sample_items
     from tasks.pool import get_pool
 
     t0 = datetime.now(UTC)
@@ -289,8 +289,8 @@ def assess(
     answers the assessment question about the image; `likelihood`: its drawing's likelihood under
     the prompt against one-dimension counterfactuals, with `likelihood_margins` over the defaults)
     or by the judge."""
-    from illume_core.engine import assessment_fields
-    from illume_core.policy import judge_assessment
+    from illume_core.model.engine import assessment_fields
+    from illume_core.self_enhance.policy import judge_assessment
     from illume_core.settings import ASSESSORS
     from tasks.pool import get_pool
 
@@ -356,7 +356,7 @@ def assess(
 @task(name="judge", cache_policy=CACHE_POLICY, persist_result=True, **RETRIES)
 def judge(lake: str, round: int, samples_ref: str, prompts_ref: str) -> str:
     """The independent judge's GenEval verdict on every sample (with per-dimension truth)."""
-    from illume_core.evaluate import judge_rows
+    from illume_core.eval.evaluations import judge_rows
     from storage.schemas import sample_key
 
     t0, c0 = datetime.now(UTC), time.process_time()
@@ -384,7 +384,7 @@ def reformat(
     lake: str, round: int, samples_ref: str, assessments_ref: str, prompts_ref: str, strategies: list[str]
 ) -> str:
     """Turn the round's assessments into sft_examples with the chosen strategies."""
-    from illume_core.reformat import reformat as _reformat
+    from illume_core.self_enhance.reformat import reformat as _reformat
 
     t0, c0 = datetime.now(UTC), time.process_time()
     metas = {r["prompt_id"]: Metadata.model_validate_json(r["metadata"]) for r in read_ref(lake, prompts_ref)}
@@ -398,7 +398,7 @@ def reformat(
 @task(name="evaluate", cache_policy=DRAWING_CACHE_POLICY - "workers", persist_result=True, **RETRIES)
 def evaluate(lake: str, round: int, checkpoint: str, eval_prompt_refs: str, workers: int = 2) -> str:
     """ShapesEval (seen and held-out compositions), VQA and self-assessment agreement of a checkpoint."""
-    from illume_core.evaluate import (
+    from illume_core.eval.evaluations import (
         agreement,
         assessment_confusion,
         balanced_accuracy,
@@ -502,7 +502,7 @@ def promote(
     The parse rate that gates is the candidate's own (its assessments of its evaluation images
     must stay parseable); the round's rate, from the base model's assessments, is reported beside it.
     """
-    from illume_core.policy import promotion
+    from illume_core.self_enhance.policy import promotion
 
     base, candidate = lake_path(lake, base), lake_path(lake, candidate)
     rows = read_ref(lake, assessments_ref)

@@ -17,15 +17,15 @@ from tasks.pool import shutdown_pools
 
 @ray.remote(max_restarts=0)
 class Trainer:
-    """Runs one stage job (illume_core.jobs.run_stage) in its own process, on a GPU when there is one.
+    """Runs one stage job (illume_core.train.jobs.run_stage) in its own process, on a GPU when there is one.
 
     The trainer writes checkpoint folders only; the calling task records them in the lake, so the
     flow's writer lock is never needed by another process.
     """
 
     def run(self, settings_json: str, stage: str, parent: str, root: str, threads: int, kwargs: dict):
-        from illume_core.jobs import run_stage
         from illume_core.settings import PipelineSettings
+        from illume_core.train.jobs import run_stage
 
         return run_stage(
             PipelineSettings.model_validate_json(settings_json),
@@ -102,7 +102,7 @@ def train_data_parallel(
 ):
     """Run a stage with Ray Train's TorchTrainer: `workers` DDP ranks (GPUs, or CPUs with gloo).
 
-    Each rank trains on its own batches (illume_core.jobs offsets the data seed by the rank);
+    Each rank trains on its own batches (illume_core.train.jobs offsets the data seed by the rank);
     gradients are averaged by DistributedDataParallel; rank 0 writes the checkpoint and a small
     JSON of its result beside it, which this function reads back.
     """
@@ -113,7 +113,7 @@ def train_data_parallel(
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from illume_core.jobs import StageResult
+    from illume_core.train.jobs import StageResult
 
     result_file = os.path.join(root, f"_dp-{uuid.uuid4().hex}.json")
 
@@ -121,8 +121,8 @@ def train_data_parallel(
         import ray.train
         from ray.train.torch import prepare_model
 
-        from illume_core.jobs import run_stage
         from illume_core.settings import PipelineSettings
+        from illume_core.train.jobs import run_stage
 
         rank = ray.train.get_context().get_world_rank()
         res = run_stage(

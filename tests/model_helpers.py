@@ -11,12 +11,12 @@ import random
 
 import torch
 
-from illume_core.config import IllumeConfig, get_preset
-from illume_core.images import to_tensor
-from illume_core.model import IllumeModel
-from illume_core.processor import Processor
-from illume_core.text_tokenizer import TextTokenizer
-from illume_core.world import render, sample_scene
+from illume_core.model.config import IllumeConfig, get_preset
+from illume_core.model.images import to_tensor
+from illume_core.model.processor import Processor
+from illume_core.model.text_tokenizer import TextTokenizer
+from illume_core.model.unified import IllumeModel
+from illume_core.world.scenes import render, sample_scene
 
 MICRO = {
     "image_size": 32,
@@ -68,8 +68,8 @@ def scene_image(seed: int, size: int = 32) -> torch.Tensor:
 
 def save_micro_checkpoint(path):
     """A micro model with an untrained tokenizer saved as a stage-3 checkpoint at `path`."""
-    from illume_core.stages import Parts, save_stage
-    from illume_core.vision_tokenizer import SemanticTokenizer
+    from illume_core.model.vision_tokenizer import SemanticTokenizer
+    from illume_core.train.stages import Parts, save_stage
 
     model, proc = micro_model(max_seq_len=192)
     torch.manual_seed(0)

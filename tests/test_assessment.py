@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from illume_core.assessment import (
+from illume_core.self_enhance.assessment import (
     DIMENSIONS,
     Assessment,
     DimensionAssessment,
@@ -12,10 +12,10 @@ from illume_core.assessment import (
     from_evaluation,
     parse_assessment,
 )
-from illume_core.geneval import parse_line
-from illume_core.prompts import generate_prompts, kinds_for, scene_for, violate
-from illume_core.rules import evaluate
-from illume_core.world import Obj
+from illume_core.world.geneval import parse_line
+from illume_core.world.prompts import generate_prompts, kinds_for, scene_for, violate
+from illume_core.world.rules import evaluate
+from illume_core.world.scenes import Obj
 
 POS = parse_line(
     '{"tag": "position", "include": [{"class": "cross", "count": 1, "color": "yellow"}, '

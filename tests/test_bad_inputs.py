@@ -79,9 +79,9 @@ def library(fn, *args, **kwargs) -> Outcome:
 @pytest.fixture(scope="module")
 def good_folder(tmp_path_factory) -> Path:
     """A GenEval image folder with two correct prompt folders."""
-    from illume_core.geneval import parse_line
-    from illume_core.prompts import scene_for
-    from illume_core.world import render
+    from illume_core.world.geneval import parse_line
+    from illume_core.world.prompts import scene_for
+    from illume_core.world.scenes import render
 
     root = tmp_path_factory.mktemp("judge") / "imgs"
     meta = parse_line(json.dumps(GOOD_LINE))
@@ -97,8 +97,8 @@ def checkpoint(tmp_path_factory) -> Path:
     """A micro checkpoint (model, semantic tokenizer, text tokenizer), saved once."""
     from model_helpers import micro_model, text_tokenizer
 
-    from illume_core.checkpoint import save_checkpoint
-    from illume_core.vision_tokenizer import SemanticTokenizer
+    from illume_core.model.checkpoint import save_checkpoint
+    from illume_core.model.vision_tokenizer import SemanticTokenizer
 
     model, proc = micro_model()
     path = tmp_path_factory.mktemp("ck") / "ck"
@@ -169,7 +169,7 @@ def drive_judge(case: dict, tmp_path: Path, good_folder: Path, **_) -> Outcome:
 
 
 def drive_from_png(case: dict, **_) -> Outcome:
-    from illume_core.images import from_png
+    from illume_core.model.images import from_png
 
     return library(from_png, (CORPUS / case["input"]).read_bytes())
 
@@ -177,8 +177,8 @@ def drive_from_png(case: dict, **_) -> Outcome:
 def drive_judge_image(case: dict, tmp_path: Path, **_) -> Outcome:
     from PIL import Image
 
-    from illume_core.geneval import parse_line
     from illume_core.judge import _load_png, judge_image
+    from illume_core.world.geneval import parse_line
 
     side = case["input"]["side"]
     path = tmp_path / "bomb.png"
@@ -188,7 +188,7 @@ def drive_judge_image(case: dict, tmp_path: Path, **_) -> Outcome:
 
 
 def drive_render(case: dict, tmp_path: Path, **_) -> Outcome:
-    from illume_core.geneval import Metadata
+    from illume_core.world.geneval import Metadata
 
     src = CORPUS / case["input"]
     out_dir = tmp_path / "out"
@@ -215,7 +215,7 @@ def drive_render(case: dict, tmp_path: Path, **_) -> Outcome:
 
 
 def drive_read_metadata(case: dict, **_) -> Outcome:
-    from illume_core.geneval import read_metadata
+    from illume_core.world.geneval import read_metadata
 
     return library(read_metadata, CORPUS / case["input"])
 
@@ -227,7 +227,7 @@ def drive_scores(case: dict, **_) -> Outcome:
 
 
 def drive_get_preset(case: dict, **_) -> Outcome:
-    from illume_core.config import get_preset
+    from illume_core.model.config import get_preset
 
     return library(get_preset, case["input"]["name"], **case["input"].get("overrides", {}))
 
@@ -248,7 +248,7 @@ def mutate(ck: Path, mutation: dict) -> None:
 
 
 def drive_load_checkpoint(case: dict, tmp_path: Path, checkpoint: Path, **_) -> Outcome:
-    from illume_core.checkpoint import load_checkpoint
+    from illume_core.model.checkpoint import load_checkpoint
 
     ck = tmp_path / "ck"
     shutil.copytree(checkpoint, ck)
@@ -354,7 +354,7 @@ def drive_sql(case: dict, tmp_path: Path, sql_lake, **_) -> Outcome:
 
 
 def drive_parse_assessment(case: dict, **_) -> Outcome:
-    from illume_core.assessment import MAX_PARSE_CHARS, parse_assessment
+    from illume_core.self_enhance.assessment import MAX_PARSE_CHARS, parse_assessment
 
     spec = case["input"]
     if isinstance(spec, str):
@@ -376,13 +376,13 @@ def drive_parse_assessment(case: dict, **_) -> Outcome:
 
 
 def drive_to_pil(case: dict, **_) -> Outcome:
-    from illume_core.images import to_pil
+    from illume_core.model.images import to_pil
 
     return library(to_pil, torch.full((2, 3, 8, 8), float(case["input"]["fill"])))
 
 
 def drive_train_loop(case: dict, **_) -> Outcome:
-    from illume_core.training import ParamGroup, TrainConfig, train_loop
+    from illume_core.train.loop import ParamGroup, TrainConfig, train_loop
 
     bad_step, bad_value = case["input"]["at_step"], float(case["input"]["loss"])
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ import torch
 from model_helpers import micro_model, scene_image, text_tokenizer
 from safetensors import safe_open
 
-from illume_core.checkpoint import (
+from illume_core.model.checkpoint import (
     CheckpointIntegrityError,
     CheckpointMissingFileError,
     load_checkpoint,
@@ -18,9 +18,9 @@ from illume_core.checkpoint import (
     read_manifest,
     save_checkpoint,
 )
-from illume_core.recipes import get_recipe
-from illume_core.sampling import generate_images
-from illume_core.vision_tokenizer import SemanticTokenizer
+from illume_core.model.sampling import generate_images
+from illume_core.model.vision_tokenizer import SemanticTokenizer
+from illume_core.train.recipes import get_recipe
 
 torch.set_num_threads(1)
 
@@ -145,10 +145,10 @@ def test_cli_generate_best_of_keeps_the_candidate_the_model_judges_best(saved, t
     from typer.testing import CliRunner
 
     from flows.cli import app
-    from illume_core.checkpoint import load_checkpoint
-    from illume_core.likelihood import metadata_for, pick_best
-    from illume_core.processor import Processor
-    from illume_core.sampling import SamplingParams, generate_images
+    from illume_core.model.checkpoint import load_checkpoint
+    from illume_core.model.processor import Processor
+    from illume_core.model.sampling import SamplingParams, generate_images
+    from illume_core.self_enhance.likelihood import metadata_for, pick_best
 
     info = saved[0]
     prompt = "a photo of a red circle"
@@ -185,7 +185,7 @@ def test_cli_generate_best_of_keeps_the_candidate_the_model_judges_best(saved, t
 
 def _resign(directory) -> None:
     """Recompute the manifest's digests after a file was rewritten on purpose (an older writer)."""
-    from illume_core.checkpoint import MANIFEST_FILE, _files_id, _sha256
+    from illume_core.model.checkpoint import MANIFEST_FILE, _files_id, _sha256
 
     manifest = json.loads((directory / MANIFEST_FILE).read_text())
     manifest["files"] = {name: _sha256(directory / name) for name in manifest["files"]}
@@ -207,7 +207,7 @@ def test_checkpoint_from_before_adapter_pool_loads_with_one_position_per_cell(tm
 
 
 def test_tokenizer_of_an_older_shape_is_refused_with_what_to_do(tmp_path):
-    from illume_core.checkpoint import CheckpointFormatError
+    from illume_core.model.checkpoint import CheckpointFormatError
 
     model, proc = micro_model()
     old = SemanticTokenizer(proc.cfg)
@@ -219,7 +219,7 @@ def test_tokenizer_of_an_older_shape_is_refused_with_what_to_do(tmp_path):
 
 
 def test_model_whose_encoder_has_no_conv_stem_is_refused_with_what_to_do(tmp_path):
-    from illume_core.checkpoint import CheckpointFormatError
+    from illume_core.model.checkpoint import CheckpointFormatError
 
     model, proc = micro_model()
     del model.vision_model.stem  # the encoder before its conv stem

@@ -4,8 +4,8 @@ import random
 from typer.testing import CliRunner
 
 from flows.cli import app
-from illume_core.prompts import generate_prompts, scene_for, violate
-from illume_core.world import render
+from illume_core.world.prompts import generate_prompts, scene_for, violate
+from illume_core.world.scenes import render
 
 
 def test_judge_then_scores(tmp_path):

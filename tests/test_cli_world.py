@@ -5,8 +5,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from flows.cli import app
-from illume_core.geneval import parse_line, read_metadata
-from illume_core.prompts import Holdout
+from illume_core.world.geneval import parse_line, read_metadata
+from illume_core.world.prompts import Holdout
 
 runner = CliRunner()
 GOOD = '{"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "red"}], "prompt": "a photo of a red circle"}'

@@ -1,6 +1,6 @@
 import pytest
 
-from illume_core.config import PRESETS, IllumeConfig, get_preset
+from illume_core.model.config import PRESETS, IllumeConfig, get_preset
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -97,8 +97,8 @@ def test_reading_order_is_the_default_and_older_lakes_load_without_it(tmp_path):
 
 
 def test_counting_scenes_lose_their_distractors_and_older_lakes_keep_them(tmp_path):
-    from illume_core.geneval import TAGS
     from illume_core.settings import PipelineSettings
+    from illume_core.world.geneval import TAGS
 
     s, loaded = _without_field(tmp_path, "distractors")
     assert set(s.corpus.distractors) == set(TAGS) - {"counting"}

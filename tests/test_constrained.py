@@ -9,15 +9,15 @@ import pytest
 import torch
 from model_helpers import micro_model, scene_image, text_tokenizer
 
-from illume_core.assessment import (
+from illume_core.model.sampling import answer
+from illume_core.self_enhance.assessment import (
     Assessment,
     DimensionAssessment,
     assessment_question,
     format_assessment,
     parse_assessment,
 )
-from illume_core.constrained import DONE, AssessmentGrammar
-from illume_core.sampling import answer
+from illume_core.self_enhance.constrained import DONE, AssessmentGrammar
 
 torch.set_num_threads(1)
 

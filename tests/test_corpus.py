@@ -2,8 +2,8 @@ import random
 
 import pytest
 
-from illume_core.assessment import format_assessment, from_evaluation, parse_assessment
-from illume_core.corpus import (
+from illume_core.self_enhance.assessment import format_assessment, from_evaluation, parse_assessment
+from illume_core.world.corpus import (
     EDIT_KINDS,
     assessment_example,
     caption,
@@ -13,10 +13,10 @@ from illume_core.corpus import (
     text_corpus,
     vqa_pairs,
 )
-from illume_core.geneval import TAGS
-from illume_core.prompts import Holdout
-from illume_core.rules import evaluate
-from illume_core.world import COLORS, NUMBERS, SHAPES, Obj, Scene, min_gap, relation, sample_scene
+from illume_core.world.geneval import TAGS
+from illume_core.world.prompts import Holdout
+from illume_core.world.rules import evaluate
+from illume_core.world.scenes import COLORS, NUMBERS, SHAPES, Obj, Scene, min_gap, relation, sample_scene
 
 WORD_TO_N = {"zero": 0, **{w: n for n, w in NUMBERS.items()}}
 

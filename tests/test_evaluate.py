@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from illume_core.evaluate import (
+from illume_core.eval.evaluations import (
     assessment_confusion,
     balanced_accuracy,
     confusion_rows,
@@ -17,11 +17,11 @@ from illume_core.evaluate import (
     edit_scores,
     extra_objects,
 )
-from illume_core.geneval import parse_line
-from illume_core.images import png_bytes
 from illume_core.judge import Detection, judge_image
-from illume_core.prompts import scene_for
-from illume_core.world import Obj, Scene, place_more, render
+from illume_core.model.images import png_bytes
+from illume_core.world.geneval import parse_line
+from illume_core.world.prompts import scene_for
+from illume_core.world.scenes import Obj, Scene, place_more, render
 
 
 def _judgment(i: int, **truth) -> dict:
@@ -86,7 +86,7 @@ def test_edit_scores_judge_drawn_images_against_their_targets():
 
 def test_a_repeated_prompt_draws_new_images_instead_of_the_same_ones_again():
     """ShapesEval repeats prompts where a tag's space is small (single object: 5 in the seen split)."""
-    from illume_core.evaluate import sample_items, shapeseval_prompts
+    from illume_core.eval.evaluations import sample_items, shapeseval_prompts
 
     metas = shapeseval_prompts(20)["eval"]
     single = [m for m in metas if m.tag == "single_object"]

@@ -141,8 +141,9 @@ def test_a_copied_lake_keeps_its_caches_and_reruns_only_assess(round_lake, prefe
 
 def test_cache_keys_follow_what_the_budget_and_recipes_stand_for(monkeypatch):
     """A budget or recipe changed under the same name gives training tasks a new key (no stale model)."""
-    from illume_core import recipes, settings
+    from illume_core import settings
     from illume_core.settings import PipelineSettings
+    from illume_core.train import recipes
     from tasks.steps import CACHE_POLICY
 
     sj = PipelineSettings(budget="smoke").model_dump_json()
@@ -170,7 +171,7 @@ def test_cache_keys_follow_what_the_budget_and_recipes_stand_for(monkeypatch):
 def test_drawing_tasks_key_on_the_sampling_setting(monkeypatch, tmp_path, prefect_harness):
     """A changed image-sampling setting gives sample and evaluate new keys (no stale drawings or
     scores), and leaves the other tasks' keys alone."""
-    from illume_core import sampling
+    from illume_core.model import sampling
     from tasks.steps import CACHE_POLICY, DRAWING_CACHE_POLICY
 
     inputs = {"lake": "/l", "round": 0, "checkpoint": "/l/checkpoints/abc"}
@@ -243,7 +244,7 @@ def test_second_round_on_a_busy_lake_is_refused(base_lake, tmp_path):
 
 def test_data_parallel_stage_on_two_cpu_workers(base_lake, tmp_path, monkeypatch):
     """The Ray Train path (TorchTrainer + DDP over gloo on CPU) trains and writes one checkpoint."""
-    from illume_core.checkpoint import read_manifest
+    from illume_core.model.checkpoint import read_manifest
     from illume_core.settings import PipelineSettings
     from storage.registry import current_checkpoint
     from tasks.trainer import train_on_actor
@@ -266,8 +267,8 @@ def test_a_preference_round_runs_through_prefect_and_trains_on_the_pairs_it_foun
     The smoke model rejects every sample it draws, so here that is zero pairs; the DPO loss on
     real pairs is tested in tests/test_preference.py."""
     from flows.pipeline import self_enhancement_round
-    from illume_core.checkpoint import read_manifest
-    from illume_core.reformat import assessment_of
+    from illume_core.model.checkpoint import read_manifest
+    from illume_core.self_enhance.reformat import assessment_of
     from storage.registry import get_lake
 
     lake = _copy(base_lake, tmp_path, "preference")

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from illume_core.geneval import TAGS
 from illume_core.judge import (
     UNKNOWN,
     detect,
@@ -16,8 +15,9 @@ from illume_core.judge import (
     render_degraded,
     summarize,
 )
-from illume_core.prompts import KIND_DIMENSION, generate_prompts, kinds_for, scene_for, violate
-from illume_core.world import BACKGROUND, COLORS, SHAPES, Obj, Scene, render
+from illume_core.world.geneval import TAGS
+from illume_core.world.prompts import KIND_DIMENSION, generate_prompts, kinds_for, scene_for, violate
+from illume_core.world.scenes import BACKGROUND, COLORS, SHAPES, Obj, Scene, render
 
 
 def found(scene_or_img) -> list[tuple[str, str, tuple[int, int, int, int]]]:
@@ -46,7 +46,7 @@ def test_every_shape_and_colour_is_found_exactly(size):
 
 def test_random_scenes_at_64():
     rng = random.Random(3)
-    from illume_core.world import sample_scene
+    from illume_core.world.scenes import sample_scene
 
     for _ in range(40):
         scene = sample_scene(rng, 64)

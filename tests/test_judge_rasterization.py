@@ -5,7 +5,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from illume_core.judge import UNKNOWN, detect
-from illume_core.world import BACKGROUND, COLORS
+from illume_core.world.scenes import BACKGROUND, COLORS
 
 
 def test_the_reported_pink_diamond_is_a_diamond():

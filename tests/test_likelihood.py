@@ -1,4 +1,4 @@
-"""Self-assessment by likelihood (illume_core/likelihood.py): counterfactual prompts that break
+"""Self-assessment by likelihood (illume_core/self_enhance/likelihood.py): counterfactual prompts that break
 exactly the dimension they are filed under, and the verdict rule over the model's likelihoods."""
 
 from __future__ import annotations
@@ -9,9 +9,14 @@ import pytest
 import torch
 from test_pattern_tokenizer import _tokenizer_model
 
-from illume_core.likelihood import LikelihoodMargins, assess_by_likelihood, code_loglik, counterfactuals
-from illume_core.prompts import TAGS, all_prompts, generate_prompts, scene_for
-from illume_core.rules import DIMENSIONS, evaluate
+from illume_core.self_enhance.likelihood import (
+    LikelihoodMargins,
+    assess_by_likelihood,
+    code_loglik,
+    counterfactuals,
+)
+from illume_core.world.prompts import TAGS, all_prompts, generate_prompts, scene_for
+from illume_core.world.rules import DIMENSIONS, evaluate
 
 
 @pytest.mark.parametrize("tag", TAGS)
@@ -109,8 +114,8 @@ def test_the_engine_assesses_drawings_by_likelihood_in_the_assessment_format(tmp
     verdicts of `assess_by_likelihood`."""
     from model_helpers import save_micro_checkpoint
 
-    from illume_core.engine import Engine
-    from illume_core.evaluate import prompt_id
+    from illume_core.eval.evaluations import prompt_id
+    from illume_core.model.engine import Engine
 
     save_micro_checkpoint(tmp_path / "ck")
     e = Engine(tmp_path / "ck")

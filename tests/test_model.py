@@ -8,9 +8,9 @@ import torch
 from model_helpers import micro_model, scene_image, text_tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from illume_core.config import PRESETS, get_preset
-from illume_core.model import IllumeModel, count_parameters
-from illume_core.recipes import get_recipe
+from illume_core.model.config import PRESETS, get_preset
+from illume_core.model.unified import IllumeModel, count_parameters
+from illume_core.train.recipes import get_recipe
 
 torch.set_num_threads(1)  # two cores are shared; one thread avoids oversubscription
 
@@ -46,7 +46,7 @@ def test_preset_builds_with_expected_shapes(name):
 
 
 def test_adapter_pool_merges_each_block_of_neighbouring_cells():
-    from illume_core.model import Aligner
+    from illume_core.model.unified import Aligner
 
     torch.manual_seed(0)
     al = Aligner(vision_width=3, hidden_size=8, grid=4, pool=2)

@@ -10,18 +10,18 @@ import pytest
 import torch
 from model_helpers import MICRO
 
-from illume_core.config import get_preset
-from illume_core.images import palette_index, to_pil, to_tensor
 from illume_core.judge import judge_image
-from illume_core.model import IllumeModel
-from illume_core.processor import Processor
-from illume_core.prompts import generate_prompts, scene_for
-from illume_core.recipes import get_recipe
-from illume_core.sampling import SamplingParams, generate_images
-from illume_core.text_tokenizer import TextTokenizer
-from illume_core.vision_tokenizer import PatternTokenizer, cell_classes
-from illume_core.vision_training import fit_pattern_tokenizer
-from illume_core.world import Obj, Scene, render, sample_scene
+from illume_core.model.config import get_preset
+from illume_core.model.images import palette_index, to_pil, to_tensor
+from illume_core.model.processor import Processor
+from illume_core.model.sampling import SamplingParams, generate_images
+from illume_core.model.text_tokenizer import TextTokenizer
+from illume_core.model.unified import IllumeModel
+from illume_core.model.vision_tokenizer import PatternTokenizer, cell_classes
+from illume_core.train.recipes import get_recipe
+from illume_core.train.vision import fit_pattern_tokenizer
+from illume_core.world.prompts import generate_prompts, scene_for
+from illume_core.world.scenes import Obj, Scene, render, sample_scene
 
 torch.set_num_threads(1)
 
@@ -233,7 +233,7 @@ def test_memorized_pairs_are_drawn_as_the_tokenizer_reconstructs_them(fitted64):
 
 
 def test_an_old_tiny_checkpoint_is_refused_with_advice():
-    from illume_core.checkpoint import CheckpointFormatError, refuse_renamed_preset
+    from illume_core.model.checkpoint import CheckpointFormatError, refuse_renamed_preset
 
     old = get_preset("tiny-256").model_dump()
     old["name"] = "tiny"

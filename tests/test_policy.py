@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from illume_core.assessment import parse_assessment
-from illume_core.evaluate import prompt_id
-from illume_core.images import png_bytes
-from illume_core.policy import draw_round_prompts, judge_assessment, promotion
-from illume_core.prompts import generate_prompts, scene_for
-from illume_core.world import Obj, Scene, render
+from illume_core.eval.evaluations import prompt_id
+from illume_core.model.images import png_bytes
+from illume_core.self_enhance.assessment import parse_assessment
+from illume_core.self_enhance.policy import draw_round_prompts, judge_assessment, promotion
+from illume_core.world.prompts import generate_prompts, scene_for
+from illume_core.world.scenes import Obj, Scene, render
 
 
 def test_the_round_draw_is_tag_balanced_seeded_and_without_repeats():

@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_pattern_tokenizer import _tokenizer_model
 
-from illume_core.preference import PreferencePair, dpo_loss, pair_batches, sequence_logprobs
+from illume_core.train.preference import PreferencePair, dpo_loss, pair_batches, sequence_logprobs
 
 torch.set_num_threads(1)
 
@@ -57,9 +57,9 @@ def test_dpo_raises_the_chosen_image_over_the_rejected_one():
 def test_round_preference_rows_become_pairs_and_join_the_stage_loss():
     import json
 
-    from illume_core.recipes import get_recipe
-    from illume_core.reformat import resolve, resolve_preferences
-    from illume_core.stages import Parts, _loss_fn
+    from illume_core.self_enhance.reformat import resolve, resolve_preferences
+    from illume_core.train.recipes import get_recipe
+    from illume_core.train.stages import Parts, _loss_fn
 
     model, proc = _tokenizer_model(seed=2)
     good, bad = torch.randint(0, 640, (16,)), torch.randint(0, 640, (16,))

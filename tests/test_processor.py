@@ -8,9 +8,14 @@ import pytest
 import torch
 from model_helpers import micro_model, scene_image, text_tokenizer
 
-from illume_core.assessment import Assessment, DimensionAssessment, format_assessment, parse_assessment
-from illume_core.processor import IGNORE_INDEX, UNCOND_PROMPT
-from illume_core.text_tokenizer import TextTokenizer
+from illume_core.model.processor import IGNORE_INDEX, UNCOND_PROMPT
+from illume_core.model.text_tokenizer import TextTokenizer
+from illume_core.self_enhance.assessment import (
+    Assessment,
+    DimensionAssessment,
+    format_assessment,
+    parse_assessment,
+)
 
 
 def test_text_tokenizer_round_trips_text_and_file(tmp_path):

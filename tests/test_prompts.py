@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from illume_core.geneval import TAGS, iter_metadata, parse_line, read_metadata
-from illume_core.prompts import (
+from illume_core.world.geneval import TAGS, iter_metadata, parse_line, read_metadata
+from illume_core.world.prompts import (
     KIND_DIMENSION,
     Holdout,
     all_prompts,
@@ -16,8 +16,8 @@ from illume_core.prompts import (
     scene_for,
     violate,
 )
-from illume_core.rules import evaluate
-from illume_core.world import SHAPES, Obj, first_cell, relation
+from illume_core.world.rules import evaluate
+from illume_core.world.scenes import SHAPES, Obj, first_cell, relation
 
 GENEVAL_FILE = Path("/work/shared/geneval/evaluation_metadata.jsonl")
 

@@ -1,6 +1,6 @@
-from illume_core.geneval import parse_line
-from illume_core.rules import describe_counts, evaluate
-from illume_core.world import Obj
+from illume_core.world.geneval import parse_line
+from illume_core.world.rules import describe_counts, evaluate
+from illume_core.world.scenes import Obj
 
 
 def meta(s):

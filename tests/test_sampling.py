@@ -7,7 +7,7 @@ import torch
 from model_helpers import micro_model, scene_image
 from pydantic import ValidationError
 
-from illume_core.sampling import SamplingParams, answer, edit_images, generate_images, sample_logits
+from illume_core.model.sampling import SamplingParams, answer, edit_images, generate_images, sample_logits
 
 torch.set_num_threads(1)
 
@@ -80,7 +80,7 @@ def test_sampling_params_refuse_settings_that_mean_nothing():
 def test_nucleus_keeps_the_same_tokens_as_a_full_sort():
     """The top-k shortcut of top-p drops exactly what ranking the whole vocabulary drops, also for
     a row whose nucleus reaches past the shortcut's head."""
-    from illume_core.sampling import _nucleus
+    from illume_core.model.sampling import _nucleus
 
     torch.manual_seed(0)
     sharp = torch.randn(3, 5000) * 4  # nuclei of a few tokens

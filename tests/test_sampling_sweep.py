@@ -32,6 +32,6 @@ def test_bad_settings_are_refused(bad):
 
 
 def test_tuning_prompts_are_not_shapeseval_prompts():
-    from illume_core.evaluate import SHAPESEVAL_SEED
+    from illume_core.eval.evaluations import SHAPESEVAL_SEED
 
     assert _sweep().PROMPT_SEED != SHAPESEVAL_SEED

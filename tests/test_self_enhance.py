@@ -9,14 +9,14 @@ import pytest
 import torch
 from model_helpers import micro_model, save_micro_checkpoint
 
-from illume_core.data import BaseCorpus, CorpusSpec, SelfExample, StageData, conversation_example
-from illume_core.engine import Engine, assessment_fields, sample_seed
-from illume_core.evaluate import agreement, tag_scores
-from illume_core.geneval import TAGS, parse_line
-from illume_core.recipes import RECIPES, get_recipe
-from illume_core.reformat import check_strategies, reformat, tag_repeats
-from illume_core.stages import stage_groups, train_stage
-from illume_core.world import render, sample_scene
+from illume_core.eval.evaluations import agreement, tag_scores
+from illume_core.model.engine import Engine, assessment_fields, sample_seed
+from illume_core.self_enhance.reformat import check_strategies, reformat, tag_repeats
+from illume_core.train.data import BaseCorpus, CorpusSpec, SelfExample, StageData, conversation_example
+from illume_core.train.recipes import RECIPES, get_recipe
+from illume_core.train.stages import stage_groups, train_stage
+from illume_core.world.geneval import TAGS, parse_line
+from illume_core.world.scenes import render, sample_scene
 
 META = parse_line(
     '{"tag": "counting", "include": [{"class": "square", "count": 2}], '
@@ -265,7 +265,7 @@ def test_t2i_tag_weights_set_how_many_pairs_each_tag_gets(micro_checkpoint):
 
 
 def test_reading_order_corpus_starts_named_objects_in_prompt_order(micro_checkpoint):
-    from illume_core.prompts import in_reading_order
+    from illume_core.world.prompts import in_reading_order
 
     _, parts = micro_checkpoint
     cell = parts.cfg.gen_cell

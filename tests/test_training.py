@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from illume_core.training import (
+from illume_core.train.loop import (
     MuonAdamW,
     NonFiniteLossError,
     ParamGroup,
@@ -72,7 +72,7 @@ def test_loss_falls():
 
 
 def test_auto_precision_is_bf16_exactly_where_the_cpu_multiplies_it_natively(monkeypatch):
-    import illume_core.training as training
+    import illume_core.train.loop as training
 
     cpu = torch.device("cpu")
     for native, expected in ((True, torch.bfloat16), (False, None)):

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from illume_core.checkpoint import load_checkpoint, read_manifest
-from illume_core.config import get_preset
+from illume_core.model.checkpoint import load_checkpoint, read_manifest
+from illume_core.model.config import get_preset
 from illume_core.settings import PipelineSettings
-from illume_core.stages import shared_vision
+from illume_core.train.stages import shared_vision
 from storage import registry
 
 

@@ -7,12 +7,12 @@ import random
 import pytest
 import torch
 
-from illume_core.config import get_preset
-from illume_core.images import to_tensor
-from illume_core.vision import VisionEncoder
-from illume_core.vision_tokenizer import PixelVQTokenizer, SemanticTokenizer, VectorQuantizer
-from illume_core.vision_training import reconstruction_accuracy, train_pixel_tokenizer, train_tokenizer
-from illume_core.world import render, sample_scene
+from illume_core.model.config import get_preset
+from illume_core.model.images import to_tensor
+from illume_core.model.vision_encoder import VisionEncoder
+from illume_core.model.vision_tokenizer import PixelVQTokenizer, SemanticTokenizer, VectorQuantizer
+from illume_core.train.vision import reconstruction_accuracy, train_pixel_tokenizer, train_tokenizer
+from illume_core.world.scenes import render, sample_scene
 
 torch.set_num_threads(2)
 
@@ -163,7 +163,7 @@ def test_first_training_call_spreads_codes_over_distinct_vectors():
 def test_pattern_table_decodes_a_single_pattern_code_to_its_exact_pixels():
     # two training calls, no gradient step (the first only places the codes): the table alone
     # must already draw exactly every cell whose code stood for that one pattern in every call
-    from illume_core.images import palette_index
+    from illume_core.model.images import palette_index
 
     torch.manual_seed(0)
     cfg = get_preset("tiny-256")

@@ -3,7 +3,7 @@ import random
 import numpy as np
 import pytest
 
-from illume_core.world import (
+from illume_core.world.scenes import (
     BACKGROUND,
     COLORS,
     MAX_FRAC,

@@ -31,7 +31,7 @@ from illume_core.judge.geneval_io import (
 )
 from illume_core.judge.pixels import COLOR_NAMES, UNKNOWN, to_rgb_array
 from illume_core.judge.shapes import SHAPE_NAMES
-from illume_core.rules import DIMENSIONS
+from illume_core.world.rules import DIMENSIONS
 
 __all__ = [
     "COLOR_NAMES",

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from illume_core.judge.pixels import COLOR_NAMES
-from illume_core.world import BACKGROUND, COLORS, Scene, draw_object
+from illume_core.world.scenes import BACKGROUND, COLORS, Scene, draw_object
 
 
 def render_degraded(

@@ -23,7 +23,7 @@ from illume_core.judge.pixels import (
     to_rgb_array,
 )
 from illume_core.judge.shapes import SHAPE_NAMES, gauss_blur
-from illume_core.world import BACKGROUND
+from illume_core.world.scenes import BACKGROUND
 
 # regions with a longer box side are block-averaged to about this side before the fit: the shape is
 # as clear there and the cached templates stay small

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from illume_core.geneval import TAGS, Metadata, MetadataError, iter_metadata
 from illume_core.judge.detect import detect
-from illume_core.rules import evaluate
+from illume_core.world.geneval import TAGS, Metadata, MetadataError, iter_metadata
+from illume_core.world.rules import evaluate
 
 
 @dataclass

@@ -13,7 +13,7 @@ from itertools import combinations
 import numpy as np
 from PIL import Image
 
-from illume_core.world import BACKGROUND, COLORS
+from illume_core.world.scenes import BACKGROUND, COLORS
 
 UNKNOWN = "unknown"
 COLOR_NAMES: tuple[str, ...] = tuple(COLORS)

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from illume_core.world import SHAPES
+from illume_core.world.scenes import SHAPES
 
 SHAPE_NAMES: tuple[str, ...] = tuple(SHAPES)
 # share of the box each shape fills, and the height of its centroid below the box's centre (per side)

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from illume_core.geneval import parse_line
-from illume_core.prompts import scene_for
-from illume_core.world import render
+from illume_core.world.geneval import parse_line
+from illume_core.world.prompts import scene_for
+from illume_core.world.scenes import render
 
 HERE = Path(__file__).resolve().parent
 GOOD_LINE = {

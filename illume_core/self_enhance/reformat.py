@@ -10,7 +10,7 @@ Strategies, which combine:
   more of its easy drawings (single objects, colours) than of its hard ones (counting,
   position), and a round should not teach mostly what it already draws well.
 - `preference`: accepted / rejected pairs for the same prompt, trained with DPO beside the
-  supervised fine-tuning (`resolve_preferences`, illume_core/preference.py).
+  supervised fine-tuning (`resolve_preferences`, illume_core/train/preference.py).
 Inputs and outputs are plain rows; images are referenced by sample key, never copied.
 """
 
@@ -23,7 +23,8 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from illume_core.assessment import (
+from illume_core.model.images import from_png
+from illume_core.self_enhance.assessment import (
     DIMENSIONS,
     Assessment,
     DimensionAssessment,
@@ -31,10 +32,9 @@ from illume_core.assessment import (
     correction_turn,
     format_assessment,
 )
-from illume_core.data import SelfExample
-from illume_core.geneval import Metadata
-from illume_core.images import from_png
-from illume_core.preference import PreferencePair
+from illume_core.train.data import SelfExample
+from illume_core.train.preference import PreferencePair
+from illume_core.world.geneval import Metadata
 
 STRATEGIES = ("assessment", "accepted_t2i", "balanced_t2i", "preference")
 SFT_STRATEGIES = ("assessment", "accepted_t2i", "balanced_t2i")  # the ones fine-tuning trains on

@@ -16,9 +16,9 @@ from einops import rearrange
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from illume_core.config import PATTERN_COLOURS, IllumeConfig
-from illume_core.recipes import PARAM_GROUPS  # the groups a recipe trains, with their learning rates
-from illume_core.vision import VisionEncoder
+from illume_core.model.config import PATTERN_COLOURS, IllumeConfig
+from illume_core.model.vision_encoder import VisionEncoder
+from illume_core.train.recipes import PARAM_GROUPS  # the groups a recipe trains, with their learning rates
 
 
 @dataclass
@@ -363,7 +363,7 @@ class IllumeModel(nn.Module):
     def param_groups(self, stage: int, lrs: dict[str, float]) -> list[dict]:
         """Optimizer groups for a stage; also freezes every parameter no group trains.
 
-        `lrs` (a recipe's, illume_core/recipes.py) names the trained groups and their learning rates:
+        `lrs` (a recipe's, illume_core/train/recipes.py) names the trained groups and their learning rates:
         'adapter' (aligner), 'vision' (the encoder), 'llm' (the LLM; without its embedding and
         head matrices when 'image_embed_head' is trained too), 'image_embed_head' (embed_tokens
         and lm_head). When 'image_embed_head' is trained with the LLM frozen (stage 1), only the

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from illume_core.world import COLORS, RELATIONS, SHAPES
+from illume_core.world.scenes import COLORS, RELATIONS, SHAPES
 
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 Tag = Literal["single_object", "two_object", "counting", "colors", "position", "color_attr"]

@@ -28,11 +28,11 @@ from collections.abc import Sequence
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from illume_core import prompts as P
-from illume_core.assessment import Assessment, DimensionAssessment
-from illume_core.geneval import Metadata
-from illume_core.rules import DIMENSIONS
-from illume_core.world import COLORS, RELATIONS, SHAPES
+from illume_core.self_enhance.assessment import Assessment, DimensionAssessment
+from illume_core.world import prompts as P
+from illume_core.world.geneval import Metadata
+from illume_core.world.rules import DIMENSIONS
+from illume_core.world.scenes import COLORS, RELATIONS, SHAPES
 
 
 class LikelihoodMargins(BaseModel):

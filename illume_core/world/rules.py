@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from illume_core.geneval import Metadata
-from illume_core.world import COLORS, NUMBERS, SHAPES, relation
+from illume_core.world.geneval import Metadata
+from illume_core.world.scenes import COLORS, NUMBERS, SHAPES, relation
 
 DIMENSIONS = ("object", "count", "color", "spatial")
 

@@ -16,19 +16,19 @@ from pathlib import Path
 
 import torch
 
-from illume_core import corpus
-from illume_core.checkpoint import CheckpointInfo, LoadedCheckpoint, save_checkpoint
-from illume_core.config import IllumeConfig
-from illume_core.data import BaseCorpus, SelfExample, StageData
-from illume_core.model import IllumeModel
-from illume_core.preference import PreferencePair, dpo_loss, pair_batches
-from illume_core.processor import Processor
-from illume_core.recipes import StageRecipe
+from illume_core.model.checkpoint import CheckpointInfo, LoadedCheckpoint, save_checkpoint
+from illume_core.model.config import IllumeConfig
+from illume_core.model.processor import Processor
+from illume_core.model.text_tokenizer import TextTokenizer
+from illume_core.model.unified import IllumeModel
+from illume_core.model.vision_tokenizer import PatternTokenizer, SemanticTokenizer
 from illume_core.settings import VisionBudget
-from illume_core.text_tokenizer import TextTokenizer
-from illume_core.training import ParamGroup, TrainConfig, TrainState, train_loop
-from illume_core.vision_tokenizer import PatternTokenizer, SemanticTokenizer
-from illume_core.vision_training import train_encoder, train_tokenizer
+from illume_core.train.data import BaseCorpus, SelfExample, StageData
+from illume_core.train.loop import ParamGroup, TrainConfig, TrainState, train_loop
+from illume_core.train.preference import PreferencePair, dpo_loss, pair_batches
+from illume_core.train.recipes import StageRecipe
+from illume_core.train.vision import train_encoder, train_tokenizer
+from illume_core.world import corpus
 
 
 @dataclass
@@ -92,7 +92,7 @@ def shared_vision(
     would silently change what this run trains. The adapter and the LLM may differ: this run
     builds its own.
     """
-    from illume_core.checkpoint import load_checkpoint
+    from illume_core.model.checkpoint import load_checkpoint
 
     ck = load_checkpoint(checkpoint)
     theirs, ours = ck.config.vision_part(), cfg.vision_part()

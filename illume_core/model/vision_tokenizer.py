@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from illume_core.config import PATTERN_COLOURS, IllumeConfig
-from illume_core.images import palette_index, palette_render
-from illume_core.vision import NUM_CLASSES, VisionEncoder
+from illume_core.model.config import PATTERN_COLOURS, IllumeConfig
+from illume_core.model.images import palette_index, palette_render
+from illume_core.model.vision_encoder import NUM_CLASSES, VisionEncoder
 
 OBJECT_WEIGHT = 4.0  # cross-entropy weight of object pixels against 1 for background pixels
 # the decoder's per-code pattern table: the weight of its uniform start (a code's first cells

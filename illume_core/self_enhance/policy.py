@@ -10,9 +10,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from illume_core.assessment import format_assessment, from_evaluation
-from illume_core.evaluate import prompt_id
-from illume_core.geneval import Metadata
+from illume_core.eval.evaluations import prompt_id
+from illume_core.self_enhance.assessment import format_assessment, from_evaluation
+from illume_core.world.geneval import Metadata
 
 
 def draw_round_prompts(prompts: Sequence[Metadata], n: int, round: int, seed: int) -> list[Metadata]:
@@ -36,9 +36,9 @@ def judge_assessment(meta: Metadata, png: bytes) -> str:
     """The judge's verdicts on a sample (PNG bytes) for `meta`, written as the model writes its
     self-assessment (the judge-as-teacher arm). An image that cannot be read gives a text the
     parser rejects: a recorded failed assessment, not a failed round."""
-    from illume_core.images import from_png
     from illume_core.judge import detect
-    from illume_core.rules import evaluate
+    from illume_core.model.images import from_png
+    from illume_core.world.rules import evaluate
 
     try:
         objects = detect(from_png(png)).objects

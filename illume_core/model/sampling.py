@@ -17,9 +17,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import StaticCache
 
-from illume_core.constrained import AssessmentGrammar
-from illume_core.model import IllumeModel
-from illume_core.processor import Batch, ImageLike, Processor
+from illume_core.model.processor import Batch, ImageLike, Processor
+from illume_core.model.unified import IllumeModel
+from illume_core.self_enhance.constrained import AssessmentGrammar
 
 
 class SamplingParams(BaseModel):

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from illume_core.checkpoint import load_checkpoint, load_optimizer_state, read_manifest
-from illume_core.data import BaseCorpus
-from illume_core.recipes import get_recipe
-from illume_core.reformat import resolve, resolve_preferences
+from illume_core.model.checkpoint import load_checkpoint, load_optimizer_state, read_manifest
+from illume_core.self_enhance.reformat import resolve, resolve_preferences
 from illume_core.settings import PipelineSettings
-from illume_core.stages import Parts, save_stage, train_stage
+from illume_core.train.data import BaseCorpus
+from illume_core.train.recipes import get_recipe
+from illume_core.train.stages import Parts, save_stage, train_stage
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, fields
 import torch
 from PIL import Image
 
-from illume_core.config import IllumeConfig
-from illume_core.images import to_tensor
-from illume_core.text_tokenizer import SPECIAL_TOKENS, TextTokenizer
+from illume_core.model.config import IllumeConfig
+from illume_core.model.images import to_tensor
+from illume_core.model.text_tokenizer import SPECIAL_TOKENS, TextTokenizer
 
 IGNORE_INDEX = -100  # label of a position that is not trained on (prompt, padding)
 CFG_DROP_PROB = 0.1  # ILLUME drops the text condition of 10% of text-to-image examples
@@ -78,7 +78,7 @@ class Processor:
 
     def assessment(self, image: ImageLike, prompt: str, assessment) -> Example:
         """The model's self-assessment of `image` against its `prompt`; answer = format_assessment."""
-        from illume_core.assessment import assessment_question, format_assessment
+        from illume_core.self_enhance.assessment import assessment_question, format_assessment
 
         question = assessment_question(prompt)
         return self._text_answer(

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# the data kinds a batch can be drawn from (see illume_core/data.py)
+# the data kinds a batch can be drawn from (see illume_core/train/data.py)
 TASK_KINDS = ("text", "caption", "reconstruct", "t2i", "edit", "vqa", "assess", "self")
 # the parameter groups a recipe can train (see IllumeModel.param_groups)
 PARAM_GROUPS = ("adapter", "image_embed_head", "llm", "vision")
@@ -35,7 +35,7 @@ class StageRecipe(BaseModel):
     steps: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)
     warmup_steps: int = Field(0, ge=0)
-    # DPO on the round's accepted / rejected pairs (illume_core/preference.py), added to each
+    # DPO on the round's accepted / rejected pairs (illume_core/train/preference.py), added to each
     # step's loss with this weight when a round gives pairs; beta is DPO's temperature
     preference_weight: float = Field(0.0, ge=0.0)
     preference_beta: float = Field(0.1, gt=0.0)

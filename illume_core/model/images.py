@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from illume_core.world import BACKGROUND, COLORS
+from illume_core.world.scenes import BACKGROUND, COLORS
 
 # class 0 is the background, then the contract's ten colours in order
 PALETTE_NAMES: tuple[str, ...] = ("background", *COLORS)

@@ -14,14 +14,19 @@ from pathlib import Path
 
 import torch
 
-from illume_core.assessment import DIMENSIONS, assessment_question, format_assessment, parse_assessment
-from illume_core.checkpoint import load_checkpoint
-from illume_core.constrained import AssessmentGrammar
-from illume_core.geneval import Metadata
-from illume_core.images import from_png, png_bytes, to_pil
-from illume_core.likelihood import LikelihoodMargins, assess_by_likelihood
-from illume_core.sampling import IMAGE_SAMPLING, SamplingParams, answer, edit_images, generate_images
-from illume_core.stages import Parts
+from illume_core.model.checkpoint import load_checkpoint
+from illume_core.model.images import from_png, png_bytes, to_pil
+from illume_core.model.sampling import IMAGE_SAMPLING, SamplingParams, answer, edit_images, generate_images
+from illume_core.self_enhance.assessment import (
+    DIMENSIONS,
+    assessment_question,
+    format_assessment,
+    parse_assessment,
+)
+from illume_core.self_enhance.constrained import AssessmentGrammar
+from illume_core.self_enhance.likelihood import LikelihoodMargins, assess_by_likelihood
+from illume_core.train.stages import Parts
+from illume_core.world.geneval import Metadata
 
 Progress = Callable[[int, int], None]
 
@@ -109,7 +114,7 @@ class Engine:
     ) -> list[dict]:
         """items: {prompt_id, sample_index, prompt, png} -> the model's own assessment rows.
 
-        `constrained` (the default) decodes under the assessment grammar (illume_core/constrained.py):
+        `constrained` (the default) decodes under the assessment grammar (illume_core/self_enhance/constrained.py):
         the model picks verdicts and reasons, the keys and separators are fixed; False lets it
         write freely (ILLUME's way, and the ablation). Unparseable answers come back with
         parse_status 'failed' or 'partial' and their raw text, never an exception: one bad
@@ -142,7 +147,7 @@ class Engine:
     ) -> list[dict]:
         """items: {prompt_id, sample_index, metadata (JSON), image_tokens} -> the model's own
         assessment rows, by the likelihood of each drawing under its prompt against prompts that
-        change one dimension (illume_core/likelihood.py). The text is written in the assessment
+        change one dimension (illume_core/self_enhance/likelihood.py). The text is written in the assessment
         format, so it parses like the model's answers and trains like them."""
         m = LikelihoodMargins(**(margins or {}))
         dropped = ("png", "metadata", "image_tokens")

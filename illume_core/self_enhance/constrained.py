@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
-from illume_core.rules import DIMENSIONS
-from illume_core.text_tokenizer import TextTokenizer
+from illume_core.model.text_tokenizer import TextTokenizer
+from illume_core.world.rules import DIMENSIONS
 
 __all__ = ["AssessmentGrammar", "REASON_CHARS"]
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from illume_core.model import IllumeModel
-from illume_core.processor import Batch, Processor
+from illume_core.model.processor import Batch, Processor
+from illume_core.model.unified import IllumeModel
 
 
 @dataclass(frozen=True)

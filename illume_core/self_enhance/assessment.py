@@ -18,9 +18,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from illume_core.geneval import Clause, Metadata
-from illume_core.rules import DIMENSIONS, Evaluation, Found
-from illume_core.world import NUMBERS, SHAPES, relation
+from illume_core.world.geneval import Clause, Metadata
+from illume_core.world.rules import DIMENSIONS, Evaluation, Found
+from illume_core.world.scenes import NUMBERS, SHAPES, relation
 
 __all__ = [
     "DIMENSIONS",

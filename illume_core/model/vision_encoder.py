@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from illume_core.config import IllumeConfig
-from illume_core.images import PALETTE
-from illume_core.world import COLORS, NUMBERS, RELATIONS, SHAPES
+from illume_core.model.config import IllumeConfig
+from illume_core.model.images import PALETTE
+from illume_core.world.scenes import COLORS, NUMBERS, RELATIONS, SHAPES
 
 NUM_CLASSES = len(PALETTE)  # palette classes per pixel: background + ten colours
 

@@ -13,11 +13,11 @@ from dataclasses import replace
 
 import torch
 
-from illume_core.config import IllumeConfig
-from illume_core.images import palette_index, to_tensor
-from illume_core.vision import ContrastiveModel, TextTower, VisionEncoder
-from illume_core.vision_tokenizer import PatternTokenizer, PixelVQTokenizer, SemanticTokenizer
-from illume_core.world import COLORS, NUMBERS, SHAPES, Scene, relation, render, sample_scene
+from illume_core.model.config import IllumeConfig
+from illume_core.model.images import palette_index, to_tensor
+from illume_core.model.vision_encoder import ContrastiveModel, TextTower, VisionEncoder
+from illume_core.model.vision_tokenizer import PatternTokenizer, PixelVQTokenizer, SemanticTokenizer
+from illume_core.world.scenes import COLORS, NUMBERS, SHAPES, Scene, relation, render, sample_scene
 
 Progress = Callable[[int, dict[str, float]], None]
 
@@ -54,7 +54,7 @@ def _fallback_caption(scene: Scene, rng: random.Random) -> str:
 def caption(scene: Scene, rng: random.Random) -> str:
     """A training caption for a scene (the corpus module's captions when it exists)."""
     try:
-        from illume_core.corpus import caption as corpus_caption
+        from illume_core.world.corpus import caption as corpus_caption
     except ImportError:
         return _fallback_caption(scene, rng)
     return corpus_caption(scene, rng)

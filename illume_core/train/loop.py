@@ -1,6 +1,6 @@
 """The training loop every stage shares: AdamW (or Muon), warmup + cosine, clipping, accumulation.
 
-A stage recipe (illume_core/recipes.py) decides what is trained at which learning rate and on
+A stage recipe (illume_core/train/recipes.py) decides what is trained at which learning rate and on
 which data; this loop only runs the steps. It uses bf16 autocast where the device supports it,
 resumes from a saved optimizer state and step, reports progress through a callback, and stops
 with `NonFiniteLossError` (writing nothing) the moment a loss is NaN or infinite.

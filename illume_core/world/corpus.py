@@ -12,17 +12,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from illume_core.assessment import (
+from illume_core.self_enhance.assessment import (
     Assessment,
     assessment_question,
     correction_turn,
     format_assessment,
     from_evaluation,
 )
-from illume_core.geneval import Metadata
-from illume_core.prompts import Holdout, Split, random_prompt, scene_for, violate
-from illume_core.rules import Evaluation, evaluate
-from illume_core.world import (
+from illume_core.world.geneval import Metadata
+from illume_core.world.prompts import Holdout, Split, random_prompt, scene_for, violate
+from illume_core.world.rules import Evaluation, evaluate
+from illume_core.world.scenes import (
     COLORS,
     NUMBERS,
     SHAPES,

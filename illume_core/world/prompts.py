@@ -15,9 +15,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from illume_core.geneval import TAGS, Clause, Metadata
-from illume_core.rules import evaluate
-from illume_core.world import (
+from illume_core.world.geneval import TAGS, Clause, Metadata
+from illume_core.world.rules import evaluate
+from illume_core.world.scenes import (
     COLORS,
     NUMBERS,
     RELATIONS,

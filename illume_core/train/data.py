@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
-from illume_core import corpus
-from illume_core.config import IllumeConfig
-from illume_core.geneval import TAGS, Metadata
-from illume_core.images import to_tensor
-from illume_core.processor import Batch, Example, Processor
-from illume_core.prompts import Holdout, generate_prompts, scene_for
-from illume_core.recipes import StageRecipe
+from illume_core.model.config import IllumeConfig
+from illume_core.model.images import to_tensor
+from illume_core.model.processor import Batch, Example, Processor
 from illume_core.settings import CorpusSpec
-from illume_core.world import Scene, render, sample_scene
+from illume_core.train.recipes import StageRecipe
+from illume_core.world import corpus
+from illume_core.world.geneval import TAGS, Metadata
+from illume_core.world.prompts import Holdout, generate_prompts, scene_for
+from illume_core.world.scenes import Scene, render, sample_scene
 
 
 class BaseCorpus:

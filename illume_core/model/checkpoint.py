@@ -22,9 +22,9 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from transformers import LlamaConfig
 
-from illume_core.config import IllumeConfig
-from illume_core.model import IllumeModel
-from illume_core.text_tokenizer import TextTokenizer
+from illume_core.model.config import IllumeConfig
+from illume_core.model.text_tokenizer import TextTokenizer
+from illume_core.model.unified import IllumeModel
 
 MODEL_FILE = "model.safetensors"
 SEMANTIC_FILE = "tokenizer.safetensors"
@@ -60,7 +60,7 @@ class CheckpointInfo:
 @dataclass
 class LoadedCheckpoint:
     model: IllumeModel
-    semantic_tokenizer: Any  # illume_core.vision_tokenizer.SemanticTokenizer, or None if none was saved
+    semantic_tokenizer: Any  # illume_core.model.vision_tokenizer.SemanticTokenizer, or None if none was saved
     text_tokenizer: TextTokenizer
     config: IllumeConfig
     manifest: dict
@@ -228,7 +228,7 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     model.to(device).eval()
     semantic = None
     if SEMANTIC_FILE in manifest["files"]:
-        from illume_core.vision_tokenizer import make_tokenizer
+        from illume_core.model.vision_tokenizer import make_tokenizer
 
         semantic = make_tokenizer(cfg)
         _load_fitting(semantic, directory / SEMANTIC_FILE, device, "semantic tokenizer")

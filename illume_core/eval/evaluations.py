@@ -18,13 +18,13 @@ import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from illume_core import corpus
-from illume_core.assessment import DIMENSIONS
-from illume_core.engine import sample_seed
-from illume_core.geneval import TAGS, Metadata
-from illume_core.images import from_png, png_bytes
-from illume_core.prompts import Holdout, generate_prompts
-from illume_core.world import render, sample_scene
+from illume_core.model.engine import sample_seed
+from illume_core.model.images import from_png, png_bytes
+from illume_core.self_enhance.assessment import DIMENSIONS
+from illume_core.world import corpus
+from illume_core.world.geneval import TAGS, Metadata
+from illume_core.world.prompts import Holdout, generate_prompts
+from illume_core.world.scenes import render, sample_scene
 
 SHAPESEVAL_SEED = 7_000_001  # never used for training data
 VQA_SEED = 7_000_002

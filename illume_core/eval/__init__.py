@@ -1,0 +1,2 @@
+"""Evaluations: ShapesEval, VQA, editing and self-assessment agreement, computed from the
+judge's verdicts and the model's answers."""
