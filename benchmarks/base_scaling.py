@@ -42,7 +42,7 @@ from illume_core.settings import BUDGETS
 from illume_core.train.data import BaseCorpus, CorpusSpec, StageData
 from illume_core.train.loop import TrainConfig, train_loop
 from illume_core.train.recipes import get_recipe
-from illume_core.train.stages import init_model, save_stage, stage_groups, train_stage
+from illume_core.train.stages import fit_stage, init_model, save_stage, stage_groups
 from illume_core.train.vision import train_encoder, train_tokenizer
 
 
@@ -86,7 +86,7 @@ def run_preset(name: str, encoder, args, out: Path) -> None:
     clock = {"train": 0.0}
     t = time.perf_counter()
     for stage in ("stage0", "stage1"):
-        train_stage(parts, get_recipe(stage, name, steps=b.stage_steps[stage]), base, seed=args.seed)
+        fit_stage(parts, get_recipe(stage, name, steps=b.stage_steps[stage]), base, seed=args.seed)
     clock["train"] += time.perf_counter() - t
     print(f"{name}: tokenizer {tok_s:.0f} s, stages 0-1 {clock['train']:.0f} s", flush=True)
     # stage 2's mix, constant lr after warmup, for as long as the last mark asks

@@ -48,7 +48,7 @@ import alt_render  # noqa: E402
 from illume_core.judge import detect, judge_image, render_degraded  # noqa: E402
 from illume_core.world.geneval import TAGS, Metadata  # noqa: E402
 from illume_core.world.prompts import KIND_DIMENSION, generate_prompts, kinds_for, scene_for, violate  # noqa: E402
-from illume_core.world.rules import evaluate  # noqa: E402
+from illume_core.world.rules import apply_rules  # noqa: E402
 from illume_core.world.scenes import COLORS, SHAPES, Obj, Scene, place_more, render  # noqa: E402
 
 STYLES = ("clean", "soft", "distractor")
@@ -63,7 +63,7 @@ def with_distractor(meta: Metadata, scene: Scene, rng: random.Random) -> Scene |
         out = place_more(rng, scene, [(rng.choice(free), rng.choice(list(COLORS)))])
     except RuntimeError:
         return None
-    before, after = evaluate(meta, scene.objects), evaluate(meta, out.objects)
+    before, after = apply_rules(meta, scene.objects), apply_rules(meta, out.objects)
     return out if (before.correct, before.dimensions) == (after.correct, after.dimensions) else None
 
 

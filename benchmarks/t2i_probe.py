@@ -51,7 +51,7 @@ from illume_core.model.unified import IllumeModel
 from illume_core.settings import BUDGETS
 from illume_core.train.data import BaseCorpus, CorpusSpec
 from illume_core.train.recipes import StageRecipe, get_recipe
-from illume_core.train.stages import Parts, train_stage
+from illume_core.train.stages import Parts, fit_stage
 from illume_core.world.geneval import TAGS
 from illume_core.world.prompts import generate_prompts
 
@@ -198,7 +198,7 @@ def main() -> None:
             optimizer=args.optimizer or "adamw",
         )
     t0 = time.time()
-    st = train_stage(parts, recipe, base, seed=args.seed, precision=args.precision) if args.steps else None
+    st = fit_stage(parts, recipe, base, seed=args.seed, precision=args.precision) if args.steps else None
     losses = st.losses if st else [float("nan")]
     train_s = time.time() - t0
     if args.save:

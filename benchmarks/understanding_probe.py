@@ -52,7 +52,7 @@ from illume_core.model.images import from_png, png_bytes
 from illume_core.settings import BUDGETS
 from illume_core.train.data import BaseCorpus, CorpusSpec
 from illume_core.train.recipes import StageRecipe, get_recipe
-from illume_core.train.stages import Parts, train_stage
+from illume_core.train.stages import Parts, fit_stage
 from illume_core.world import corpus
 from illume_core.world.prompts import generate_prompts
 from illume_core.world.scenes import render
@@ -166,7 +166,7 @@ def main() -> None:
     }
     t0 = time.time()
     if args.stage1_steps:
-        st = train_stage(
+        st = fit_stage(
             parts, get_recipe("stage1", parts.cfg.name, steps=args.stage1_steps), base, seed=args.seed
         )
         result["stage1_loss_last20"] = round(sum(st.losses[-20:]) / len(st.losses[-20:]), 3)
@@ -181,7 +181,7 @@ def main() -> None:
         recipe = StageRecipe(name="understanding-probe", stage=3 if "vision" in lrs else 2,
                              purpose="understanding mix", lrs=lrs, mix=mix, steps=args.steps, warmup_steps=20, batch_size=args.batch,
                              optimizer=args.optimizer)  # fmt: skip
-        st = train_stage(parts, recipe, base, seed=args.seed)
+        st = fit_stage(parts, recipe, base, seed=args.seed)
         result["loss_by_100"] = [round(sum(st.losses[i : i + 100]) / len(st.losses[i : i + 100]), 3)
                                  for i in range(0, len(st.losses), 100)]  # fmt: skip
     result["train_s"] = round(time.time() - t0, 1)

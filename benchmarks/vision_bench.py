@@ -38,9 +38,9 @@ def judge_correct(img, meta: Metadata) -> bool:
 
     if hasattr(judge, "judge_image"):
         return bool(judge.judge_image(img, meta).correct)
-    from illume_core.world.rules import evaluate
+    from illume_core.world.rules import apply_rules
 
-    return evaluate(meta, judge.detect(img).objects).correct
+    return apply_rules(meta, judge.detect(img).objects).correct
 
 
 def judged_reconstructions(tokenizer, per_tag: int, seed: int) -> tuple[dict[str, float], dict[str, float]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 
-def judge(
+def judge_command(
     folder: Path = typer.Argument(
         ..., help="GenEval image folder: <dir>/<00000>/metadata.jsonl, samples/*.png"
     ),
@@ -49,7 +49,7 @@ def judge(
         console.print(f"  skipped {s}", markup=False, highlight=False, soft_wrap=True)
 
 
-def scores(
+def scores_command(
     results: Path = typer.Argument(..., help="a results jsonl written by `illume judge` or GenEval"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
@@ -84,5 +84,5 @@ def _print_scores(console, summary) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the `illume` app."""
-    app.command("judge")(judge)
-    app.command("scores")(scores)
+    app.command("judge")(judge_command)
+    app.command("scores")(scores_command)

@@ -1,6 +1,6 @@
 """Model commands: `illume generate`, `illume ask`, `illume edit` on a checkpoint.
 
-Without --checkpoint they use the lake's current checkpoint (`current_checkpoint`). Torch and
+Without --checkpoint they use the lake's current checkpoint (`require_current_checkpoint`). Torch and
 the model load inside the commands, so `illume --help` stays fast.
 """
 
@@ -17,7 +17,7 @@ class NoCheckpointError(FileNotFoundError):
     """The lake has no current checkpoint to load."""
 
 
-def current_checkpoint(lake_root: str | Path) -> Path:
+def require_current_checkpoint(lake_root: str | Path) -> Path:
     """The lake's current (last promoted) checkpoint folder (see tasks.registry.current_checkpoint)."""
     from storage.registry import current_checkpoint as pointer
 
@@ -49,7 +49,7 @@ def _load(checkpoint: Path | None, lake: Path):
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        loaded = load_checkpoint(checkpoint or current_checkpoint(lake), device=device)
+        loaded = load_checkpoint(checkpoint or require_current_checkpoint(lake), device=device)
     except (CheckpointIntegrityError, FileNotFoundError) as e:
         # a tampered, incomplete or absent checkpoint: the message names the file and what to do
         raise typer.BadParameter(str(e), param_hint="--checkpoint") from None

@@ -13,7 +13,7 @@ from typing import Annotated, cast
 import typer
 
 
-def prompts(
+def prompts_command(
     out: Annotated[Path, typer.Option("--out", help="folder to write evaluation_metadata.jsonl into")],
     seed: Annotated[int, typer.Option(help="seed; the same seed gives the same file")] = 0,
     per_tag: Annotated[int, typer.Option("--per-tag", min=1, help="prompts per tag")] = 50,
@@ -59,7 +59,7 @@ def prompts(
     console.print(f"wrote {path}")
 
 
-def render(
+def render_command(
     prompts_file: Annotated[Path, typer.Argument(help="a GenEval evaluation_metadata.jsonl", exists=True)],
     outdir: Annotated[Path, typer.Option("--outdir", help="GenEval image folder to write")],
     images_per_prompt: Annotated[int, typer.Option("--images-per-prompt", min=1)] = 4,
@@ -127,5 +127,5 @@ def render(
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the `illume` app."""
-    app.command()(prompts)
-    app.command()(render)
+    app.command("prompts")(prompts_command)
+    app.command("render")(render_command)

@@ -50,7 +50,7 @@ def lake_path(lake: str, ref: str) -> str:
     return ref if "://" in ref or os.path.isabs(ref) else str(Path(lake).resolve() / ref)
 
 
-def read_manifest(folder: str | os.PathLike[str]) -> dict:
+def checkpoint_manifest(folder: str | os.PathLike[str]) -> dict:
     """The manifest of a checkpoint folder (its id, parent, stage, files; not verified here)."""
     path = Path(folder) / MANIFEST_FILE
     if not path.is_file():
@@ -60,12 +60,12 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict:
 
 def checkpoint_id_of(uri: str) -> str:
     """The content id of the checkpoint folder at `uri` (from its manifest)."""
-    return read_manifest(uri)["id"]
+    return checkpoint_manifest(uri)["id"]
 
 
 def record_checkpoint(lake: str, path: str, stage: str, round: int) -> None:
     """The checkpoints table row of a checkpoint folder."""
-    m = read_manifest(path)
+    m = checkpoint_manifest(path)
     digest = hashlib.sha256((Path(path) / "manifest.json").read_bytes()).hexdigest()
     get_lake(lake).write_partition(
         "checkpoints",
@@ -169,4 +169,4 @@ def shared_vision_of(lake: str) -> str | None:
         own = vision_checkpoint(lake)
     except FileNotFoundError:
         return None
-    return own if read_manifest(own).get("extra", {}).get("vision_from") else None
+    return own if checkpoint_manifest(own).get("extra", {}).get("vision_from") else None

@@ -142,8 +142,7 @@ def train_vision(lake: str, settings_json: str, vision_from: str | None = None) 
 
     from illume_core.settings import PipelineSettings
     from illume_core.train.jobs import store
-    from illume_core.train.stages import init_model, shared_vision
-    from illume_core.train.stages import train_vision as _train_vision
+    from illume_core.train.stages import init_model, pretrain_vision, shared_vision
 
     s = PipelineSettings.model_validate_json(settings_json)
     t0, c0 = datetime.now(UTC), time.process_time()
@@ -163,7 +162,7 @@ def train_vision(lake: str, settings_json: str, vision_from: str | None = None) 
                 shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
                 log.info("%s step %d/%d: %s", part, step + 1, total[part], shown)
 
-        semantic = _train_vision(s.cfg, s.vision, seed=s.seed, progress=progress)
+        semantic = pretrain_vision(s.cfg, s.vision, seed=s.seed, progress=progress)
     parts = init_model(s.cfg, semantic, seed=s.seed, n_text=s.b.n_text)
     uri, _ = store(parts, Path(lake).resolve() / "checkpoints", "vision", None, extra)
     _record_checkpoint(lake, uri, "vision", 0)
@@ -384,12 +383,12 @@ def reformat(
     lake: str, round: int, samples_ref: str, assessments_ref: str, prompts_ref: str, strategies: list[str]
 ) -> str:
     """Turn the round's assessments into sft_examples with the chosen strategies."""
-    from illume_core.self_enhance.reformat import reformat as _reformat
+    from illume_core.self_enhance.reformat import reformat_round
 
     t0, c0 = datetime.now(UTC), time.process_time()
     metas = {r["prompt_id"]: Metadata.model_validate_json(r["metadata"]) for r in read_ref(lake, prompts_ref)}
     samples = [{k: v for k, v in s.items() if k != "png"} for s in read_ref(lake, samples_ref)]
-    rows = _reformat(samples, read_ref(lake, assessments_ref), metas, strategies, round)
+    rows = reformat_round(samples, read_ref(lake, assessments_ref), metas, strategies, round)
     info = get_lake(lake).write_partition("sft_examples", round, rows, producer="reformat", part="self")
     record_run(lake, "reformat", round, "reformat", t0, info.rows, time.process_time() - c0)
     return ref(info)

@@ -14,7 +14,7 @@ from illume_core.self_enhance.assessment import (
 )
 from illume_core.world.geneval import parse_line
 from illume_core.world.prompts import generate_prompts, kinds_for, scene_for, violate
-from illume_core.world.rules import evaluate
+from illume_core.world.rules import apply_rules
 from illume_core.world.scenes import Obj
 
 POS = parse_line(
@@ -29,7 +29,7 @@ COUNT = parse_line(
 
 
 def assess(meta, objs):
-    return from_evaluation(meta, objs, evaluate(meta, objs))
+    return from_evaluation(meta, objs, apply_rules(meta, objs))
 
 
 def test_reasons_name_what_the_scene_shows():
@@ -64,7 +64,7 @@ def test_labels_match_rules_and_stay_short():
     for m in generate_prompts(5, 10):
         scenes = [scene_for(m, rng)] + [violate(m, rng, 64, k) for k in kinds_for(m)]
         for s in scenes:
-            ev = evaluate(m, s.objects)
+            ev = apply_rules(m, s.objects)
             a = from_evaluation(m, s.objects, ev)
             assert a.verdicts == ev.dimensions and a.all_yes == ev.correct
             text = format_assessment(a)

@@ -111,15 +111,15 @@ def test_cli_generate_ask_edit_on_a_checkpoint(saved, tmp_path):
     from typer.testing import CliRunner
 
     from flows.cli import app
-    from flows.commands_model import NoCheckpointError, current_checkpoint
+    from flows.commands_model import NoCheckpointError, require_current_checkpoint
 
     info = saved[0]
     lake = tmp_path / "lake"
     with pytest.raises(NoCheckpointError, match="illume demo"):
-        current_checkpoint(lake)
+        require_current_checkpoint(lake)
     (lake / "checkpoints").mkdir(parents=True)
     (lake / "checkpoints" / "current").write_text(str(info.path))
-    assert current_checkpoint(lake) == info.path
+    assert require_current_checkpoint(lake) == info.path
     runner = CliRunner()
     out = tmp_path / "img.png"
     args = ["generate", "two red circles", "-o", str(out), "--lake", str(lake), "--seed", "3", "-n", "2"]

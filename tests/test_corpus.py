@@ -15,7 +15,7 @@ from illume_core.world.corpus import (
 )
 from illume_core.world.geneval import TAGS
 from illume_core.world.prompts import Holdout
-from illume_core.world.rules import evaluate
+from illume_core.world.rules import apply_rules
 from illume_core.world.scenes import COLORS, NUMBERS, SHAPES, Obj, Scene, min_gap, relation, sample_scene
 
 WORD_TO_N = {"zero": 0, **{w: n for n, w in NUMBERS.items()}}
@@ -132,7 +132,7 @@ def test_assessment_examples_are_labelled_from_the_scene():
     for _ in range(120):
         ex = assessment_example(rng, 64)
         tags.add(ex.meta.tag)
-        ev = evaluate(ex.meta, ex.scene.objects)
+        ev = apply_rules(ex.meta, ex.scene.objects)
         assert ev.correct == ex.evaluation.correct and ev.dimensions == ex.assessment.verdicts
         assert ex.assessment == from_evaluation(ex.meta, ex.scene.objects, ev)
         assert parse_assessment(ex.answer).assessment == ex.assessment

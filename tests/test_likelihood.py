@@ -16,7 +16,7 @@ from illume_core.self_enhance.likelihood import (
     counterfactuals,
 )
 from illume_core.world.prompts import TAGS, all_prompts, generate_prompts, scene_for
-from illume_core.world.rules import DIMENSIONS, evaluate
+from illume_core.world.rules import DIMENSIONS, apply_rules
 
 
 @pytest.mark.parametrize("tag", TAGS)
@@ -33,7 +33,7 @@ def test_a_drawing_of_a_counterfactual_fails_the_prompt_on_the_dimension_it_is_f
             for cf in metas:
                 assert cf.prompt != meta.prompt
                 scene = scene_for(cf, rng, distractors=False)
-                ev = evaluate(meta, scene.objects)
+                ev = apply_rules(meta, scene.objects)
                 assert not ev.dimensions[d], (meta.prompt, d, cf.prompt, ev.dimensions)
 
 

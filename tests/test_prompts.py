@@ -16,7 +16,7 @@ from illume_core.world.prompts import (
     scene_for,
     violate,
 )
-from illume_core.world.rules import evaluate
+from illume_core.world.rules import apply_rules
 from illume_core.world.scenes import SHAPES, Obj, first_cell, relation
 
 GENEVAL_FILE = Path("/work/shared/geneval/evaluation_metadata.jsonl")
@@ -138,7 +138,7 @@ def test_scene_for_is_correct(size):
     for m in metas:
         for _ in range(4):
             s = scene_for(m, rng, size)
-            assert evaluate(m, s.objects).correct, (m.prompt, s)
+            assert apply_rules(m, s.objects).correct, (m.prompt, s)
             if m.tag == "counting":
                 assert s.count(m.include[0].cls) == m.include[0].count
             n_distracted += len(s.objects) > sum(c.count for c in m.include)
@@ -182,7 +182,7 @@ def test_scene_for_in_reading_order_starts_the_named_objects_in_prompt_order():
     assert 0.2 < sum(plain) / len(plain) < 0.9  # without the option, either order occurs
     for m in metas:
         s = scene_for(m, rng, 64, order_cell=8)
-        assert evaluate(m, s.objects).correct and in_reading_order(m, s, 8), m.prompt
+        assert apply_rules(m, s.objects).correct and in_reading_order(m, s, 8), m.prompt
         # read from the prompt's words, not from named_order: the object named first starts first
         # ("below" excepted: its subject lies under its target)
         named = sorted(
@@ -206,7 +206,7 @@ def test_violate_fails_exactly_the_intended_dimension():
         for kind in kinds:
             for _ in range(3):
                 s = violate(m, rng, 64, kind)
-                ev = evaluate(m, s.objects)
+                ev = apply_rules(m, s.objects)
                 assert not ev.correct
                 assert [d for d, ok in ev.dimensions.items() if not ok] == [KIND_DIMENSION[kind]]
                 seen.add((m.tag, kind))

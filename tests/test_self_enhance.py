@@ -11,10 +11,10 @@ from model_helpers import micro_model, save_micro_checkpoint
 
 from illume_core.eval.evaluations import agreement, tag_scores
 from illume_core.model.engine import Engine, assessment_fields, sample_seed
-from illume_core.self_enhance.reformat import check_strategies, reformat, tag_repeats
+from illume_core.self_enhance.reformat import check_strategies, reformat_round, tag_repeats
 from illume_core.train.data import BaseCorpus, CorpusSpec, SelfExample, StageData, conversation_example
 from illume_core.train.recipes import RECIPES, get_recipe
-from illume_core.train.stages import stage_groups, train_stage
+from illume_core.train.stages import fit_stage, stage_groups
 from illume_core.world.geneval import TAGS, parse_line
 from illume_core.world.scenes import render, sample_scene
 
@@ -44,7 +44,7 @@ def test_reformat_assessment_strategy():
         _assess(2, [None, None, None, None]),
     ]
     assessed[0] = _assess(0, ["yes"] * 4)
-    rows = reformat(samples, assessed, {"p1": META}, ["assessment"], round=1)
+    rows = reformat_round(samples, assessed, {"p1": META}, ["assessment"], round=1)
     assert len(rows) == 2  # the unparsed sample 2 gives nothing
     good, bad = rows
     turns = json.loads(good["conversation"])
@@ -63,16 +63,16 @@ def test_reformat_assessment_strategy():
 def test_reformat_bad_without_accepted_has_no_correction_and_t2i_only_accepted():
     samples = [_sample(0), _sample(1)]
     assessed = [_assess(0, ["yes", "no", "yes", "yes"]), _assess(1, ["no", "yes", "yes", "yes"])]
-    rows = reformat(samples, assessed, {"p1": META}, ["assessment", "accepted_t2i"], round=1)
+    rows = reformat_round(samples, assessed, {"p1": META}, ["assessment", "accepted_t2i"], round=1)
     assert [len(json.loads(r["conversation"])) for r in rows] == [2, 2]
     assert all(r["strategy"] == "assessment" for r in rows)
     assessed[0] = _assess(0, ["yes"] * 4)
-    rows = reformat(samples, assessed, {"p1": META}, ["accepted_t2i", "preference"], round=1)
+    rows = reformat_round(samples, assessed, {"p1": META}, ["accepted_t2i", "preference"], round=1)
     kinds = sorted(r["strategy"] for r in rows)
     assert kinds == ["accepted_t2i", "preference"]
     pref = next(r for r in rows if r["strategy"] == "preference")
     assert pref["image_refs"] == ["r1/ck/p1/0", "r1/ck/p1/1"]
-    again = reformat(samples, assessed, {"p1": META}, ["accepted_t2i", "preference"], round=1)
+    again = reformat_round(samples, assessed, {"p1": META}, ["accepted_t2i", "preference"], round=1)
     assert [r["example_id"] for r in again] == [r["example_id"] for r in rows]
 
 
@@ -94,12 +94,12 @@ def test_balanced_t2i_repeats_accepted_images_of_rare_tags():
     assessed = [_assess(i, ["yes"] * 4, "pc") for i in range(4)]
     assessed += [_assess(0, ["yes"] * 4, "p1"), _assess(1, ["no", "yes", "yes", "yes"], "p1")]
     meta = {"pc": colour, "p1": META}
-    rows = reformat(samples, assessed, meta, ["balanced_t2i"], round=1)
+    rows = reformat_round(samples, assessed, meta, ["balanced_t2i"], round=1)
     # four accepted colour images once each; the one accepted counting image four times
     assert [r["prompt_id"] for r in rows] == ["p1"] * 4 + ["pc"] * 4
     assert {r["source_sample"] for r in rows if r["prompt_id"] == "p1"} == {"r1/ck/p1/0"}
     assert len({r["example_id"] for r in rows}) == len(rows)  # copies get ids of their own
-    plain = reformat(samples, assessed, meta, ["accepted_t2i"], round=1)
+    plain = reformat_round(samples, assessed, meta, ["accepted_t2i"], round=1)
     assert len(plain) == 5 and {json.loads(r["conversation"])[0]["content"] for r in plain} == {
         json.loads(r["conversation"])[0]["content"] for r in rows
     }
@@ -219,7 +219,7 @@ def test_stage_recipes_train_what_they_say(micro_checkpoint):
     text_rows = (
         parts.model.llm.get_input_embeddings().weight[: parts.model.image_token_offset].detach().clone()
     )
-    st = train_stage(parts, get_recipe("stage1", steps=2, batch_size=2), base)
+    st = fit_stage(parts, get_recipe("stage1", steps=2, batch_size=2), base)
     assert st.step == 2 and all(torch.isfinite(torch.tensor(st.losses)))
     assert not torch.equal(before, parts.model.aligner.fc1.weight)  # the adapter learned
     torch.testing.assert_close(

@@ -11,12 +11,12 @@ from illume_core.model.config import get_preset
 from illume_core.model.images import from_png, palette_index, palette_render, png_bytes, to_pil, to_tensor
 from illume_core.model.vision_encoder import ContrastiveModel, TextTower, VisionEncoder, conv_stem
 from illume_core.train.vision import (
-    caption,
     hard_negative,
     retrieval_top1,
     sample_batch,
     train_contrastive,
 )
+from illume_core.world.corpus import caption
 from illume_core.world.scenes import render, sample_scene
 
 torch.set_num_threads(2)

@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from illume_core.judge.detect import detect
 from illume_core.world.geneval import TAGS, Metadata, MetadataError, iter_metadata
-from illume_core.world.rules import evaluate
+from illume_core.world.rules import apply_rules
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Judgment:
 def judge_image(img: Image.Image | np.ndarray, meta: Metadata) -> Judgment:
     """Detect the objects in an image and score the metadata line on them with GenEval's rules."""
     found = detect(img)
-    ev = evaluate(meta, found.objects)
+    ev = apply_rules(meta, found.objects)
     details = {
         "objects": [d.to_dict() for d in found.objects],
         "unknown": [d.to_dict() for d in found.unknown],

@@ -1,7 +1,7 @@
 """ILLUME's self-assessment, text side: the question, the answer format, its parser, the correction turn.
 
 An assessment gives a yes/no verdict and a short reason for each of ILLUME's four dimensions
-(object, count, color, spatial). Labels come from `rules.evaluate` over the objects in a scene,
+(object, count, color, spatial). Labels come from `rules.apply_rules` over the objects in a scene,
 so they agree with the judge. The answer is one short line, because a tiny model with a 256-token
 context must write it after 64 image tokens:
 
@@ -94,7 +94,7 @@ def _and(parts: list[str]) -> str:
 
 
 def _kept(req: Clause, objects: Sequence[Found]) -> list[Found]:
-    """The objects GenEval's rule keeps for a clause (asked colour first), as rules.evaluate does."""
+    """The objects GenEval's rule keeps for a clause (asked colour first), as rules.apply_rules does."""
     found = [o for o in objects if o.shape == req.cls]
     if req.color is not None:
         found.sort(key=lambda o: o.color != req.color)

@@ -38,11 +38,11 @@ def judge_assessment(meta: Metadata, png: bytes) -> str:
     parser rejects: a recorded failed assessment, not a failed round."""
     from illume_core.judge import detect
     from illume_core.model.images import from_png
-    from illume_core.world.rules import evaluate
+    from illume_core.world.rules import apply_rules
 
     try:
         objects = detect(from_png(png)).objects
-        return format_assessment(from_evaluation(meta, objects, evaluate(meta, objects)))
+        return format_assessment(from_evaluation(meta, objects, apply_rules(meta, objects)))
     except ValueError as e:
         return f"image could not be read: {e}"
 

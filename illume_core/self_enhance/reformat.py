@@ -80,7 +80,7 @@ def tag_repeats(accepted_per_tag: dict[str, int], cap: int = MAX_REPEATS) -> dic
     return {t: max(1, min(cap, round(most / n))) for t, n in accepted_per_tag.items() if n > 0}
 
 
-def reformat(
+def reformat_round(
     samples: Sequence[dict],
     assessments: Sequence[dict],
     metadata: dict[str, Metadata],

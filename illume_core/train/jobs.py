@@ -27,7 +27,7 @@ from illume_core.self_enhance.reformat import resolve, resolve_preferences
 from illume_core.settings import PipelineSettings
 from illume_core.train.data import BaseCorpus
 from illume_core.train.recipes import get_recipe
-from illume_core.train.stages import Parts, save_stage, train_stage
+from illume_core.train.stages import Parts, fit_stage, save_stage
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def run_stage(
         parts.model.to(device)
         parts.semantic.to(device)
 
-    st = train_stage(
+    st = fit_stage(
         parts,
         recipe,
         BaseCorpus(settings.cfg, settings.corpus),

@@ -1,7 +1,7 @@
 """Running ILLUME's training stages on the model's parts, from tokenizer training to stage 3.
 
-`train_vision` makes the text-aligned encoder and the semantic tokenizer; `init_model` trains
-the text tokenizer and builds the unified model around that encoder; `train_stage` runs one
+`pretrain_vision` makes the text-aligned encoder and the semantic tokenizer; `init_model` trains
+the text tokenizer and builds the unified model around that encoder; `fit_stage` runs one
 recipe (stage 0..3, or a round's fine-tuning) through the shared training loop and
 `save_stage` writes the result as a checkpoint. Orchestration calls these; they know nothing of it.
 """
@@ -53,7 +53,7 @@ class Parts:
         )
 
 
-def train_vision(
+def pretrain_vision(
     cfg: IllumeConfig,
     budget: VisionBudget,
     seed: int = 0,
@@ -133,7 +133,7 @@ def stage_groups(model: IllumeModel, recipe: StageRecipe) -> list[ParamGroup]:
     return [ParamGroup.from_dict(g) for g in model.param_groups(recipe.stage, recipe.lrs)]
 
 
-def train_stage(
+def fit_stage(
     parts: Parts,
     recipe: StageRecipe,
     base: BaseCorpus,

@@ -17,7 +17,8 @@ from illume_core.model.config import IllumeConfig
 from illume_core.model.images import palette_index, to_tensor
 from illume_core.model.vision_encoder import ContrastiveModel, TextTower, VisionEncoder
 from illume_core.model.vision_tokenizer import PatternTokenizer, PixelVQTokenizer, SemanticTokenizer
-from illume_core.world.scenes import COLORS, NUMBERS, SHAPES, Scene, relation, render, sample_scene
+from illume_core.world.corpus import caption
+from illume_core.world.scenes import COLORS, SHAPES, Scene, render, sample_scene
 
 Progress = Callable[[int, dict[str, float]], None]
 
@@ -30,34 +31,6 @@ def train_stream(seed: int) -> random.Random:
 def heldout_stream(seed: int) -> random.Random:
     """The scene stream evaluations are drawn from (disjoint in practice from training)."""
     return random.Random(f"heldout-{seed}")
-
-
-def _fallback_caption(scene: Scene, rng: random.Random) -> str:
-    """A caption naming every object (grouped by colour and shape), plus a relation for two objects."""
-    groups: dict[tuple[str, str], int] = {}
-    for o in scene.objects:
-        groups[(o.color, o.shape)] = groups.get((o.color, o.shape), 0) + 1
-    parts = [
-        f"a {c} {s}" if n == 1 else f"{NUMBERS[n]} {c} {s}{'es' if s == 'cross' else 's'}"
-        for (c, s), n in groups.items()
-    ]
-    rng.shuffle(parts)
-    if len(scene.objects) == 2 and len(parts) == 2 and rng.random() < 0.5:
-        a, b = scene.objects
-        rels = sorted(relation(a.box, b.box))
-        if rels:
-            return f"a photo of a {a.color} {a.shape} {rng.choice(rels)} a {b.color} {b.shape}"
-    body = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    return f"a photo of {body}"
-
-
-def caption(scene: Scene, rng: random.Random) -> str:
-    """A training caption for a scene (the corpus module's captions when it exists)."""
-    try:
-        from illume_core.world.corpus import caption as corpus_caption
-    except ImportError:
-        return _fallback_caption(scene, rng)
-    return corpus_caption(scene, rng)
 
 
 # share of hard negatives that change a shape (the rest change a colour): retrieval misses were

@@ -21,7 +21,7 @@ from illume_core.self_enhance.assessment import (
 )
 from illume_core.world.geneval import Metadata
 from illume_core.world.prompts import Holdout, Split, random_prompt, scene_for, violate
-from illume_core.world.rules import Evaluation, evaluate
+from illume_core.world.rules import Evaluation, apply_rules
 from illume_core.world.scenes import (
     COLORS,
     NUMBERS,
@@ -261,11 +261,11 @@ def assessment_example(
 ) -> AssessmentExample:
     """A prompt and a scene that fits it (probability p_correct) or breaks one of its clauses.
 
-    The labels are read off the scene with rules.evaluate, so they are exact either way.
+    The labels are read off the scene with rules.apply_rules, so they are exact either way.
     """
     meta = random_prompt(rng, tag, holdout, split)
     scene = scene_for(meta, rng, size) if rng.random() < p_correct else violate(meta, rng, size)
-    ev = evaluate(meta, scene.objects)
+    ev = apply_rules(meta, scene.objects)
     return AssessmentExample(meta, scene, ev, from_evaluation(meta, scene.objects, ev))
 
 

@@ -3,7 +3,7 @@
 `generate_prompts` samples the six GenEval tags with shapes as classes, optionally keeping a set of
 held-out compositions out of training (`Holdout`). `scene_for` draws a scene that is correct by
 construction; `violate` draws one that breaks exactly one clause. Both are checked by the same
-GenEval rules the judge uses (`rules.evaluate`), so labels never disagree with the scorer.
+GenEval rules the judge uses (`rules.apply_rules`), so labels never disagree with the scorer.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from illume_core.world.geneval import TAGS, Clause, Metadata
-from illume_core.world.rules import evaluate
+from illume_core.world.rules import apply_rules
 from illume_core.world.scenes import (
     COLORS,
     NUMBERS,
@@ -409,7 +409,7 @@ def scene_for(
     distractors: bool = True,
     order_cell: int | None = None,
 ) -> Scene:
-    """A scene that is correct for the metadata line by construction (checked with rules.evaluate).
+    """A scene that is correct for the metadata line by construction (checked with rules.apply_rules).
 
     Counting gets exactly N objects of its class; colours the prompt leaves free are random;
     distractors, added only sometimes, are of classes the prompt does not name. With `order_cell`,
@@ -422,7 +422,7 @@ def scene_for(
     for _ in range(100):
         specs, rel = _layout(meta, rng)
         scene = _draw(meta, rng, size, specs, rel, distractors)
-        if evaluate(meta, scene.objects).correct:
+        if apply_rules(meta, scene.objects).correct:
             if order_cell is None or in_reading_order(meta, scene, order_cell):
                 return scene
             if fallback is None:
@@ -498,7 +498,7 @@ def violate(
 
     count: N-1 or N+1 objects; color: one coloured object in another colour; shape: one required
     object replaced by a shape the prompt does not name; relation: the pair in another relation.
-    Checked with rules.evaluate: incorrect, and only the kind's dimension failed.
+    Checked with rules.apply_rules: incorrect, and only the kind's dimension failed.
     """
     _check_vocabulary(meta)
     kinds = kinds_for(meta)
@@ -512,7 +512,7 @@ def violate(
         scene = _draw(meta, rng, size, specs, rel, distractors)
         if avoid is not None and avoid in relation(scene.objects[1].box, scene.objects[0].box):
             continue
-        ev = evaluate(meta, scene.objects)
+        ev = apply_rules(meta, scene.objects)
         if not ev.correct and [d for d, ok in ev.dimensions.items() if not ok] == [want]:
             return scene
     raise RuntimeError(f"no {kind} violation found for {meta.prompt!r} on a {size}px canvas")

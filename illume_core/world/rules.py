@@ -1,6 +1,6 @@
 """GenEval's scoring rules applied to a list of found objects, with ILLUME's four dimensions.
 
-One function, `evaluate`, serves both the judge (objects detected in an image) and the scene
+One function, `apply_rules`, serves both the judge (objects detected in an image) and the scene
 labels of ShapesWorld training data (the objects that were drawn), so the two can never
 disagree on what "correct" means. Each failing clause gives a GenEval-style reason and marks
 one of the assessment dimensions (object, count, color, spatial) as failed.
@@ -46,7 +46,7 @@ class Evaluation:
         self.reasons.append(reason)
 
 
-def evaluate(meta: Metadata, objects: Sequence[Found]) -> Evaluation:
+def apply_rules(meta: Metadata, objects: Sequence[Found]) -> Evaluation:
     """Score a metadata line against objects with GenEval's rules.
 
     - include: at least `count` objects of the class (GenEval keeps the first `count`); with a
