@@ -48,7 +48,7 @@ VOLATILE = {
 BUSY_MESSAGE = "another round is running on this lake"
 # what the runs found beyond the table, kept with the generator so a rewrite of the section keeps it
 FINDINGS = [
-    "**Fixed (commit 4a50141, `tasks/actors.py`, now `tasks/trainer.py`)**: the Trainer actor took as many torch threads as "
+    "**Fixed (commit 4a50141, in the former `tasks/actors.py`, now `tasks/trainer.py`)**: the Trainer actor took as many torch threads as "
     "Ray had CPUs free at that instant; right after a crash (pools just shut down) that differs from the "
     "first attempt, and float sums depend on the thread count, so a stage resumed after its trainer died "
     "ended with other weights. `run_stage` itself resumes exactly: 8 steps uninterrupted and 8 steps "

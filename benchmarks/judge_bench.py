@@ -4,7 +4,7 @@ Half of the images match their prompt (prompts.scene_for), half violate exactly 
 (prompts.violate, cycling through every applicable kind), across all six tags. Each scene is
 drawn by two renderers of the contract:
 
-- project: `world.render` (clean), `judge.render_degraded` (soft: colour shifts, specks, blur,
+- project: `world.scenes.render` (clean), `judge.render_degraded` (soft: colour shifts, specks, blur,
   noise), and clean with one distractor;
 - alt: `benchmarks/alt_render.py`, an independent renderer that draws every image with a
   random rasterization convention (vertices on pixel corners or centres, box ends at x1 or

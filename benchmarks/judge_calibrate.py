@@ -1,7 +1,7 @@
 """Data for the judge's shape gates: how every shape fit scores on single objects drawn by both renderers.
 
 Draws one object per image (each of the five shapes and each near miss of `alt_render`), with the
-project's renderer (`world.render`, `judge.render_degraded`) and the independent one (random
+project's renderer (`world.scenes.render`, `judge.render_degraded`) and the independent one (random
 conventions), clean and soft, at sides 12%-30% of canvases of 32-512 px, and records for each
 region what `classify.decide` sees (the fit of every shape, the noise, the box). The gates in
 `illume_core/judge/classify.py` were set from this data (seed 1; the benchmark uses seed 0).

@@ -1,9 +1,12 @@
 """Does a refactor change what the pipeline writes? A smoke train and one round, per code tree.
 
-Runs `illume train --budget smoke` and one self-enhancement round (the fault matrix's round
-parameters) on a fresh lake with each code tree, one after the other, then compares every
+Runs `illume train --budget smoke` and two self-enhancement rounds on a fresh lake with each code
+tree, one after the other: the fault matrix's round (the model assessing itself in text,
+strategies `assessment` + `accepted_t2i`), then a round assessed by likelihood with the
+`balanced_t2i` and `preference` strategies. Then it compares every
 partition of every table: rows and content digest, leaving out the columns that record when
 something ran (`benchmarks/fault_matrix.py`'s `VOLATILE`), and the current checkpoint's id.
+Not covered: `--vision-from`, the judge as assessor, and the CLI's model and world commands.
 
     # the working tree against the last commit
     .venv/bin/python benchmarks/refactor_equivalence.py --before HEAD
@@ -30,6 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fault_matrix import BIN, ROOT, base_env, compare, lake_state, round1_current, round_cmd  # noqa: E402
 
 
+# the second round: the other assessor and strategies
+LIKELIHOOD_ROUND = {"assessor": "likelihood", "strategies": ["balanced_t2i", "preference"]}
+
+
 def export(rev: str, dest: Path) -> Path:
     """The tree of `rev` in `dest` (a fresh folder)."""
     shutil.rmtree(dest, ignore_errors=True)
@@ -50,6 +57,7 @@ def run_tree(tree: Path, work: Path, name: str) -> Path:
     for what, cmd in (
         ("train", [str(BIN / "illume"), "train", "--budget", "smoke", "--lake", str(lake)]),
         ("round", round_cmd(lake)),
+        ("round-likelihood", round_cmd(lake, LIKELIHOOD_ROUND)),
     ):
         t0 = time.monotonic()
         log = work / f"{name}-{what}.log"

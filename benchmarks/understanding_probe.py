@@ -5,7 +5,7 @@ recipe's learning rates for `--stage1-steps`, then `--steps` steps of an underst
 (`--mix`, default VQA, captions and assessment) with the adapter and the LLM at `--lr`, and
 prints as JSON:
 
-- VQA exact-match accuracy per question kind on 200 held-out questions (`evaluate.vqa_items`);
+- VQA exact-match accuracy per question kind on 200 held-out questions (`eval.evaluations.vqa_items`);
 - the image-use gaps: the VQA and reconstruction losses with each example's own image against
   the same examples with the images shuffled among them (0: the output ignores the image);
 - the adapter output's norm beside a token embedding's;
@@ -16,7 +16,7 @@ prints as JSON:
         --stage1-steps 0 --steps 600 --mix vqa=1.0
 
 `--optimizer muon` trains the understanding mix with Muon on the LLM's hidden matrices
-(`training.MuonAdamW`, as stage 2 does) instead of AdamW.
+(`train.loop.MuonAdamW`, as stage 2 does) instead of AdamW.
 
 `--recipe stage3` trains every group at stage 3's learning rates instead of `--lr`, and `--draw N`
 also draws N tuning prompts per tag (2 images each; `generate_prompts(seed=424242)`, never the
@@ -148,7 +148,7 @@ def main() -> None:
         "--optimizer",
         choices=["adamw", "muon"],
         default="adamw",
-        help="optimizer of the understanding mix (muon: training.MuonAdamW)",
+        help="optimizer of the understanding mix (muon: train.loop.MuonAdamW)",
     )
     ap.add_argument("--batch", type=int, default=32, help="batch size of the understanding mix")
     ap.add_argument("--assess-items", type=int, default=200)

@@ -18,7 +18,7 @@ class NoCheckpointError(FileNotFoundError):
 
 
 def require_current_checkpoint(lake_root: str | Path) -> Path:
-    """The lake's current (last promoted) checkpoint folder (see tasks.registry.current_checkpoint)."""
+    """The lake's current (last promoted) checkpoint folder (see storage.registry.current_checkpoint)."""
     from storage.registry import current_checkpoint as pointer
 
     target = pointer(str(lake_root))

@@ -1,4 +1,4 @@
-"""The judge names shapes drawn by other rasterization conventions than world.render's (issue 17)."""
+"""The judge names shapes drawn by other rasterization conventions than world.scenes.render's (issue 17)."""
 
 import numpy as np
 import pytest

@@ -41,7 +41,7 @@ class Detection:
 
     shape: str
     color: str
-    box: tuple[int, int, int, int]  # (x0, y0, x1, y1), x1/y1 exclusive, like world.Obj.box
+    box: tuple[int, int, int, int]  # (x0, y0, x1, y1), x1/y1 exclusive, like world.scenes.Obj.box
     area: int
     score: float  # how well the named shape explains the region, 0..1 (see classify.py)
 

@@ -355,7 +355,7 @@ class IllumeModel(nn.Module):
     # ---- what each training stage trains ---------------------------------------------------
     def hidden_matrices(self) -> list[nn.Parameter]:
         """The weight matrices inside the LLM's layers and the adapter: what Muon may train
-        (training.MuonAdamW); embeddings, heads, code rows and norms are left to AdamW."""
+        (train.loop.MuonAdamW); embeddings, heads, code rows and norms are left to AdamW."""
         layers = [m for m in self.llm.model.layers.modules() if isinstance(m, nn.Linear)]
         layers += [m for m in self.aligner.modules() if isinstance(m, nn.Linear)]
         return [m.weight for m in layers]

@@ -39,7 +39,7 @@ class StageRecipe(BaseModel):
     # step's loss with this weight when a round gives pairs; beta is DPO's temperature
     preference_weight: float = Field(0.0, ge=0.0)
     preference_beta: float = Field(0.1, gt=0.0)
-    optimizer: Literal["adamw", "muon"] = "adamw"  # training.TrainConfig.optimizer
+    optimizer: Literal["adamw", "muon"] = "adamw"  # loop.TrainConfig.optimizer
 
     @model_validator(mode="after")
     def _known(self) -> StageRecipe:
