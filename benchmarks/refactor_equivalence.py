@@ -32,7 +32,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fault_matrix import BIN, ROOT, base_env, compare, lake_state, round1_current, round_cmd  # noqa: E402
 
-
 # the second round: the other assessor and strategies
 LIKELIHOOD_ROUND = {"assessor": "likelihood", "strategies": ["balanced_t2i", "preference"]}
 
