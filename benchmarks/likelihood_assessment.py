@@ -126,7 +126,7 @@ def main() -> None:
     }
     # acceptance: the smallest shift of the default margins that accepts RECALL of the images the
     # judge passes. Recall first, because a round's gain follows how many images it accepts more
-    # than their precision (docs/RESULTS.md: accepting every image gained as much as the judge)
+    # than their precision (docs/RESULTS_run5.md: accepting every image gained as much as the judge)
     cal_accept = {sh: _acceptance(_rows(cal_samples, cal_gains, _shifted(sh)), cal_judged) for sh in SHIFTS}
     best_shift = next((sh for sh in SHIFTS if (cal_accept[sh]["recall"] or 0) >= RECALL), SHIFTS[-1])
     out["calibration"] = {
