@@ -178,6 +178,7 @@ def run_seed(work: Path, seed: int, args, log, vision_from: str | None) -> dict:
         "command": "python " + " ".join(sys.argv),
         "base_minutes": round(base_min, 2),
         "image_sampling": IMAGE_SAMPLING.model_dump(),
+        "finetune_lr_scale": args.finetune_lr_scale,
         "arms": {"baseline": _arm_result(str(base), out["evaluation"], 0.0)},
     }
     for arm, spec in ARMS.items():
@@ -191,7 +192,9 @@ def run_seed(work: Path, seed: int, args, log, vision_from: str | None) -> dict:
         if spec is None:  # control: the round's fine-tuning on base data only
             s = PipelineSettings.load(lake)
             ck = registry.current_checkpoint(str(lake))
-            cand = steps.train_stage.fn(str(lake), s.model_dump_json(), "self_enhance", ck, 1, None, None)
+            cand = steps.train_stage.fn(
+                str(lake), s.model_dump_json(), "self_enhance", ck, 1, None, None, args.finetune_lr_scale
+            )
             ev = steps.evaluate.fn(str(lake), 1, cand, _eval_refs(str(lake)), args.workers)
             extra = {}
         else:
@@ -225,6 +228,12 @@ def merge_seed(old: dict, new: dict) -> dict:
             f"seed {new['seed']}: the saved result drew its images with {drawn_then}, this run with "
             f"{new['image_sampling']} (illume_core.model.sampling.IMAGE_SAMPLING); write to another --results"
         )
+    lr_then, lr_now = old.get("finetune_lr_scale", 1.0), new.get("finetune_lr_scale", 1.0)
+    if lr_then != lr_now:
+        raise SystemExit(
+            f"seed {new['seed']}: the saved result fine-tuned at lr scale {lr_then}, this run at {lr_now}; "
+            "write to another --results"
+        )
     before, now = old["arms"]["baseline"]["metrics"], new["arms"]["baseline"]["metrics"]
     if before != now:  # the base model's own evaluation identifies it
         raise SystemExit(
@@ -248,6 +257,7 @@ def one_round(lake: Path, spec: dict, args, seed: int, **gate) -> dict:
         strategies=spec["strategies"],
         assessor=spec["assessor"],
         likelihood_margins=spec.get("likelihood_margins"),
+        finetune_lr_scale=args.finetune_lr_scale,
         seed=seed,
         workers=args.workers,
         lock_timeout_s=60,
@@ -504,6 +514,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=0, help="successive rounds on the first seed")
     ap.add_argument("--rounds-strategy", default="round+accepted", choices=[a for a, v in ARMS.items() if v])
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--finetune-lr-scale",
+        type=float,
+        default=1.0,
+        help="every arm's fine-tuning lr as a multiple of the stage-3 recipe's (control included)",
+    )
     ap.add_argument("--vision-from", default=None, help="a checkpoint folder or lake whose vision to reuse")
     ap.add_argument(
         "--base-from",

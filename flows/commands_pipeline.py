@@ -172,6 +172,9 @@ def register(app: typer.Typer) -> None:
         ),
         margin: float = typer.Option(0.02, help="largest ShapesEval drop still promoted"),
         min_parse_rate: float = typer.Option(0.5, help="smallest assessment parse rate still promoted"),
+        finetune_lr_scale: float = typer.Option(
+            1.0, help="the fine-tuning lr as a multiple of the stage-3 recipe's (docs/RESULTS.md)"
+        ),
         seed: int = typer.Option(0),
         workers: int = typer.Option(2),
         rerun: list[str] = typer.Option([], help="task names to refresh (repeatable)"),
@@ -189,6 +192,7 @@ def register(app: typer.Typer) -> None:
             likelihood_margins=_margins(likelihood_margins),
             margin=margin,
             min_parse_rate=min_parse_rate,
+            finetune_lr_scale=finetune_lr_scale,
             seed=seed,
             workers=workers,
             rerun=rerun,

@@ -197,6 +197,7 @@ def self_enhancement_round(
     margin: float = 0.02,
     min_parse_rate: float = 0.5,
     finetune_steps: int | None = None,
+    finetune_lr_scale: float = 1.0,
     seed: int = 0,
     workers: int = 2,
     rerun: list[str] | None = None,
@@ -214,6 +215,7 @@ def self_enhancement_round(
         margin=margin,
         min_parse_rate=min_parse_rate,
         finetune_steps=finetune_steps,
+        finetune_lr_scale=finetune_lr_scale,
         seed=seed,
         **knobs,
     )
@@ -259,7 +261,7 @@ def _round_body(
         cand = registry.lake_path(
             lake,
             _t(steps.train_stage, lake, rerun, "finetune")(
-                lake, sj, "self_enhance", base, r, sft, cfg.finetune_steps
+                lake, sj, "self_enhance", base, r, sft, cfg.finetune_steps, cfg.finetune_lr_scale
             ),
         )
         base_eval = _t(steps.evaluate, lake, rerun)(lake, _round_of(lake, base), base, eval_refs, workers)

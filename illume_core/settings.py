@@ -277,6 +277,8 @@ class RoundConfig(BaseModel):
     margin: float = Field(0.02, ge=0.0)  # largest ShapesEval drop still promoted
     min_parse_rate: float = Field(0.5, ge=0.0, le=1.0)  # smallest assessment parse rate promoted
     finetune_steps: int | None = Field(None, ge=1)  # None: the budget's
+    # the round's fine-tuning lr as a multiple of the stage-3 recipe's (docs/RESULTS.md measured it)
+    finetune_lr_scale: float = Field(1.0, gt=0.0, le=10.0)
     seed: int = 0
 
     @field_validator("strategies", mode="before")

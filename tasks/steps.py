@@ -185,6 +185,7 @@ def train_stage(
     round: int = 0,
     sft_ref: str | None = None,
     steps: int | None = None,
+    lr_scale: float = 1.0,
 ) -> str:
     """Run one stage recipe from `parent` on a Ray trainer actor; resumes after a crash."""
     from tasks.trainer import train_on_actor
@@ -217,6 +218,7 @@ def train_stage(
         samples_by_key=samples,
         sft_key=sft_ref,
         steps=steps,
+        lr_scale=lr_scale,
         on_progress=progress,
     )
     log.info(

@@ -61,8 +61,12 @@ def _reporter(progress: Callable[[int, int], None] | None, path: str | None, tot
     return report
 
 
-def job_key(stage: str, parent_id: str, settings: PipelineSettings, sft_key: str | None, steps: int) -> str:
-    return hashlib.sha256(f"{stage}|{parent_id}|{settings.digest()}|{sft_key}|{steps}".encode()).hexdigest()[
+def job_key(
+    stage: str, parent_id: str, settings: PipelineSettings, sft_key: str | None, steps: int, lr_scale: float = 1.0
+) -> str:
+    """The resumable-checkpoint key of a stage job (the lr scale counts only when it is not 1)."""
+    lr = f"|lr{lr_scale!r}" if lr_scale != 1.0 else ""
+    return hashlib.sha256(f"{stage}|{parent_id}|{settings.digest()}|{sft_key}|{steps}{lr}".encode()).hexdigest()[
         :16
     ]
 
@@ -90,6 +94,7 @@ def run_stage(
     samples_by_key: dict[str, dict] | None = None,
     sft_key: str | None = None,
     steps: int | None = None,
+    lr_scale: float = 1.0,
     device: str | None = None,
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -98,6 +103,8 @@ def run_stage(
     wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
 ) -> StageResult:
     """Train `stage` (stage0..3, or self_enhance = stage 3 plus the round's examples) from `parent`.
+
+    `lr_scale` multiplies the recipe's learning rates (a round's `finetune_lr_scale`).
 
     Data-parallel: every rank calls this with its `rank` and a `wrap` that makes the model
     data-parallel (Ray Train's prepare_model); ranks draw different batches (the seed is offset
@@ -114,11 +121,13 @@ def run_stage(
         settings.b.finetune_steps if stage == "self_enhance" else settings.b.stage_steps[stage]
     )
     recipe = get_recipe(name, settings.preset, steps=n_steps, batch_size=settings.b.batch_size)
+    if lr_scale != 1.0:
+        recipe = recipe.model_copy(update={"lrs": {g: lr * lr_scale for g, lr in recipe.lrs.items()}})
     examples = resolve(sft_rows, samples_by_key or {}) if sft_rows else []
     pairs = resolve_preferences(sft_rows, samples_by_key or {}) if sft_rows else []
     if examples:  # the round's data weighs as much as the whole base mix
         recipe = recipe.model_copy(update={"mix": {**recipe.mix, "self": sum(recipe.mix.values())}})
-    resume = root / "_resume" / job_key(stage, parent_id, settings, sft_key, n_steps)
+    resume = root / "_resume" / job_key(stage, parent_id, settings, sft_key, n_steps, lr_scale)
     state = None
     if resume.exists():
         parts = Parts.from_checkpoint(load_checkpoint(resume))
@@ -171,6 +180,7 @@ def run_stage(
             "self_examples": len(examples),
             "preference_pairs": len(pairs),
             "final_loss": st.losses[-1] if st.losses else None,
+            **({"lr_scale": lr_scale} if lr_scale != 1.0 else {}),
         },
     )
     shutil.rmtree(resume, ignore_errors=True)
