@@ -24,14 +24,7 @@ import time
 
 import torch
 
-from illume_core.eval.evaluations import (
-    assessment_confusion,
-    balanced_accuracy,
-    judge_rows,
-    prompt_id,
-    sample_items,
-    tag_scores,
-)
+from illume_core.eval import evaluations as ev
 from illume_core.model.engine import Engine
 from illume_core.self_enhance.likelihood import LikelihoodMargins, assess_by_likelihood
 from illume_core.world.prompts import generate_prompts
@@ -43,9 +36,9 @@ EVAL_SEED = 515_151
 
 def _draw(engine: Engine, seed: int, per_tag: int, images: int) -> tuple[list[dict], list[dict], dict]:
     metas = generate_prompts(seed=seed, per_tag=per_tag)
-    meta = {prompt_id(m): m for m in metas}
-    samples = engine.sample(sample_items(metas, images, round=seed))
-    return samples, judge_rows(samples, meta), meta
+    meta = {ev.prompt_id(m): m for m in metas}
+    samples = engine.sample(ev.sample_items(metas, images, round=seed))
+    return samples, ev.judge_rows(samples, meta), meta
 
 
 def _likelihood(engine: Engine, samples: list[dict], meta: dict) -> list[dict[str, float]]:
@@ -66,9 +59,9 @@ def _rows(samples: list[dict], gains: list[dict[str, float]], margins: Likelihoo
 
 
 def _figures(rows: list[dict], judgments: list[dict]) -> dict:
-    confusion = assessment_confusion(rows, judgments)
+    confusion = ev.assessment_confusion(rows, judgments)
     return {
-        "balanced": {d: round(v, 3) for d, (v, _) in balanced_accuracy(confusion).items()},
+        "balanced": {d: round(v, 3) for d, (v, _) in ev.balanced_accuracy(confusion).items()},
         "confusion": confusion,
     }
 
@@ -130,7 +123,7 @@ def main() -> None:
     cal_accept = {sh: _acceptance(_rows(cal_samples, cal_gains, _shifted(sh)), cal_judged) for sh in SHIFTS}
     best_shift = next((sh for sh in SHIFTS if (cal_accept[sh]["recall"] or 0) >= RECALL), SHIFTS[-1])
     out["calibration"] = {
-        "judged": {t: round(v, 3) for t, (v, _) in tag_scores(cal_judged).items()},
+        "judged": {t: round(v, 3) for t, (v, _) in ev.tag_scores(cal_judged).items()},
         "balanced_by_margin": {str(m): f["balanced"] for m, f in by_margin.items()},
         "chosen_margins": chosen,
         "acceptance_by_shift": {str(sh): a for sh, a in cal_accept.items()},
@@ -140,7 +133,7 @@ def main() -> None:
 
     # evaluation on other prompts
     samples, judged, meta = _draw(engine, args.eval_seed, args.per_tag, args.images)
-    out["eval_judged"] = {t: round(v, 3) for t, (v, _) in tag_scores(judged).items()}
+    out["eval_judged"] = {t: round(v, 3) for t, (v, _) in ev.tag_scores(judged).items()}
     t0 = time.time()
     gains = _likelihood(engine, samples, meta)
     out["likelihood_s_per_image"] = round((time.time() - t0) / len(samples), 4)

@@ -24,14 +24,8 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from illume_core.model.images import from_png
-from illume_core.self_enhance.assessment import (
-    DIMENSIONS,
-    Assessment,
-    DimensionAssessment,
-    assessment_question,
-    correction_turn,
-    format_assessment,
-)
+from illume_core.self_enhance import assessment as sa
+from illume_core.self_enhance.assessment import Assessment
 from illume_core.train.data import SelfExample
 from illume_core.train.preference import PreferencePair
 from illume_core.world.geneval import Metadata
@@ -56,11 +50,11 @@ def check_strategies(strategies: Iterable[str]) -> list[str]:
 def assessment_of(row: dict) -> Assessment | None:
     """An assessment row's verdicts as an Assessment; None when a dimension did not parse."""
     dims = {}
-    for d in DIMENSIONS:
+    for d in sa.DIMENSIONS:
         v = row.get(f"{d}_verdict")
         if v not in ("yes", "no"):
             return None
-        dims[d] = DimensionAssessment(verdict=v, reason=row.get(f"{d}_reason") or "")
+        dims[d] = sa.DimensionAssessment(verdict=v, reason=row.get(f"{d}_reason") or "")
     return Assessment(**dims)
 
 
@@ -136,15 +130,15 @@ def reformat_round(
         key = s["sample_key"]
         if "assessment" in strategies:
             turns = [
-                {"role": "user", "content": f"<image:0> {assessment_question(meta.prompt)}"},
-                {"role": "assistant", "content": format_assessment(a)},
+                {"role": "user", "content": f"<image:0> {sa.assessment_question(meta.prompt)}"},
+                {"role": "assistant", "content": sa.format_assessment(a)},
             ]
             refs = [key]
             good = accepted[s["prompt_id"]]
             if not a.all_yes and good:
                 fix = good[s["sample_index"] % len(good)]  # deterministic choice among accepted
                 turns += [
-                    {"role": "user", "content": correction_turn(meta)},
+                    {"role": "user", "content": sa.correction_turn(meta)},
                     {"role": "assistant", "content": "<image:1>"},
                 ]
                 refs.append(fix["sample_key"])
