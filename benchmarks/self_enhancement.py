@@ -222,7 +222,9 @@ def merge_seed(old: dict, new: dict) -> dict:
     Refused when the two runs started from different base models: their arms would not compare.
     """
     # results saved before the field drew without a nucleus cut (CFG 2, temperature 1)
-    drawn_then = old.get("image_sampling", {"cfg_scale": 2.0, "temperature": 1.0, "top_k": None, "top_p": 1.0})
+    drawn_then = old.get(
+        "image_sampling", {"cfg_scale": 2.0, "temperature": 1.0, "top_k": None, "top_p": 1.0}
+    )
     if drawn_then != new.get("image_sampling", drawn_then):
         raise SystemExit(
             f"seed {new['seed']}: the saved result drew its images with {drawn_then}, this run with "
@@ -313,6 +315,36 @@ def run_rounds(seed_dir: Path, base: Path, seed: int, args, log) -> list[dict]:
         )
     base_rows = [x for x in get_lake(str(lake)).read("rounds").to_pylist() if x["round"] == 0]
     return [{"round": 0, "status": base_rows[0]["status"] if base_rows else "promoted"}, *curve]
+
+
+def arm_rows(res: dict) -> list[dict]:
+    """One seed's result as `experiment_arms` rows: every figure of every arm, with the paired
+    bootstrap intervals of overall and of overall minus control."""
+    arms = list(res["arms"])
+    ci, diff_ci = bootstrap([res], arms)
+    rows = []
+    for arm, a in res["arms"].items():
+        common = {"seed": res["seed"], "arm": arm, "minutes": float(a.get("minutes", 0.0))}
+        common["finetune_lr_scale"] = float(res.get("finetune_lr_scale", 1.0))
+        for metric, value in sorted(a["metrics"].items()):
+            lo, hi = ci[arm] if metric == "overall" else (None, None)
+            rows.append({**common, "metric": metric, "value": float(value), "ci_low": lo, "ci_high": hi})
+        if arm in diff_ci:
+            d = a["metrics"]["overall"] - res["arms"]["control"]["metrics"]["overall"]
+            lo, hi = diff_ci[arm]
+            rows.append(
+                {**common, "metric": "overall_minus_control", "value": d, "ci_low": lo, "ci_high": hi}
+            )
+    return rows
+
+
+def record_arms(lake: Path, res: dict) -> None:
+    """Write the seed's arms into `lake`'s `experiment_arms` table (`illume report` shows them)."""
+    from storage.registry import get_lake
+
+    get_lake(str(lake)).write_partition(
+        "experiment_arms", 0, arm_rows(res), producer="self_enhancement", part=f"seed{res['seed']}"
+    )
 
 
 # ------------------------------------------------------------------------------- the report
@@ -543,6 +575,8 @@ def main() -> None:
     cmd = f"python benchmarks/self_enhancement.py --seeds {' '.join(map(str, args.seeds))}" + (
         f" --rounds {args.rounds}" if args.rounds else ""
     )
+    if args.finetune_lr_scale != 1.0:
+        cmd += f" --finetune-lr-scale {args.finetune_lr_scale}"
     if not args.merge_only:
         work = Path(args.work)
         work.mkdir(parents=True, exist_ok=True)
@@ -563,6 +597,9 @@ def main() -> None:
                 res = merge_seed(json.loads(path.read_text()), res)
             path.write_text(json.dumps(res, indent=1))
             log(f"wrote {results_dir / f'seed{seed}.json'}")
+            for lake in (work / f"seed{seed}" / "base", work / f"seed{seed}" / "rounds"):
+                if lake.exists():  # `illume report --lake <it>` shows the arms table
+                    record_arms(lake, res)
             vision_from = vision_from or str(work / f"seed{seed}" / "base")
     write_report(results_dir, Path(args.out), cmd)
     print(f"wrote {args.out}")

@@ -187,6 +187,60 @@ def _samples(lake: Lake, r: int, checkpoint: str | None) -> list[dict]:
     return query(lake, sql).to_pylist()
 
 
+ARM_TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+
+
+def _ci(row: dict | None, sign: str = "") -> str:
+    """A figure's 95% interval as ' [lo, hi]' (nothing when it has none)."""
+    if row is None or row["ci_low"] is None:
+        return ""
+    return f" <small>[{row['ci_low']:{sign}.3f}, {row['ci_high']:{sign}.3f}]</small>"
+
+
+def _arms_section(lake: Lake) -> list[str]:
+    """The self-enhancement experiment's arms (benchmarks/self_enhancement.py), one table a seed."""
+    rows = query(lake, "SELECT * FROM experiment_arms ORDER BY seed, arm, metric").to_pylist()
+    if not rows:
+        return []
+    fig: dict[int, dict[str, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        fig[r["seed"]][r["arm"]][r["metric"]] = r
+    out = [
+        "<h2 id='arms'>Self-enhancement experiment: arms against their control</h2>",
+        "<p>Every arm starts from the same base model (round 0). Overall is ShapesEval's mean over "
+        "tags; intervals are 95% bootstrap intervals over prompts, paired across arms.</p>",
+    ]
+    for seed, arms in sorted(fig.items()):
+        lr = next(iter(next(iter(arms.values())).values()))["finetune_lr_scale"]
+        heads = ["arm", "overall", "minus control", "held-out", *ARM_TAGS, "VQA", "minutes"]
+        out.append(f"<h3>Seed {seed} (fine-tuning lr x{lr:g})</h3><table class='scores'><tr>")
+        out.append("".join(f"<th>{_e(h)}</th>" for h in heads) + "</tr>")
+        order = sorted(arms, key=lambda a: (a != "baseline", a != "control", a))
+        for arm in order:
+            m = arms[arm]
+
+            def v(key: str, m: dict = m) -> float | None:
+                return m[key]["value"] if key in m else None
+
+            diff = m.get("overall_minus_control")
+            cells = [
+                f"<td>{_e(arm)}</td>",
+                f"<td class='num'>{_fmt(v('overall'))}{_ci(m.get('overall'))}</td>",
+                (
+                    f"<td class='num {'up' if diff['value'] > 0 else 'down'}'>{diff['value']:+.3f}{_ci(diff, '+')}</td>"
+                    if diff
+                    else "<td class='num'>&ndash;</td>"
+                ),
+                f"<td class='num'>{_fmt(v('heldout_overall'))}</td>",
+                *(f"<td class='num'>{_fmt(v(t))}</td>" for t in ARM_TAGS),
+                f"<td class='num'>{_fmt(v('vqa_overall'))}</td>",
+                f"<td class='num'>{_fmt(next(iter(m.values()))['minutes'])}</td>",
+            ]
+            out.append("<tr>" + "".join(cells) + "</tr>")
+        out.append("</table>")
+    return out
+
+
 def _round_section(lake: Lake, rnd: dict, scores: dict, agreement: dict) -> list[str]:
     r = rnd["round"]
     base, cand = rnd["base_checkpoint"], rnd["candidate_checkpoint"]
@@ -200,7 +254,16 @@ def _round_section(lake: Lake, rnd: dict, scores: dict, agreement: dict) -> list
     if r and params:
         shown = ", ".join(
             f"{k} {_e(', '.join(map(str, params[k])) if isinstance(params[k], list) else params[k])}"
-            for k in ("assessor", "n_prompts", "images_per_prompt", "strategies", "margin", "min_parse_rate")
+            for k in (
+                "assessor",
+                "n_prompts",
+                "images_per_prompt",
+                "strategies",
+                "finetune_steps",
+                "finetune_lr_scale",
+                "margin",
+                "min_parse_rate",
+            )
             if k in params
         )
         out.append(f"<p>Parameters: {shown}</p>")
@@ -348,6 +411,7 @@ def build_report(lake_root: str) -> Path:
             "<h2>Self-assessment: the text answer and the likelihood</h2>"
             "<img src='balanced.png' alt='self-assessment balanced accuracy per round and assessor'>"
         )
+    parts += _arms_section(lake)
     for rnd in sorted(rounds, key=lambda x: -x["round"]):  # the latest round first
         parts += _round_section(lake, rnd, scores, agreement)
     parts.append(_SCRIPT)

@@ -132,6 +132,24 @@ class EvaluationRow(Row):
     n: int = Field(ge=0, description="number of items the value is computed over")
 
 
+class ExperimentArmRow(Row):
+    round: int = Field(0, ge=0, description="the round every arm started from (0: the base model)")
+    seed: int = Field(description="the experiment's seed (one base model per seed)")
+    arm: str = Field(description="baseline, control, or the name of a round's strategies and assessor")
+    metric: str = Field(
+        description="a figure of the arm's evaluation: a ShapesEval tag, overall, heldout_overall, "
+        "vqa_overall, edit_overall, ba_<dimension> (text answer), lba_<dimension> (likelihood), ..., "
+        "or overall_minus_control"
+    )
+    value: float = Field(description="the figure")
+    ci_low: float | None = Field(
+        None, description="95% bootstrap interval over prompts, low end (overall figures)"
+    )
+    ci_high: float | None = Field(None, description="95% bootstrap interval over prompts, high end")
+    minutes: float = Field(ge=0.0, description="wall minutes the arm took")
+    finetune_lr_scale: float = Field(description="every fine-tuned arm's lr, as a multiple of stage 3's")
+
+
 class CheckpointRow(Row):
     checkpoint_id: str = Field(description="checkpoint id")
     parent: str | None = Field(None, description="checkpoint this one was trained from")
@@ -236,5 +254,6 @@ TABLES: dict[str, TableDef] = {
         TableDef("evaluations", EvaluationRow),
         TableDef("checkpoints", CheckpointRow),
         TableDef("task_runs", TaskRunRow),
+        TableDef("experiment_arms", ExperimentArmRow),
     )
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,41 @@ def test_a_partial_run_adds_its_arms_and_rounds_to_the_seed_and_refuses_another_
     with pytest.raises(SystemExit, match="drew its images with"):
         exp.merge_seed(old, cut)
     assert exp.merge_seed({**old, "image_sampling": cut["image_sampling"]}, cut)["arms"]
+    # fine-tuned at another lr: the arms would not compare
+    with pytest.raises(SystemExit, match="lr scale 1.0, this run at 0.25"):
+        exp.merge_seed(old, {**new, "finetune_lr_scale": 0.25})
+
+
+def test_a_seeds_arms_become_a_lake_table_that_the_report_shows(tmp_path):
+    from flows.report import build_report
+    from storage.catalog import query
+    from storage.lake import Lake
+
+    res = {**_seed(3, 0.3), "finetune_lr_scale": 0.25}
+    lake = Lake(str(tmp_path / "lake"))
+    exp.record_arms(tmp_path / "lake", res)
+    rows = query(lake, "SELECT * FROM experiment_arms ORDER BY arm, metric").to_pylist()
+    fig = {(r["arm"], r["metric"]): r for r in rows}
+    assert {r["seed"] for r in rows} == {3} and {r["finetune_lr_scale"] for r in rows} == {0.25}
+    # every figure of every arm, as the seed file has it
+    for arm, a in res["arms"].items():
+        for metric, value in a["metrics"].items():
+            assert fig[(arm, metric)]["value"] == pytest.approx(value)
+    # overall and overall minus control carry their paired intervals, which hold the estimate
+    diff = fig[("round", "overall_minus_control")]
+    want = res["arms"]["round"]["metrics"]["overall"] - res["arms"]["control"]["metrics"]["overall"]
+    assert diff["value"] == pytest.approx(want) and diff["ci_low"] <= want <= diff["ci_high"]
+    assert diff["ci_low"] > 0  # a 0.3 lift on every tag is not noise
+    assert ("control", "overall_minus_control") not in fig and ("baseline", "overall_minus_control") in fig
+    ov = fig[("round", "overall")]
+    assert ov["ci_low"] <= ov["value"] <= ov["ci_high"] and fig[("round", "counting")]["ci_low"] is None
+    # writing the seed again replaces its partition instead of adding rows
+    exp.record_arms(tmp_path / "lake", res)
+    assert query(lake, "SELECT count(*) AS n FROM experiment_arms").to_pylist()[0]["n"] == len(rows)
+
+    html = build_report(str(tmp_path / "lake")).read_text()
+    section = html.split("<h2 id='arms'>")[1].split("</table>")[0]
+    assert "Seed 3 (fine-tuning lr x0.25)" in section
+    body = section.split("<tr>")[2:]
+    assert [re.match(r"<td>(\w+)</td>", r).group(1) for r in body] == ["baseline", "control", "round"]
+    assert f"{diff['value']:+.3f} <small>[{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]</small>" in body[2]
