@@ -50,10 +50,10 @@ def main() -> None:
     t_train = time.perf_counter() - t0
 
     # the smoke corpus has few distinct prompts: take them all and enough images of each
-    from illume_core.settings import PipelineSettings
     from illume_core.train.data import BaseCorpus
+    from tasks.plumbing import load_settings
 
-    s = PipelineSettings.load(lake)
+    s = load_settings(lake)
     n_prompts = len(BaseCorpus(s.cfg, s.corpus).prompts)
     per_prompt = -(-args.samples // n_prompts)
     t1 = time.perf_counter()

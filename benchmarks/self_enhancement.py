@@ -143,9 +143,8 @@ def _arm_result(lake: str, eval_ref: str, minutes: float, **extra) -> dict:
 
 
 def run_seed(work: Path, seed: int, args, log, vision_from: str | None) -> dict:
-    from flows.pipeline import _eval_refs, train_pipeline
+    from flows.pipeline import _eval_refs, evaluation, train_pipeline
     from illume_core.model.sampling import IMAGE_SAMPLING
-    from illume_core.settings import PipelineSettings
     from storage import registry
     from tasks import steps
 
@@ -190,12 +189,12 @@ def run_seed(work: Path, seed: int, args, log, vision_from: str | None) -> dict:
         shutil.copytree(base, lake)
         t1 = time.perf_counter()
         if spec is None:  # control: the round's fine-tuning on base data only
-            s = PipelineSettings.load(lake)
+            s = steps.load_settings(str(lake))
             ck = registry.current_checkpoint(str(lake))
             cand = steps.train_stage.fn(
-                str(lake), s.model_dump_json(), "self_enhance", ck, 1, None, None, args.finetune_lr_scale
+                str(lake), s, "self_enhance", ck, 1, None, None, args.finetune_lr_scale
             )
-            ev = steps.evaluate.fn(str(lake), 1, cand, _eval_refs(str(lake)), args.workers)
+            ev = evaluation(str(lake), 1, cand, _eval_refs(str(lake)), args.workers)
             extra = {}
         else:
             # every arm's candidate is measured, whatever the gate would say

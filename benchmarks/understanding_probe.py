@@ -23,6 +23,12 @@ also draws N tuning prompts per tag (2 images each; `generate_prompts(seed=42424
 ShapesEval prompts), judges them, and scores the model's assessments of its own drawings against
 the judge: what a longer, understanding-heavy stage 3 does to both sides.
 
+`--image-input codes` shows the LLM each input image as its own discrete codes (`<soi>` + the
+tokenizer's 64 codes + `<eoi>`, embedded by the rows the model draws with) instead of the encoder's
+continuous features, in training and at inference alike: does the LLM read an image it can
+already draw faster than one it sees through the adapter? (A probe: the pipeline's model keeps
+ILLUME's continuous path.)
+
 The adapter-norm and multi-turn arms of docs/BASE_MODEL.md section 9 ran this script at commits
 61b2eb4 (`--adapter-norm on|off`) and 764d676 (`--turns 8`); neither lever was kept.
 """
@@ -49,6 +55,7 @@ from illume_core.eval.evaluations import (
 from illume_core.model.checkpoint import load_checkpoint
 from illume_core.model.engine import Engine
 from illume_core.model.images import from_png, png_bytes
+from illume_core.model.processor import IGNORE_INDEX, Example, Processor
 from illume_core.settings import BUDGETS
 from illume_core.train.data import BaseCorpus, CorpusSpec
 from illume_core.train.recipes import StageRecipe, get_recipe
@@ -59,6 +66,38 @@ from illume_core.world.scenes import render
 
 ASSESS_SEED = 777_001
 PROMPT_SEED = 424_242  # the tuning prompts of benchmarks/sampling_sweep.py, never ShapesEval's  # the probe's assessment scenes (the corpus seeds its own by run seed)
+
+
+class CodesProcessor(Processor):
+    """A Processor that writes each input image as its own codes between <soi> and <eoi> (the
+    generation path's input rows) instead of continuous-feature placeholders."""
+
+    def __init__(self, base: Processor, encode) -> None:
+        super().__init__(base.cfg, base.tokenizer)
+        self.encode = encode
+        self._cache: dict[bytes, list[int]] = {}
+
+    def _codes(self, image) -> list[int]:
+        x = self._pixels(image)
+        key = x.numpy().tobytes()
+        if key not in self._cache:
+            with torch.no_grad():
+                codes = self.encode(x[None])[0]  # (N,)
+            self._cache[key] = self.code_ids(codes).tolist()
+        return self._cache[key]
+
+    def _prompt(self, template: str, images) -> Example:
+        ids = [self.tokenizer.bos_id, *self.tokenizer.encode(template)]
+        if ids.count(self.tokenizer.image_id) != len(images):
+            raise ValueError("one image per <image> placeholder")
+        out: list[int] = []
+        seen = iter(images)
+        for i in ids:
+            if i == self.tokenizer.image_id:
+                out += [self.tokenizer.soi_id, *self._codes(next(seen)), self.tokenizer.eoi_id]
+            else:
+                out.append(i)
+        return Example(out, [IGNORE_INDEX] * len(out), [])
 
 
 @torch.no_grad()
@@ -151,12 +190,21 @@ def main() -> None:
         help="optimizer of the understanding mix (muon: train.loop.MuonAdamW)",
     )
     ap.add_argument("--batch", type=int, default=32, help="batch size of the understanding mix")
+    ap.add_argument(
+        "--image-input",
+        choices=["features", "codes"],
+        default="features",
+        help="how the LLM sees an input image: the adapter's continuous features (the pipeline's "
+        "way) or the image's own codes, as the drawer's input rows",
+    )
     ap.add_argument("--assess-items", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     parts = Parts.from_checkpoint(load_checkpoint(args.checkpoint))
+    if args.image_input == "codes":
+        parts.processor = CodesProcessor(parts.processor, parts.semantic.encode)
     b = BUDGETS["experiment"]
     base = BaseCorpus(parts.cfg, CorpusSpec(args.seed, b.n_t2i, b.n_scenes, b.n_assess))
     items = vqa_items(200, parts.cfg.image_size)
@@ -187,7 +235,7 @@ def main() -> None:
     result["train_s"] = round(time.time() - t0, 1)
     model = parts.model.eval()
     with torch.no_grad():
-        feats = model.aligner(model.vision_model(torch.stack([torch.zeros(3, 64, 64)])))
+        feats = model.aligner(model.vision_model(torch.zeros(1, 3, parts.cfg.image_size, parts.cfg.image_size)))
         result["adapter_norm_mean"] = round(feats.norm(dim=-1).mean().item(), 3)
         result["token_embedding_norm_mean"] = round(
             model.llm.get_input_embeddings().weight.norm(dim=-1).mean().item(), 3

@@ -1,4 +1,5 @@
-"""The Prefect flows: `train_pipeline`, `self_enhancement_round`, `evaluate_checkpoint`.
+"""The Prefect flows: `train_pipeline`, `self_enhancement_round`, `evaluate_checkpoint`, and the
+sub-flow `evaluation` that the three share.
 
 They read like a table of contents: each line is a task from tasks/steps.py. Every flow holds
 the lake's writer lock for its whole run, so a second round on the same lake waits, then
@@ -68,12 +69,18 @@ def _result_storage(lake: str) -> str:
     return _RESULT_BLOCKS[path]
 
 
+# the evaluation sub-flow's tasks: `rerun=["evaluate"]` refreshes all of them
+EVAL_TASKS = ("eval-sample", "eval-judge", "eval-assess", "understand", "evaluate")
+DRAWING_TASKS = ("sample", "eval-sample", "understand")  # their keys hold the sampling setting
+POOL_TASKS = ("sample", "assess", "eval-sample", "eval-assess", "understand")  # worker count left out
+
+
 def _opts(lake: str, rerun: list[str], name: str) -> dict:
     """Per-run task options: results and cache records in the lake; refresh the named tasks."""
-    # the tasks that draw images also key on the sampling setting
-    base = steps.DRAWING_CACHE_POLICY if name in ("sample", "evaluate") else steps.CACHE_POLICY
+    base = steps.DRAWING_CACHE_POLICY if name in DRAWING_TASKS else steps.CACHE_POLICY
     policy = base.configure(key_storage=str(_store(lake) / "cache-keys"))
-    return {"cache_policy": policy, "refresh_cache": name in rerun, "result_storage": _result_storage(lake)}
+    refresh = name in rerun or ("evaluate" in rerun and name in EVAL_TASKS)
+    return {"cache_policy": policy, "refresh_cache": refresh, "result_storage": _result_storage(lake)}
 
 
 def _check_rerun(rerun: list[str]) -> list[str]:
@@ -86,10 +93,12 @@ def _check_rerun(rerun: list[str]) -> list[str]:
 def _t(task, lake: str, rerun: list[str], name: str | None = None):
     name = name or task.name
     opts = _opts(lake, rerun, name)
-    if name in ("sample", "assess", "evaluate"):  # the worker count never changes results
+    if name in POOL_TASKS:  # the worker count never changes results
         opts["cache_policy"] = opts["cache_policy"] - "workers"
     if os.environ.get(FAULT_ENV):  # the fault matrix kills the flow at task boundaries
         opts.update(boundary_hooks(name))
+    if name != task.name:
+        opts["name"] = name
     return task.with_options(**opts)
 
 
@@ -136,20 +145,19 @@ def train_pipeline(
         vision_from = registry.shared_vision_of(lake)
     log = get_run_logger()
     s = PipelineSettings(preset=preset, budget=budget, seed=seed)
-    sj = s.model_dump_json()
     from tasks.cluster import pinned_train_threads  # imports ray: only when a flow runs
 
     resume = f"illume train --lake {lake} --preset {preset} --budget {budget} --seed {seed}" + (
         f" --vision-from {vision_from}" if vision_from else ""
     )
     with ApiWatch(resume), _Locked(lake, "train-pipeline", lock_timeout_s), pinned_train_threads():
-        eval_refs = _t(steps.prepare_data, lake, rerun)(lake, sj)
+        eval_refs = _t(steps.prepare_data, lake, rerun)(lake, s)
         # tasks return lake-relative checkpoint paths (a cache hit in a moved lake must name its own)
-        ck = registry.lake_path(lake, _t(steps.train_vision, lake, rerun)(lake, sj, vision_from))
+        ck = registry.lake_path(lake, _t(steps.train_vision, lake, rerun)(lake, s, vision_from))
         for stage in ("stage0", "stage1", "stage2", "stage3"):
-            ck = registry.lake_path(lake, _t(steps.train_stage, lake, rerun)(lake, sj, stage, ck, 0))
+            ck = registry.lake_path(lake, _t(steps.train_stage, lake, rerun)(lake, s, stage, ck, 0))
             log.info("%s -> %s", stage, ck)
-        ev = _t(steps.evaluate, lake, rerun)(lake, 0, ck, eval_refs, workers)
+        ev = evaluation(lake, 0, ck, eval_refs, workers, rerun)
         registry.set_round(
             lake, 0, ck, ck, "promoted", "base training run", steps.params_json(**s.model_dump())
         )
@@ -233,8 +241,7 @@ def _round_body(
 
     with _Locked(lake, "self-enhancement-round", lock_timeout_s), pinned_train_threads():
         r = _next_round(lake) if round is None else round
-        s = PipelineSettings.load(lake)
-        sj = s.model_dump_json()
+        s = steps.load_settings(lake)
         prev = get_lake(lake).read("rounds", r).to_pylist()
         base = registry.current_checkpoint(lake)
         if prev and prev[0]["status"] != "running":
@@ -261,11 +268,11 @@ def _round_body(
         cand = registry.lake_path(
             lake,
             _t(steps.train_stage, lake, rerun, "finetune")(
-                lake, sj, "self_enhance", base, r, sft, cfg.finetune_steps, cfg.finetune_lr_scale
+                lake, s, "self_enhance", base, r, sft, cfg.finetune_steps, cfg.finetune_lr_scale
             ),
         )
-        base_eval = _t(steps.evaluate, lake, rerun)(lake, _round_of(lake, base), base, eval_refs, workers)
-        cand_eval = _t(steps.evaluate, lake, rerun)(lake, r, cand, eval_refs, workers)
+        base_eval = evaluation(lake, _round_of(lake, base), base, eval_refs, workers, rerun)
+        cand_eval = evaluation(lake, r, cand, eval_refs, workers, rerun)
         decision = _t(steps.promote, lake, rerun)(
             lake, r, base, cand, base_eval, cand_eval, assessed, cfg.margin, cfg.min_parse_rate, params
         )
@@ -299,9 +306,44 @@ def evaluate_checkpoint(
             raise FileNotFoundError(
                 f"no current checkpoint in {lake}; pass --checkpoint or run `illume train`"
             )
-        ev = _t(steps.evaluate, lake, rerun)(lake, _round_of(lake, ck), ck, _eval_refs(lake), workers)
+        ev = evaluation(lake, _round_of(lake, ck), ck, _eval_refs(lake), workers, rerun)
     rows = steps.read_ref(lake, ev)
     return {"checkpoint": ck, "evaluation": ev, "rows": rows}
+
+
+@flow(name="evaluation", flow_run_name="evaluate-r{round}")
+def evaluation(
+    lake: str,
+    round: int,
+    checkpoint: str,
+    eval_prompt_refs: str,
+    workers: int = 2,
+    rerun: list[str] | None = None,
+) -> str:
+    """ShapesEval (seen and held-out compositions), the model's assessments of its own evaluation
+    drawings, VQA and editing of one checkpoint, as tasks: draw -> judge -> assess -> score.
+
+    A sub-flow of the three flows above (they hold the lake's writer lock); the evaluation
+    drawings are stored like any samples, in a part named by split and checkpoint.
+    """
+    rerun = rerun or []
+    n_images = steps.load_settings(lake).b.eval_images_per_prompt
+    ck = registry.checkpoint_id_of(registry.lake_path(lake, checkpoint))
+    judged: dict[str, str] = {}
+    assessed: dict[str, str] = {}
+    for pref in eval_prompt_refs.split(","):
+        split = steps.parse_ref(pref)[2].removeprefix("shapeseval-")
+        samp = _t(steps.sample, lake, rerun, "eval-sample")(
+            lake, round, checkpoint, pref, n_images, part=f"eval-{split}-{ck}", workers=workers
+        )
+        judged[split] = _t(steps.judge, lake, rerun, "eval-judge")(lake, round, samp, pref)
+        if split == "eval":
+            for assessor in steps.EVAL_ASSESSORS:
+                assessed[assessor] = _t(steps.assess, lake, rerun, "eval-assess")(
+                    lake, round, checkpoint, samp, pref, assessor, workers
+                )
+    understood = _t(steps.understand, lake, rerun)(lake, round, checkpoint, workers)
+    return _t(steps.evaluate, lake, rerun)(lake, round, checkpoint, judged, assessed, understood)
 
 
 # ------------------------------------------------------------------------------------ helpers

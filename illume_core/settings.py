@@ -1,7 +1,8 @@
 """Pipeline settings: the preset, the base corpus, and the step budgets of every stage.
 
-A train pipeline writes its settings into the lake (`<lake>/pipeline.json`), and every later
-round reads them back, so rounds fine-tune on the very corpus the base model was trained on.
+A train pipeline stores its settings in the lake (`<lake>/pipeline.json`, written and read by
+`storage.registry`; `tasks.plumbing.load_settings` joins the two), and every later round reads
+them back, so rounds fine-tune on the very corpus the base model was trained on.
 Budgets are named (`smoke` for tests, `demo` for the README's one command, `experiment` for the
 self-enhancement experiment); the CLI and flows read this registry.
 """
@@ -12,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -215,7 +215,7 @@ class PipelineSettings(BaseModel):
 
         The budget's step counts, the preset's shapes and the stage recipes at the preset's
         learning rates are in it, not only their names, so a changed budget or recipe changes the
-        digest. It is recorded in every Parquet file's metadata and stands for `settings_json` in
+        digest. It is recorded in every Parquet file's metadata and stands for `settings` in
         the training tasks' cache keys (tasks/steps.py): a lake trained under an older recipe
         retrains instead of reusing its cached stages.
         """
@@ -230,22 +230,15 @@ class PipelineSettings(BaseModel):
         }
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
-    def save(self, lake_root: str | Path) -> None:
-        path = Path(lake_root) / "pipeline.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(self.model_dump_json(indent=2))
-        tmp.replace(path)
+    def to_stored(self) -> str:
+        """The document a lake keeps (`storage.registry.save_settings`)."""
+        return self.model_dump_json(indent=2)
 
     @classmethod
-    def load(cls, lake_root: str | Path) -> PipelineSettings:
-        path = Path(lake_root) / "pipeline.json"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} is missing: this lake has no trained base model yet; run `illume train --lake {lake_root}` "
-                "(or `illume demo`) first"
-            )
-        stored = json.loads(path.read_text())
+    def from_stored(cls, text: str) -> PipelineSettings:
+        """Settings from a lake's stored document (`storage.registry.read_settings`); fields added
+        since a lake was trained take the value that lake was trained with, not today's default."""
+        stored = json.loads(text)
         stored.setdefault("reading_order", False)  # written before the field: trained without it
         stored.setdefault("distractors", list(TAGS))  # likewise: distractors in every tag's scenes
         return cls(**stored)

@@ -20,6 +20,7 @@ from pathlib import Path
 from storage.lake import Lake
 
 MANIFEST_FILE = "manifest.json"  # a checkpoint folder's manifest (illume_core/model/checkpoint.py)
+SETTINGS_FILE = "pipeline.json"  # the run's settings (illume_core.settings.PipelineSettings)
 
 
 _LAKES: dict[str, Lake] = {}
@@ -48,6 +49,26 @@ def lake_ref(lake: str, path: str) -> str:
 def lake_path(lake: str, ref: str) -> str:
     """The absolute path of a lake-relative path (an absolute one is returned as it is)."""
     return ref if "://" in ref or os.path.isabs(ref) else str(Path(lake).resolve() / ref)
+
+
+def save_settings(lake: str, document: str) -> None:
+    """Store the run's settings document at the lake's root, replaced atomically."""
+    path = Path(lake) / SETTINGS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{SETTINGS_FILE}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(document, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_settings(lake: str) -> str:
+    """The lake's settings document, as `save_settings` stored it."""
+    path = Path(lake) / SETTINGS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: this lake has no trained base model yet; run `illume train --lake {lake}` "
+            "(or `illume demo`) first"
+        )
+    return path.read_text(encoding="utf-8")
 
 
 def checkpoint_manifest(folder: str | os.PathLike[str]) -> dict:

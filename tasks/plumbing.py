@@ -17,8 +17,9 @@ from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import TASK_SOURCE, CachePolicy, CompoundCachePolicy, Inputs
 
+from illume_core.settings import PipelineSettings
 from storage.lake import PartitionInfo
-from storage.registry import get_lake, lake_ref
+from storage.registry import get_lake, lake_ref, read_settings
 
 
 @dataclass
@@ -36,22 +37,12 @@ class LakeInputs(CachePolicy):
             for k, v in (inputs or {}).items()
             if k != "lake"
         }
-        if isinstance(named.get("settings_json"), str):  # keyed by what the names stand for
-            named["settings_json"] = _settings_key(named["settings_json"])
+        if isinstance(named.get("settings"), PipelineSettings):  # keyed by what the names stand for
+            named["settings"] = named["settings"].digest()
         return Inputs(exclude=list(self.exclude)).compute_key(task_ctx, named, flow_parameters, **kwargs)
 
     def __sub__(self, other: str) -> LakeInputs:
         return replace(self, exclude=[*self.exclude, other])
-
-
-def _settings_key(settings_json: str) -> str:
-    """Pipeline settings as their digest: budget steps, preset shapes and recipes included."""
-    from illume_core.settings import PipelineSettings
-
-    try:
-        return PipelineSettings.model_validate_json(settings_json).digest()
-    except ValueError:  # not settings after all: keyed as given
-        return settings_json
 
 
 @dataclass
@@ -73,6 +64,11 @@ class ImageSampling(CachePolicy):
         from illume_core.model import sampling  # torch: only when a task runs
 
         return sampling.IMAGE_SAMPLING.model_dump_json()
+
+
+def load_settings(lake: str) -> PipelineSettings:
+    """The run's settings that `lake` stores (`storage.registry.read_settings`)."""
+    return PipelineSettings.from_stored(read_settings(lake))
 
 
 CACHE_POLICY = LakeCachePolicy(policies=[LakeInputs(), TASK_SOURCE])

@@ -18,12 +18,14 @@ from pathlib import Path
 
 from prefect import task
 
+from illume_core.settings import PipelineSettings
 from illume_core.world.geneval import Metadata
 from storage.registry import (  # the checkpoint registry; flows and benchmarks read it there too
     checkpoint_id_of,
     get_lake,
     lake_path,
     lake_ref,
+    save_settings,
     set_current,
     set_round,
 )
@@ -34,6 +36,7 @@ from tasks.plumbing import (  # re-exported: flows and benchmarks use steps.ref 
     RETRIES,
     Progress,
     _logger,
+    load_settings,
     parse_ref,
     read_ref,
     record_run,
@@ -58,15 +61,14 @@ def _sample_identity(round: int, checkpoint_id: str, row: dict) -> dict:
 
 
 @task(name="prepare-data", cache_policy=CACHE_POLICY, persist_result=True, **RETRIES)
-def prepare_data(lake: str, settings_json: str) -> str:
+def prepare_data(lake: str, settings: PipelineSettings) -> str:
     """Write the fixed ShapesEval prompt sets (eval and held-out compositions) for round 0."""
     from illume_core.eval.evaluations import prompt_id, shapeseval_prompts
-    from illume_core.settings import PipelineSettings
     from illume_core.world.prompts import Holdout
 
-    s = PipelineSettings.model_validate_json(settings_json)
+    s = settings
     t0 = datetime.now(UTC)
-    s.save(lake)
+    save_settings(lake, s.to_stored())
     holdout = Holdout.parse(list(s.holdout)) if s.holdout is not None else Holdout.default()
     refs = []
     for split, metas in shapeseval_prompts(s.b.eval_per_tag, holdout).items():
@@ -102,10 +104,9 @@ def select_prompts(lake: str, round: int, n_prompts: int, seed: int) -> str:
     """The round's prompts: a tag-balanced, seeded draw from the base text-to-image prompts."""
     from illume_core.eval.evaluations import prompt_id
     from illume_core.self_enhance.policy import draw_round_prompts
-    from illume_core.settings import PipelineSettings
     from illume_core.train.data import BaseCorpus
 
-    s = PipelineSettings.load(lake)
+    s = load_settings(lake)
     t0 = datetime.now(UTC)
     unique = draw_round_prompts(BaseCorpus(s.cfg, s.corpus).prompts, n_prompts, round, seed)
     rows = [
@@ -130,7 +131,7 @@ def select_prompts(lake: str, round: int, n_prompts: int, seed: int) -> str:
 
 
 @task(name="train-vision", cache_policy=CACHE_POLICY, persist_result=True, **RETRIES)
-def train_vision(lake: str, settings_json: str, vision_from: str | None = None) -> str:
+def train_vision(lake: str, settings: PipelineSettings, vision_from: str | None = None) -> str:
     """Contrastive encoder + semantic tokenizer + text tokenizer -> an untrained-LLM checkpoint.
 
     With `vision_from` (a checkpoint folder of the same preset), the encoder and the tokenizer
@@ -140,11 +141,10 @@ def train_vision(lake: str, settings_json: str, vision_from: str | None = None) 
     """
     import torch
 
-    from illume_core.settings import PipelineSettings
     from illume_core.train.jobs import store
     from illume_core.train.stages import init_model, pretrain_vision, shared_vision
 
-    s = PipelineSettings.model_validate_json(settings_json)
+    s = settings
     t0, c0 = datetime.now(UTC), time.process_time()
     torch.manual_seed(s.seed)
     log = _logger()
@@ -179,7 +179,7 @@ def train_vision(lake: str, settings_json: str, vision_from: str | None = None) 
 )
 def train_stage(
     lake: str,
-    settings_json: str,
+    settings: PipelineSettings,
     stage: str,
     parent: str,
     round: int = 0,
@@ -209,7 +209,7 @@ def train_stage(
         log.info("train-%s step %d/%d, loss %.3f", stage, step, total, loss)
 
     res = train_on_actor(
-        settings_json,
+        settings,
         stage,
         parent,
         str(Path(lake).resolve() / "checkpoints"),
@@ -396,52 +396,61 @@ def reformat(
     return ref(info)
 
 
-@task(name="evaluate", cache_policy=DRAWING_CACHE_POLICY - "workers", persist_result=True, **RETRIES)
-def evaluate(lake: str, round: int, checkpoint: str, eval_prompt_refs: str, workers: int = 2) -> str:
-    """ShapesEval (seen and held-out compositions), VQA and self-assessment agreement of a checkpoint."""
-    from illume_core.eval.evaluations import (
-        agreement,
-        assessment_confusion,
-        balanced_accuracy,
-        confusion_rows,
-        edit_items,
-        edit_scores,
-        evaluation_rows,
-        tag_scores,
-        vqa_items,
-        vqa_scores,
-    )
-    from illume_core.settings import PipelineSettings
+@task(name="understand", cache_policy=DRAWING_CACHE_POLICY - "workers", persist_result=True, **RETRIES)
+def understand(lake: str, round: int, checkpoint: str, workers: int = 2) -> list[dict]:
+    """VQA on held-out scenes and editing tasks judged against their target scenes: evaluation rows."""
+    from illume_core.eval.evaluations import edit_items, edit_scores, evaluation_rows, vqa_items, vqa_scores
     from tasks.pool import get_pool
 
-    s = PipelineSettings.load(lake)
+    s = load_settings(lake)
     t0 = datetime.now(UTC)
     checkpoint = lake_path(lake, checkpoint)
     ck = checkpoint_id_of(checkpoint)
     pool = get_pool(checkpoint, workers)
     c0 = pool.compute_seconds
+    items = vqa_items(s.b.vqa_questions, s.cfg.image_size)
+    answers = pool.map("ask", items, key=lambda it: it["id"])
+    rows = evaluation_rows(round, ck, "vqa", "heldout", "accuracy", vqa_scores(items, answers))
+    edits = edit_items(s.b.edit_tasks, s.cfg.image_size)
+    outputs = pool.map("edit", edits, key=lambda it: it["id"])
+    rows += evaluation_rows(round, ck, "editing", "heldout", "accuracy", edit_scores(edits, outputs))
+    record_run(lake, "understand", round, f"understand-{ck}", t0, 0, pool.compute_seconds - c0)
+    return rows
+
+
+@task(name="evaluate", cache_policy=CACHE_POLICY, persist_result=True, **RETRIES)
+def evaluate(
+    lake: str,
+    round: int,
+    checkpoint: str,
+    judged: dict[str, str],
+    assessed: dict[str, str],
+    understood: list[dict],
+) -> str:
+    """Score a checkpoint from its evaluation drawings: ShapesEval per split (`judged`: split ->
+    judgments ref), the model's own assessments of them against the judge (`assessed`: assessor ->
+    assessments ref, eval split), and the VQA and editing rows of `understand`; one evaluations
+    partition. The sub-flow `flows.pipeline.evaluation` runs the tasks that draw and judge."""
+    from illume_core.eval.evaluations import (
+        agreement,
+        assessment_confusion,
+        balanced_accuracy,
+        confusion_rows,
+        evaluation_rows,
+        tag_scores,
+    )
+
+    t0 = datetime.now(UTC)
+    ck = checkpoint_id_of(lake_path(lake, checkpoint))
     rows: list[dict] = []
-    for pref in eval_prompt_refs.split(","):
-        _, _, ppart = parse_ref(pref)
-        split = ppart.removeprefix("shapeseval-")
-        # evaluation samples are stored like any others, in a part named by checkpoint and split
-        samp_ref = sample.fn(
-            lake,
-            round,
-            checkpoint,
-            pref,
-            s.b.eval_images_per_prompt,
-            part=f"eval-{split}-{ck}",
-            workers=workers,
-        )
-        judg_ref = judge.fn(lake, round, samp_ref, pref)
+    for split, judg_ref in judged.items():
         judgments = read_ref(lake, judg_ref)
         rows += evaluation_rows(round, ck, "shapeseval", split, "accuracy", tag_scores(judgments))
+        if split != "eval":
+            continue
         # the model's two ways of judging its own drawings, against the judge
-        for assessor, bench in (("self", "self_assessment"), ("likelihood", "self_assessment_likelihood")):
-            if split != "eval":
-                break
-            ass_ref = assess.fn(lake, round, checkpoint, samp_ref, pref, assessor, workers)
+        for assessor, ass_ref in assessed.items():
+            bench = EVAL_ASSESSORS[assessor]
             assessments = read_ref(lake, ass_ref)
             rows += evaluation_rows(round, ck, bench, split, "agreement", agreement(assessments, judgments))
             confusion = assessment_confusion(assessments, judgments)
@@ -450,25 +459,18 @@ def evaluate(lake: str, round: int, checkpoint: str, eval_prompt_refs: str, work
             )
             rows += confusion_rows(round, ck, split, confusion, benchmark=bench)
             parsed = sum(a["parse_status"] == "ok" for a in assessments)
-            rows += evaluation_rows(
-                round,
-                ck,
-                bench,
-                split,
-                "parse_rate",
-                {"overall": (parsed / max(1, len(assessments)), len(assessments))},
-            )
-    items = vqa_items(s.b.vqa_questions, s.cfg.image_size)
-    answers = pool.map("ask", items, key=lambda it: it["id"])
-    rows += evaluation_rows(round, ck, "vqa", "heldout", "accuracy", vqa_scores(items, answers))
-    edits = edit_items(s.b.edit_tasks, s.cfg.image_size)
-    outputs = pool.map("edit", edits, key=lambda it: it["id"])
-    rows += evaluation_rows(round, ck, "editing", "heldout", "accuracy", edit_scores(edits, outputs))
+            rate = {"overall": (parsed / max(1, len(assessments)), len(assessments))}
+            rows += evaluation_rows(round, ck, bench, split, "parse_rate", rate)
+    rows += understood
     info = get_lake(lake).write_partition(
         "evaluations", round, rows, producer="evaluate", checkpoint=ck, part=ck
     )
-    record_run(lake, "evaluate", round, f"evaluate-{ck}", t0, info.rows, pool.compute_seconds - c0)
+    record_run(lake, "evaluate", round, f"evaluate-{ck}", t0, info.rows, 0.0)
     return ref(info)
+
+
+# the model's two ways of judging its own evaluation drawings -> their benchmark name
+EVAL_ASSESSORS = {"self": "self_assessment", "likelihood": "self_assessment_likelihood"}
 
 
 def overall(

@@ -11,6 +11,7 @@ from typing import Any
 
 import ray
 
+from illume_core.settings import PipelineSettings
 from tasks.cluster import ensure_ray, gpus_per_worker, trainer_threads
 from tasks.pool import shutdown_pools
 
@@ -23,12 +24,11 @@ class Trainer:
     flow's writer lock is never needed by another process.
     """
 
-    def run(self, settings_json: str, stage: str, parent: str, root: str, threads: int, kwargs: dict):
-        from illume_core.settings import PipelineSettings
+    def run(self, settings: PipelineSettings, stage: str, parent: str, root: str, threads: int, kwargs: dict):
         from illume_core.train.jobs import run_stage
 
         return run_stage(
-            PipelineSettings.model_validate_json(settings_json),
+            settings,
             stage,
             parent,
             root,
@@ -38,7 +38,7 @@ class Trainer:
 
 
 def train_on_actor(
-    settings_json: str,
+    settings: PipelineSettings,
     stage: str,
     parent: str,
     root: str,
@@ -61,7 +61,7 @@ def train_on_actor(
     workers = int(os.environ.get("ILLUME_TRAIN_WORKERS", "0")) or (n_gpus if n_gpus >= 2 else 1)
     if workers > 1:
         return train_data_parallel(
-            settings_json, stage, parent, root, workers, use_gpu=n_gpus >= workers, **kwargs
+            settings, stage, parent, root, workers, use_gpu=n_gpus >= workers, **kwargs
         )
     gpus = gpus_per_worker()
     # a fixed count (pinned by the flow run, else the largest node's CPUs), not what happens to
@@ -75,7 +75,7 @@ def train_on_actor(
     progress_file = os.path.join(root, f"_progress-{os.getpid()}-{time.time_ns()}.json")
     try:
         ref = actor.run.remote(
-            settings_json, stage, parent, root, threads, {**kwargs, "progress_file": progress_file}
+            settings, stage, parent, root, threads, {**kwargs, "progress_file": progress_file}
         )
         seen = -1
         while True:
@@ -98,7 +98,7 @@ def train_on_actor(
 
 
 def train_data_parallel(
-    settings_json: str, stage: str, parent: str, root: str, workers: int, use_gpu: bool, **kwargs: Any
+    settings: PipelineSettings, stage: str, parent: str, root: str, workers: int, use_gpu: bool, **kwargs: Any
 ):
     """Run a stage with Ray Train's TorchTrainer: `workers` DDP ranks (GPUs, or CPUs with gloo).
 
@@ -121,12 +121,11 @@ def train_data_parallel(
         import ray.train
         from ray.train.torch import prepare_model
 
-        from illume_core.settings import PipelineSettings
         from illume_core.train.jobs import run_stage
 
         rank = ray.train.get_context().get_world_rank()
         res = run_stage(
-            PipelineSettings.model_validate_json(config["settings"]),
+            config["settings"],
             config["stage"],
             config["parent"],
             config["root"],
@@ -144,7 +143,7 @@ def train_data_parallel(
     trainer = TorchTrainer(
         loop,
         train_loop_config={
-            "settings": settings_json,
+            "settings": settings,
             "stage": stage,
             "parent": parent,
             "root": root,

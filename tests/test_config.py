@@ -77,14 +77,17 @@ def _without_field(tmp_path, field: str):
     import json
 
     from illume_core.settings import PipelineSettings
+    from storage.registry import read_settings, save_settings
+    from tasks.plumbing import load_settings
 
     s = PipelineSettings(budget="smoke")
-    s.save(tmp_path)
-    assert PipelineSettings.load(tmp_path) == s
+    save_settings(str(tmp_path), s.to_stored())
+    assert load_settings(str(tmp_path)) == s
+    assert json.loads((tmp_path / "pipeline.json").read_text()) == json.loads(read_settings(str(tmp_path)))
     old = json.loads((tmp_path / "pipeline.json").read_text())
     del old[field]
     (tmp_path / "pipeline.json").write_text(json.dumps(old))
-    loaded = PipelineSettings.load(tmp_path)
+    loaded = load_settings(str(tmp_path))
     assert loaded.digest() != s.digest()  # the corpus is part of what the digest stands for
     return s, loaded
 

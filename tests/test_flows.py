@@ -41,6 +41,21 @@ def _task_runs(lake: str) -> dict[str, object]:
     }
 
 
+def _flow_task_runs(flow_run_id) -> list:
+    """The task runs of a flow run and of its sub-flow runs (the evaluation), not the sub-flows' own
+    placeholder runs in the parent."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        subs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+        )
+        ids = [flow_run_id, *(f.id for f in subs)]
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+    return [r for r in runs if not r.name.startswith("evaluation")]
+
+
 @pytest.fixture(scope="module")
 def round_lake(smoke_round_lake):
     return smoke_round_lake  # a round with ROUND's parameters, shared with tests/test_fault_matrix.py
@@ -80,8 +95,6 @@ def test_round_through_prefect_and_ray(round_lake):
 
 
 def test_rerun_assess_keeps_sample_cached(round_lake, prefect_harness):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from flows.pipeline import self_enhancement_round
 
@@ -89,12 +102,11 @@ def test_rerun_assess_keeps_sample_cached(round_lake, prefect_harness):
     before_counts, before_runs = _counts(str(lake)), _task_runs(str(lake))
     state = self_enhancement_round(lake=str(lake), round=1, rerun=["assess"], return_state=True, **ROUND)
     assert state.is_completed()
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-        )
+    runs = _flow_task_runs(state.state_details.flow_run_id)
     states = {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}  # "sample-6a0" -> "sample"
     assert states["sample"] == "Cached" and states["assess"] == "Completed", states
+    # the evaluation sub-flow's tasks ran as tasks; its drawings and assessments were cache hits
+    assert states["eval-sample"] == states["eval-assess"] == "Cached", states
     after_runs = _task_runs(str(lake))
     assert after_runs["sample/1"] == before_runs["sample/1"]  # the sample task body did not run
     assert after_runs["assess/1"] != before_runs["assess/1"]  # assess did
@@ -103,8 +115,6 @@ def test_rerun_assess_keeps_sample_cached(round_lake, prefect_harness):
 
 def test_a_copied_lake_keeps_its_caches_and_reruns_only_assess(round_lake, prefect_harness, tmp_path):
     """Cache keys name the lake's contents, not its path: on a copy, a rerun of assess reruns assess alone."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from flows.pipeline import self_enhancement_round
 
@@ -114,21 +124,26 @@ def test_a_copied_lake_keeps_its_caches_and_reruns_only_assess(round_lake, prefe
     state = self_enhancement_round(lake=str(lake), round=1, rerun=["assess"], return_state=True, **ROUND)
     assert state.is_completed()
     out = state.result()
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-        )
+    runs = _flow_task_runs(state.state_details.flow_run_id)
     states = sorted((r.name.rsplit("-", 1)[0], r.state.name) for r in runs)
     assert ("assess", "Completed") in states and ("sample", "Cached") in states, states
     # what does not depend on assess's output is a cache hit; what does follows only if it changed
     follows = (
-        {"reformat", "train-self_enhance", "evaluate", "promote"}
+        {"reformat", "train-self_enhance", "eval-sample", "eval-judge", "eval-assess", "understand"}
+        | {"evaluate", "promote"}
         if out["assessments"] != first["assessments"]
         else set()
     )
     others = [(n, st) for n, st in states if n != "assess" and not (n in follows and st == "Completed")]
     assert others and all(st == "Cached" for _, st in others), states
-    assert {n for n, _ in states} >= {"select-prompts", "sample", "judge", "evaluate", "promote"}
+    assert {n for n, _ in states} >= {
+        "select-prompts",
+        "sample",
+        "judge",
+        "eval-sample",
+        "evaluate",
+        "promote",
+    }
     after_runs = _task_runs(str(lake))
     assert (
         after_runs["sample/1"] == before_runs["sample/1"]
@@ -146,11 +161,11 @@ def test_cache_keys_follow_what_the_budget_and_recipes_stand_for(monkeypatch):
     from illume_core.train import recipes
     from tasks.steps import CACHE_POLICY
 
-    sj = PipelineSettings(budget="smoke").model_dump_json()
+    s = PipelineSettings(budget="smoke")
 
     def key():
         return CACHE_POLICY.policies[0].compute_key(
-            None, {"lake": "/l", "settings_json": sj, "stage": "stage2"}, {}
+            None, {"lake": "/l", "settings": s, "stage": "stage2"}, {}
         )
 
     before = key()
@@ -169,7 +184,7 @@ def test_cache_keys_follow_what_the_budget_and_recipes_stand_for(monkeypatch):
 
 
 def test_drawing_tasks_key_on_the_sampling_setting(monkeypatch, tmp_path, prefect_harness):
-    """A changed image-sampling setting gives sample and evaluate new keys (no stale drawings or
+    """A changed image-sampling setting gives the drawing tasks new keys (no stale drawings or
     scores), and leaves the other tasks' keys alone."""
     from illume_core.model import sampling
     from tasks.steps import CACHE_POLICY, DRAWING_CACHE_POLICY
@@ -190,9 +205,12 @@ def test_drawing_tasks_key_on_the_sampling_setting(monkeypatch, tmp_path, prefec
     from tasks.plumbing import ImageSampling
 
     def has_sampling(name):
-        return any(isinstance(p, ImageSampling) for p in _opts(str(tmp_path), [], name)["cache_policy"].policies)
+        return any(
+            isinstance(p, ImageSampling) for p in _opts(str(tmp_path), [], name)["cache_policy"].policies
+        )
 
-    assert has_sampling("sample") and has_sampling("evaluate") and not has_sampling("judge")
+    assert has_sampling("sample") and has_sampling("eval-sample") and has_sampling("understand")
+    assert not has_sampling("judge") and not has_sampling("evaluate")  # scores what eval-sample drew
 
 
 def test_cache_keys_leave_out_the_lake_path():
@@ -245,14 +263,14 @@ def test_second_round_on_a_busy_lake_is_refused(base_lake, tmp_path):
 def test_data_parallel_stage_on_two_cpu_workers(base_lake, tmp_path, monkeypatch):
     """The Ray Train path (TorchTrainer + DDP over gloo on CPU) trains and writes one checkpoint."""
     from illume_core.model.checkpoint import read_manifest
-    from illume_core.settings import PipelineSettings
     from storage.registry import current_checkpoint
+    from tasks.plumbing import load_settings
     from tasks.trainer import train_on_actor
 
     monkeypatch.setenv("ILLUME_TRAIN_WORKERS", "2")
-    s = PipelineSettings.load(base_lake)
+    s = load_settings(str(base_lake))
     parent = current_checkpoint(str(base_lake))
-    res = train_on_actor(s.model_dump_json(), "stage3", parent, str(tmp_path / "checkpoints"), steps=2)
+    res = train_on_actor(s, "stage3", parent, str(tmp_path / "checkpoints"), steps=2)
     assert len(res.losses) == 2 and all(x == x for x in res.losses)
     manifest = read_manifest(res.path)
     assert manifest["id"] == res.checkpoint_id and manifest["parent"] == read_manifest(parent)["id"]
@@ -306,14 +324,18 @@ def test_a_likelihood_round_takes_its_margins_from_the_command_to_the_workers(ba
     lake = _copy(base_lake, tmp_path, "likelihood")
     lenient = dict.fromkeys(("object", "count", "color", "spatial"), 1e6)
     self_enhancement_round(
-        lake=str(lake), **ROUND, assessor="likelihood", likelihood_margins=lenient, strategies=["accepted_t2i"]
+        lake=str(lake),
+        **ROUND,
+        assessor="likelihood",
+        likelihood_margins=lenient,
+        strategies=["accepted_t2i"],
     )
     lk = get_lake(str(lake))
     rows = lk.read("assessments", 1, "self-likelihood").to_pylist()
     assert len(rows) == ROUND["n_prompts"] * ROUND["images_per_prompt"]
-    assert all(r[f"{d}_verdict"] == "yes" for r in rows for d in lenient) and {r["assessor"] for r in rows} == {
-        "likelihood"
-    }
+    assert all(r[f"{d}_verdict"] == "yes" for r in rows for d in lenient) and {
+        r["assessor"] for r in rows
+    } == {"likelihood"}
     assert lk.read("sft_examples", 1).num_rows == len(rows)  # every image accepted
     params = lk.read("rounds", 1).to_pylist()[0]["params"]
     assert json.loads(params)["likelihood_margins"] == lenient

@@ -20,8 +20,8 @@ def test_a_shared_vision_run_keeps_the_encoder_and_tokenizer_and_makes_its_own_l
     source = registry.vision_checkpoint(str(smoke_lake))
     assert read_manifest(source)["stage"] == "vision"
     lake = tmp_path / "seed1"
-    sj = PipelineSettings(budget="smoke", seed=1).model_dump_json()
-    ref = steps.train_vision.fn(str(lake), sj, vision_from=source)
+    s = PipelineSettings(budget="smoke", seed=1)
+    ref = steps.train_vision.fn(str(lake), s, vision_from=source)
     made = registry.lake_path(str(lake), ref)
 
     src, new = load_checkpoint(source), load_checkpoint(made)

@@ -60,10 +60,16 @@ def _windows(a: np.ndarray, L: int) -> np.ndarray:
     )
 
 
-def _window_sums(a: np.ndarray, L: int) -> np.ndarray:
-    """Sums of the nine (L, L) windows of an (L + 2, L + 2) array: (9,), from one integral image."""
+def _integral(a: np.ndarray) -> np.ndarray:
+    """The integral image of a: (H + 1, W + 1), c[y, x] = sum of a[:y, :x]."""
     c = np.zeros((a.shape[0] + 1, a.shape[1] + 1))
-    c[1:, 1:] = a.cumsum(0).cumsum(1)
+    c[1:, 1:] = a.cumsum(0, dtype=np.float64).cumsum(1)
+    return c
+
+
+def _window_sums(c: np.ndarray, oy: int, ox: int, L: int) -> np.ndarray:
+    """Sums of the nine (L, L) windows at offsets 0..2 from (oy, ox), read off the integral image c: (9,)."""
+    c = c[oy : oy + L + 3, ox : ox + L + 3]
     return (c[L:, L:] - c[:-L, L:] - c[L:, :-L] + c[:-L, :-L]).ravel()
 
 
@@ -89,8 +95,10 @@ def fit(t: np.ndarray, w: np.ndarray, cx: float, cy: float, side: float, var: fl
     differ in size, so candidates compete on the residual beyond the noise (var per pixel of t).
     """
     tw = (t * w).astype(np.float32)
-    t2 = tw * t
+    c_t2 = _integral(tw * t)  # window sums of w t^2 and of w, for every side, from one pass each
     wf = w.astype(np.float32)
+    c_w = _integral(wf)
+    all_weighted = wf.min() == 1.0
     H, W = t.shape
     nshape = len(SHAPE_NAMES)
     per = len(PHASES) * len(BLURS)
@@ -105,15 +113,14 @@ def fit(t: np.ndarray, w: np.ndarray, cx: float, cy: float, side: float, var: fl
         if ox < 0 or oy < 0 or ox + L + 2 > W or oy + L + 2 > H:
             continue
         sl = (slice(oy, oy + L + 2), slice(ox, ox + L + 2))
-        e0 = _window_sums(t2[sl], L)  # (9,)
+        e0 = _window_sums(c_t2, oy, ox, L)  # (9,)
         a = tpl @ _windows(tw[sl], L).T  # (S * P * B, 9): sum of w t T
-        wsl = wf[sl]
-        if wsl.min() == 1.0:  # every pixel counts: sum of w T^2 is the template's own
-            bb = np.repeat(norms[:, None], 9, axis=1)
+        if all_weighted or wf[sl].min() == 1.0:  # every pixel counts: sum of w T^2 is the template's own
+            bb = norms[:, None]
             nw = np.full(9, float(L * L))
         else:
-            bb = tpl2 @ _windows(wsl, L).T
-            nw = _window_sums(wsl, L)
+            bb = tpl2 @ _windows(wf[sl], L).T
+            nw = _window_sums(c_w, oy, ox, L)
         amp = np.clip(a / np.maximum(bb, 1e-9), AMP[0], AMP[1])
         sse = (e0 - var * nw - 2 * amp * a + amp * amp * bb).reshape(nshape, per * 9)
         arg = sse.argmin(1)
