@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from storage.lake import Lake
+from storage.schemas import CheckpointRow, RoundRow
 
 MANIFEST_FILE = "manifest.json"  # a checkpoint folder's manifest (illume_core/model/checkpoint.py)
 SETTINGS_FILE = "pipeline.json"  # the run's settings (illume_core.settings.PipelineSettings)
@@ -92,16 +93,16 @@ def record_checkpoint(lake: str, path: str, stage: str, round: int) -> None:
         "checkpoints",
         round,
         [
-            {
-                "checkpoint_id": m["id"],
-                "parent": m.get("parent"),
-                "round": round,
-                "stage": stage,
-                "uri": lake_ref(lake, str(path)),
-                "manifest_digest": digest,
-                "promoted": False,
-                "created_at": datetime.fromisoformat(m["created_at"]),
-            }
+            CheckpointRow(
+                checkpoint_id=m["id"],
+                parent=m.get("parent"),
+                round=round,
+                stage=stage,
+                uri=lake_ref(lake, str(path)),
+                manifest_digest=digest,
+                promoted=False,
+                created_at=datetime.fromisoformat(m["created_at"]),
+            )
         ],
         producer=f"train-{stage}",
         checkpoint=m["id"],
@@ -121,16 +122,16 @@ def set_round(
         "rounds",
         round,
         [
-            {
-                "round": round,
-                "base_checkpoint": checkpoint_id_of(base),
-                "candidate_checkpoint": checkpoint_id_of(candidate) if candidate else None,
-                "status": status,
-                "reason": reason,
-                "started_at": started,
-                "ended_at": None if status == "running" else datetime.now(UTC),
-                "params": params_json,
-            }
+            RoundRow(
+                round=round,
+                base_checkpoint=checkpoint_id_of(base),
+                candidate_checkpoint=checkpoint_id_of(candidate) if candidate else None,
+                status=status,
+                reason=reason,
+                started_at=started,
+                ended_at=None if status == "running" else datetime.now(UTC),
+                params=params_json,
+            )
         ],
         producer="round",
         part="round",

@@ -20,6 +20,7 @@ from prefect.cache_policies import TASK_SOURCE, CachePolicy, CompoundCachePolicy
 from illume_core.settings import PipelineSettings
 from storage.lake import PartitionInfo
 from storage.registry import get_lake, lake_ref, read_settings
+from storage.schemas import TaskRunRow
 
 
 @dataclass
@@ -130,16 +131,16 @@ def record_run(
         "task_runs",
         round,
         [
-            {
-                "task": name,
-                "round": round,
-                "started_at": started,
-                "ended_at": datetime.now(UTC),
-                "rows": rows,
-                "compute_seconds": compute_seconds,
-                "status": status,
-                "flow_run_id": flow_run_id,
-            }
+            TaskRunRow(
+                task=name,
+                round=round,
+                started_at=started,
+                ended_at=datetime.now(UTC),
+                rows=rows,
+                compute_seconds=compute_seconds,
+                status=status,
+                flow_run_id=flow_run_id,
+            )
         ],
         producer=name,
         part=part,

@@ -30,6 +30,14 @@ from storage.registry import (  # the checkpoint registry; flows and benchmarks 
     set_round,
 )
 from storage.registry import record_checkpoint as _record_checkpoint  # (task sources unchanged)
+from storage.schemas import (  # the tables' row models: every row a task writes is built as one
+    AssessmentRow,
+    EvaluationRow,
+    JudgmentRow,
+    PromptRow,
+    SampleRow,
+    SftExampleRow,
+)
 from tasks.plumbing import (  # re-exported: flows and benchmarks use steps.ref / steps.read_ref
     CACHE_POLICY,
     DRAWING_CACHE_POLICY,
@@ -60,10 +68,21 @@ def _sample_identity(round: int, checkpoint_id: str, row: dict) -> dict:
 # ------------------------------------------------------------------------------------- data
 
 
+def _prompt_rows(round: int, metas: list[Metadata], split: str) -> list[PromptRow]:
+    from illume_core.eval.evaluations import prompt_id
+
+    return [
+        PromptRow(
+            round=round, prompt_id=prompt_id(m), tag=m.tag, prompt=m.prompt, metadata=m.dumps(), split=split
+        )
+        for m in metas
+    ]
+
+
 @task(name="prepare-data", cache_policy=CACHE_POLICY, persist_result=True, **RETRIES)
 def prepare_data(lake: str, settings: PipelineSettings) -> str:
     """Write the fixed ShapesEval prompt sets (eval and held-out compositions) for round 0."""
-    from illume_core.eval.evaluations import prompt_id, shapeseval_prompts
+    from illume_core.eval.evaluations import shapeseval_prompts
     from illume_core.world.prompts import Holdout
 
     s = settings
@@ -72,17 +91,7 @@ def prepare_data(lake: str, settings: PipelineSettings) -> str:
     holdout = Holdout.parse(list(s.holdout)) if s.holdout is not None else Holdout.default()
     refs = []
     for split, metas in shapeseval_prompts(s.b.eval_per_tag, holdout).items():
-        rows = [
-            {
-                "round": 0,
-                "prompt_id": prompt_id(m),
-                "tag": m.tag,
-                "prompt": m.prompt,
-                "metadata": m.dumps(),
-                "split": split,
-            }
-            for m in metas
-        ]
+        rows = _prompt_rows(0, metas, split)
         refs.append(
             ref(
                 get_lake(lake).write_partition(
@@ -102,24 +111,13 @@ def prepare_data(lake: str, settings: PipelineSettings) -> str:
 @task(name="select-prompts", cache_policy=CACHE_POLICY, persist_result=True, **RETRIES)
 def select_prompts(lake: str, round: int, n_prompts: int, seed: int) -> str:
     """The round's prompts: a tag-balanced, seeded draw from the base text-to-image prompts."""
-    from illume_core.eval.evaluations import prompt_id
     from illume_core.self_enhance.policy import draw_round_prompts
     from illume_core.train.data import BaseCorpus
 
     s = load_settings(lake)
     t0 = datetime.now(UTC)
     unique = draw_round_prompts(BaseCorpus(s.cfg, s.corpus).prompts, n_prompts, round, seed)
-    rows = [
-        {
-            "round": round,
-            "prompt_id": prompt_id(m),
-            "tag": m.tag,
-            "prompt": m.prompt,
-            "metadata": m.dumps(),
-            "split": "train",
-        }
-        for m in unique
-    ]
+    rows = _prompt_rows(round, unique, "train")
     info = get_lake(lake).write_partition(
         "prompts", round, rows, producer="select-prompts", config_digest=s.digest(), part="self"
     )
@@ -262,12 +260,9 @@ def sample(
     )
     ck = checkpoint_id_of(checkpoint)
     out = [
-        {
-            **_sample_identity(round, ck, r),
-            "seed": r["seed"],
-            "png": r["png"],
-            "image_tokens": r["image_tokens"],
-        }
+        SampleRow(
+            **_sample_identity(round, ck, r), seed=r["seed"], png=r["png"], image_tokens=r["image_tokens"]
+        )
         for r in rows
     ]
     info = get_lake(lake).write_partition("samples", round, out, producer="sample", checkpoint=ck, part=part)
@@ -337,13 +332,13 @@ def assess(
         compute = time.process_time() - c0
     ck = samples[0]["checkpoint_id"] if samples else checkpoint_id_of(checkpoint)
     out = [
-        {
+        AssessmentRow(
             **_sample_identity(round, ck, r),
-            "assessor": assessor,
+            assessor=assessor,
             **{k: r[k] for k in r if k.endswith(("_verdict", "_reason"))},
-            "raw_text": r["raw_text"],
-            "parse_status": r["parse_status"],
-        }
+            raw_text=r["raw_text"],
+            parse_status=r["parse_status"],
+        )
         for r in rows
     ]
     _, _, part = parse_ref(samples_ref)
@@ -366,12 +361,12 @@ def judge(lake: str, round: int, samples_ref: str, prompts_ref: str) -> str:
     rows = judge_rows(samples, metas)
     ck = {(s["prompt_id"], s["sample_index"]): s["checkpoint_id"] for s in samples}
     out = [
-        {
-            "round": round,
-            "checkpoint_id": (c := ck[(r["prompt_id"], r["sample_index"])]),
-            "sample_key": sample_key(round, c, r["prompt_id"], r["sample_index"]),
+        JudgmentRow(
+            round=round,
+            checkpoint_id=(c := ck[(r["prompt_id"], r["sample_index"])]),
+            sample_key=sample_key(round, c, r["prompt_id"], r["sample_index"]),
             **r,  # judge_rows' fields, the per-dimension <dim>_ok truths among them
-        }
+        )
         for r in rows
     ]
     _, _, part = parse_ref(samples_ref)
@@ -390,7 +385,10 @@ def reformat(
     t0, c0 = datetime.now(UTC), time.process_time()
     metas = {r["prompt_id"]: Metadata.model_validate_json(r["metadata"]) for r in read_ref(lake, prompts_ref)}
     samples = [{k: v for k, v in s.items() if k != "png"} for s in read_ref(lake, samples_ref)]
-    rows = reformat_round(samples, read_ref(lake, assessments_ref), metas, strategies, round)
+    rows = [
+        SftExampleRow(**r)
+        for r in reformat_round(samples, read_ref(lake, assessments_ref), metas, strategies, round)
+    ]
     info = get_lake(lake).write_partition("sft_examples", round, rows, producer="reformat", part="self")
     record_run(lake, "reformat", round, "reformat", t0, info.rows, time.process_time() - c0)
     return ref(info)
@@ -462,8 +460,8 @@ def evaluate(
             rate = {"overall": (parsed / max(1, len(assessments)), len(assessments))}
             rows += evaluation_rows(round, ck, bench, split, "parse_rate", rate)
     rows += understood
-    info = get_lake(lake).write_partition(
-        "evaluations", round, rows, producer="evaluate", checkpoint=ck, part=ck
+    info = get_lake(lake).write_partition(  # the rows of illume_core's figures, as the table's row model
+        "evaluations", round, [EvaluationRow(**r) for r in rows], producer="evaluate", checkpoint=ck, part=ck
     )
     record_run(lake, "evaluate", round, f"evaluate-{ck}", t0, info.rows, 0.0)
     return ref(info)
