@@ -127,21 +127,20 @@ def record_run(
         flow_run_id = str(get_run_context().task_run.flow_run_id)
     except Exception:  # called outside a Prefect run (tests calling .fn)
         flow_run_id = None
+    row = {
+        "task": name,
+        "round": round,
+        "started_at": started,
+        "ended_at": datetime.now(UTC),
+        "rows": rows,
+        "compute_seconds": compute_seconds,
+        "status": status,
+        "flow_run_id": flow_run_id,
+    }
     get_lake(lake).write_partition(
         "task_runs",
         round,
-        [
-            TaskRunRow(
-                task=name,
-                round=round,
-                started_at=started,
-                ended_at=datetime.now(UTC),
-                rows=rows,
-                compute_seconds=compute_seconds,
-                status=status,
-                flow_run_id=flow_run_id,
-            )
-        ],
+        [TaskRunRow(**row)],
         producer=name,
         part=part,
     )

@@ -417,14 +417,7 @@ def understand(lake: str, round: int, checkpoint: str, workers: int = 2) -> list
 
 
 @task(name="evaluate", cache_policy=CACHE_POLICY, persist_result=True, **RETRIES)
-def evaluate(
-    lake: str,
-    round: int,
-    checkpoint: str,
-    judged: dict[str, str],
-    assessed: dict[str, str],
-    understood: list[dict],
-) -> str:
+def evaluate(lake: str, round: int, checkpoint: str, judged: dict, assessed: dict, understood: list) -> str:
     """Score a checkpoint from its evaluation drawings: ShapesEval per split (`judged`: split ->
     judgments ref), the model's own assessments of them against the judge (`assessed`: assessor ->
     assessments ref, eval split), and the VQA and editing rows of `understand`; one evaluations
