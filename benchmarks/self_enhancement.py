@@ -431,6 +431,9 @@ def write_report(results_dir: Path, out: Path, cmd: str) -> None:
             for s in seeds
         )
         + ".",
+        "Every fine-tuned arm (control included) trained at "
+        + ", ".join(sorted({f"{s.get('finetune_lr_scale', 1.0):g}x" for s in seeds}))
+        + " the stage-3 learning rate (`--finetune-lr-scale`).",
         "",
         "## Arms, mean over seeds",
         "",
