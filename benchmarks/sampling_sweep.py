@@ -7,8 +7,9 @@ samples `--images` images for each of `--per-tag` prompts per GenEval tag, drawn
 `generate_prompts(seed=PROMPT_SEED)` (a seed apart from the pipeline's ShapesEval, VQA and
 training seeds), and prints the judge's accuracy per tag and overall, the objects a drawing
 holds beyond its prompt's, and the wall time. A setting
-is `cfg:temperature:top_k[:top_p]` (top_k 0 = none; temperature 0 = greedy; top_p 1 when left
-out). Usage:
+is `cfg:temperature:top_k[:top_p[:m]]` (top_k 0 = none; temperature 0 = greedy; top_p 1 when left
+out; a trailing `m` cuts the nucleus over the cell's shapes, colours summed, then over the chosen
+shape's colours: `SamplingParams.nucleus="mask"`). Usage:
 
     .venv/bin/python benchmarks/sampling_sweep.py --checkpoint LAKE/checkpoints/<id> --per-tag 8 \\
         --settings 2:1:0:0.7 2:1:0 2:1:0:0.8 2:0.8:0
@@ -34,21 +35,21 @@ from illume_core.world.prompts import generate_prompts
 PROMPT_SEED = 424_242
 
 
-def parse_setting(text: str) -> tuple[float, float, int | None, float]:
-    """'cfg:temperature:top_k[:top_p]' -> (cfg, temperature, top_k or None, top_p); ValueError names the format."""
+def parse_setting(text: str) -> SamplingParams:
+    """'cfg:temperature:top_k[:top_p[:m]]' -> SamplingParams; ValueError names the format."""
     parts = text.split(":")
-    if len(parts) not in (3, 4):
-        raise ValueError(f"setting {text!r}: expected cfg:temperature:top_k[:top_p], e.g. 2:0.7:0 or 3:1:0:0.8")
+    form = "cfg:temperature:top_k[:top_p[:m]], e.g. 2:0.7:0, 3:1:0:0.8 or 2:1:0:0.7:m"
+    if len(parts) not in (3, 4, 5) or (len(parts) == 5 and parts[4] != "m"):
+        raise ValueError(f"setting {text!r}: expected {form}")
     try:
         cfg, temp, k = float(parts[0]), float(parts[1]), int(parts[2])
-        top_p = float(parts[3]) if len(parts) == 4 else 1.0
+        top_p = float(parts[3]) if len(parts) >= 4 else 1.0
     except ValueError:
-        raise ValueError(
-            f"setting {text!r}: expected numbers cfg:temperature:top_k[:top_p], e.g. 2:0.7:0"
-        ) from None
+        raise ValueError(f"setting {text!r}: expected numbers in {form}") from None
     if cfg < 0 or temp < 0 or k < 0 or not 0 < top_p <= 1:
         raise ValueError(f"setting {text!r}: cfg, temperature and top_k must be >= 0, top_p in (0, 1]")
-    return cfg, temp, (k or None), top_p
+    nucleus = "mask" if len(parts) == 5 else "code"
+    return SamplingParams(cfg_scale=cfg, temperature=temp, top_k=k or None, top_p=top_p, nucleus=nucleus)
 
 
 def main() -> None:
@@ -59,7 +60,7 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", default=["2:1:0:0.7", "2:1:0", "2:1:0:0.8", "2:0.8:0"])
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    settings = [(s, *parse_setting(s)) for s in args.settings]
+    settings = [(s, parse_setting(s)) for s in args.settings]
     torch.set_num_threads(args.threads)
     engine = Engine(args.checkpoint)
     prompts = generate_prompts(seed=PROMPT_SEED, per_tag=args.per_tag)
@@ -75,9 +76,9 @@ def main() -> None:
     ]
     meta = {prompt_id(m): m for m in prompts}
     results = []
-    for name, cfg, temp, k, top_p in settings:
+    for name, params in settings:
         t0 = time.perf_counter()
-        rows = engine.sample(items, SamplingParams(cfg_scale=cfg, temperature=temp, top_k=k, top_p=top_p))
+        rows = engine.sample(items, params)
         wall = time.perf_counter() - t0
         per_tag: dict[str, list[bool]] = {}
         extra: list[int] = []

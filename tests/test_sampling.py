@@ -98,3 +98,27 @@ def test_nucleus_keeps_the_same_tokens_as_a_full_sort():
     assert torch.equal(_nucleus(torch.cat([sharp, flat]), 0.8)[:3], _nucleus(sharp, 0.8))
     small = torch.randn(4, 100) * 3  # a vocabulary smaller than the head
     assert torch.isfinite(_nucleus(small, 0.5)).sum() < small.numel()
+
+
+def test_mask_nucleus_keeps_an_object_whose_colour_the_prompt_leaves_open():
+    """A cell where an object is likelier than background but its colour is open (one shape, ten
+    colours, each 0.06): the code nucleus drops most of the object's codes and often draws
+    background; the mask nucleus cuts over shapes (colours summed) and always draws the shape."""
+    from illume_core.model.sampling import SamplingParams, sample_logits
+
+    colours, masks = 10, 4
+    probs = torch.full((masks, colours), 1e-9)
+    probs[0, 0] = 0.4  # background (mask 0 has only colour 0)
+    probs[2, :] = 0.06  # one shape, any colour
+    logits = probs.flatten().log().expand(64, -1)  # (64 rows, M * C)
+    gens = [torch.Generator().manual_seed(i) for i in range(64)]
+    code = sample_logits(logits, gens, SamplingParams(top_p=0.5), colours)
+    gens = [torch.Generator().manual_seed(i) for i in range(64)]
+    mask = sample_logits(logits, gens, SamplingParams(top_p=0.5, nucleus="mask"), colours)
+    assert set((mask // colours).tolist()) == {2}  # the shape, every time
+    assert len(set((mask % colours).tolist())) > 5  # in colours from the whole open set
+    assert (code // colours == 0).sum() > 32  # the code nucleus: background in most rows
+    # without factorized codes (no colours given) "mask" falls back to the code nucleus
+    gens = [torch.Generator().manual_seed(i) for i in range(64)]
+    plain = sample_logits(logits, gens, SamplingParams(top_p=0.5, nucleus="mask"))
+    assert torch.equal(plain, code)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +28,9 @@ class SamplingParams(BaseModel):
 
     cfg_scale: classifier-free guidance of image codes against the unconditional prompt (None: no
     guidance; 1.0 equals none). temperature 0 is greedy. top_k None and top_p 1.0 cut nothing.
+    nucleus "code" cuts the tail of the whole code distribution; "mask" (factorized pattern codes
+    only) cuts the tail of the cell's shapes, summed over colours, and then the tail of the chosen
+    shape's colours, so a prompt that names no colour does not lose its objects to the cut.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -35,6 +39,7 @@ class SamplingParams(BaseModel):
     temperature: float = Field(1.0, ge=0.0)
     top_k: int | None = Field(None, ge=1)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    nucleus: Literal["code", "mask"] = "code"
 
 
 # text-to-image: ILLUME's CFG 2.0 and temperature 1.0, with a top-p of 0.7 chosen on tuning prompts
@@ -74,14 +79,32 @@ def _nucleus(logits: torch.Tensor, top_p: float, head: int = 256) -> torch.Tenso
     return logits.masked_fill(~keep, float("-inf"))
 
 
+def _mask_nucleus(
+    logits: torch.Tensor, generators: Sequence[torch.Generator], top_p: float, colours: int
+) -> torch.Tensor:
+    """A factorized pattern code per row from joint logits (B, M * C), code = mask * C + colour:
+    the mask from the nucleus of the masks' marginals (colours summed), then the colour from the
+    nucleus of that mask's colours. (B,) long."""
+    lp = logits.log_softmax(-1).unflatten(-1, (-1, colours))  # (B, M, C)
+    masks = _nucleus(lp.logsumexp(-1), top_p).softmax(-1)  # (B, M)
+    out = []
+    for b, g in enumerate(generators):
+        m = torch.multinomial(masks[b], 1, generator=g)  # (1,)
+        c = torch.multinomial(_nucleus(lp[b, m], top_p).softmax(-1)[0], 1, generator=g)  # (1,)
+        out.append(m * colours + c)
+    return torch.cat(out)
+
+
 def sample_logits(
     logits: torch.Tensor,
     generators: Sequence[torch.Generator] | None,
     params: SamplingParams = IMAGE_SAMPLING,
+    colours: int | None = None,
 ) -> torch.Tensor:
     """One token per row from logits (B, V): greedy when params.temperature == 0, else top-k /
     top-p sampling with row i drawing from generators[i] (params.cfg_scale is the caller's).
-    Returns (B,) long."""
+    `colours`: the logits are factorized pattern codes with that many colours (params.nucleus
+    "mask" needs them). Returns (B,) long."""
     temperature, top_k, top_p = params.temperature, params.top_k, params.top_p
     if temperature == 0:
         return logits.argmax(-1)  # (B,)
@@ -91,6 +114,8 @@ def sample_logits(
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0 and params.nucleus == "mask" and colours:
+        return _mask_nucleus(logits, generators, top_p, colours)
     if top_p < 1.0:
         logits = _nucleus(logits, top_p)
     probs = logits.softmax(-1)  # (B, V)
@@ -160,13 +185,14 @@ def sample_image_codes(
     prefix, hidden = prefill(model, batch, model.cfg.image_tokens, no_cache)
     offset = model.image_token_offset
     cfg_scale = params.cfg_scale
+    colours = model.gen_codes.colours if model.factorized else None
 
     def pick(h: torch.Tensor) -> torch.Tensor:
         logits = model.image_logits(h)  # (B or 2B, K): only image codes inside the image span
         if cfg_scale is not None:
             cond, uncond = logits.chunk(2)  # (B, K) each
             logits = uncond + cfg_scale * (cond - uncond)  # (B, K)
-        codes = sample_logits(logits, generators, params)  # (B,)
+        codes = sample_logits(logits, generators, params, colours)  # (B,)
         ids = codes + offset  # (B,)
         return torch.cat([ids, ids]) if cfg_scale is not None else ids  # (B or 2B,)
 
