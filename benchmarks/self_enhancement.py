@@ -224,7 +224,9 @@ def merge_seed(old: dict, new: dict) -> dict:
     drawn_then = old.get(
         "image_sampling", {"cfg_scale": 2.0, "temperature": 1.0, "top_k": None, "top_p": 1.0}
     )
-    if drawn_then != new.get("image_sampling", drawn_then):
+    drawn_then = {"nucleus": "code", **drawn_then}  # saved before the field: the code nucleus
+    drawn_now = {"nucleus": "code", **new.get("image_sampling", drawn_then)}
+    if drawn_then != drawn_now:
         raise SystemExit(
             f"seed {new['seed']}: the saved result drew its images with {drawn_then}, this run with "
             f"{new['image_sampling']} (illume_core.model.sampling.IMAGE_SAMPLING); write to another --results"
