@@ -20,7 +20,7 @@ the first reuse the first seed's trained vision encoder and tokenizer, `illume t
 With `--rounds K` (on the first seed), K successive rounds of `--rounds-strategy` through the
 promotion gate, from the same base: the ShapesEval curve over rounds and what the gate decided.
 
-Every arm's candidate is evaluated by the same `evaluate` task (ShapesEval seen and held-out
+Every arm's candidate is evaluated by the same `evaluation` sub-flow (ShapesEval seen and held-out
 compositions, VQA on held-out scenes, editing, self-assessment against the judge). Each seed's
 figures, with every evaluation prompt's judged images, go to `--results/seed<N>.json`; the
 report (`--out`, markdown and a PNG) merges whatever seed files exist there, with 95% bootstrap

@@ -338,8 +338,8 @@ def evaluation(
         )
         judged[split] = _t(steps.judge, lake, rerun, "eval-judge")(lake, round, samp, pref)
         if split == "eval":
-            for assessor in steps.EVAL_ASSESSORS:
-                assessed[assessor] = _t(steps.assess, lake, rerun, "eval-assess")(
+            for assessor, bench in steps.EVAL_ASSESSORS.items():
+                assessed[bench] = _t(steps.assess, lake, rerun, "eval-assess")(
                     lake, round, checkpoint, samp, pref, assessor, workers
                 )
     understood = _t(steps.understand, lake, rerun)(lake, round, checkpoint, workers)

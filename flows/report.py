@@ -199,6 +199,9 @@ def _ci(row: dict | None, sign: str = "") -> str:
 
 def _arms_section(lake: Lake) -> list[str]:
     """The self-enhancement experiment's arms (benchmarks/self_enhancement.py), one table a seed."""
+    # from the manifest, not the catalog: a catalog built before the table existed has no view of it
+    if not lake.partitions("experiment_arms"):
+        return []
     rows = query(lake, "SELECT * FROM experiment_arms ORDER BY seed, arm, metric").to_pylist()
     if not rows:
         return []
@@ -264,7 +267,7 @@ def _round_section(lake: Lake, rnd: dict, scores: dict, agreement: dict) -> list
                 "margin",
                 "min_parse_rate",
             )
-            if k in params
+            if params.get(k) is not None
         )
         out.append(f"<p>Parameters: {shown}</p>")
     checked = cand or base

@@ -174,10 +174,10 @@ class PipelineSettings(BaseModel):
     seed: int = 0
     holdout: tuple[str, ...] | None = None  # None: Holdout.default()
     # two-object text-to-image scenes in reading order (CorpusSpec.reading_order). A lake whose
-    # pipeline.json predates the field was trained without it, and loads as False (`load`)
+    # pipeline.json predates the field was trained without it, and loads as False (`from_stored`)
     reading_order: bool = True
     # the tags whose text-to-image scenes may hold distractors (CorpusSpec.distractors). A lake whose
-    # pipeline.json predates the field gave them to every tag, and loads so (`load`)
+    # pipeline.json predates the field gave them to every tag, and loads so (`from_stored`)
     distractors: tuple[str, ...] = DISTRACTOR_TAGS
 
     @field_validator("distractors", mode="before")

@@ -419,8 +419,8 @@ def understand(lake: str, round: int, checkpoint: str, workers: int = 2) -> list
 @task(name="evaluate", cache_policy=CACHE_POLICY, persist_result=True, **RETRIES)
 def evaluate(lake: str, round: int, checkpoint: str, judged: dict, assessed: dict, understood: list) -> str:
     """Score a checkpoint from its evaluation drawings: ShapesEval per split (`judged`: split ->
-    judgments ref), the model's own assessments of them against the judge (`assessed`: assessor ->
-    assessments ref, eval split), and the VQA and editing rows of `understand`; one evaluations
+    judgments ref), the model's own assessments of them against the judge (`assessed`: benchmark
+    name -> assessments ref, eval split), and the VQA and editing rows of `understand`; one evaluations
     partition. The sub-flow `flows.pipeline.evaluation` runs the tasks that draw and judge."""
     from illume_core.eval.evaluations import (
         agreement,
@@ -440,8 +440,7 @@ def evaluate(lake: str, round: int, checkpoint: str, judged: dict, assessed: dic
         if split != "eval":
             continue
         # the model's two ways of judging its own drawings, against the judge
-        for assessor, ass_ref in assessed.items():
-            bench = EVAL_ASSESSORS[assessor]
+        for bench, ass_ref in assessed.items():
             assessments = read_ref(lake, ass_ref)
             rows += evaluation_rows(round, ck, bench, split, "agreement", agreement(assessments, judgments))
             confusion = assessment_confusion(assessments, judgments)
