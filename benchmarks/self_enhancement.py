@@ -553,7 +553,7 @@ def main() -> None:
     ap.add_argument(
         "--finetune-lr-scale",
         type=float,
-        default=1.0,
+        default=None,
         help="every arm's fine-tuning lr as a multiple of the stage-3 recipe's (control included)",
     )
     ap.add_argument("--vision-from", default=None, help="a checkpoint folder or lake whose vision to reuse")
@@ -574,6 +574,10 @@ def main() -> None:
         help="with a --work folder of an earlier run: reuse its base training and refresh these tasks",
     )
     args = ap.parse_args()
+    if args.finetune_lr_scale is None:  # the pipeline's own default
+        from illume_core.settings import FINETUNE_LR_SCALE
+
+        args.finetune_lr_scale = FINETUNE_LR_SCALE
     results_dir = Path(args.results)
     results_dir.mkdir(parents=True, exist_ok=True)
     cmd = f"python benchmarks/self_enhancement.py --seeds {' '.join(map(str, args.seeds))}" + (

@@ -172,8 +172,10 @@ def register(app: typer.Typer) -> None:
         ),
         margin: float = typer.Option(0.02, help="largest ShapesEval drop still promoted"),
         min_parse_rate: float = typer.Option(0.5, help="smallest assessment parse rate still promoted"),
-        finetune_lr_scale: float = typer.Option(
-            1.0, help="the fine-tuning lr as a multiple of the stage-3 recipe's (docs/RESULTS.md)"
+        finetune_lr_scale: float | None = typer.Option(
+            None,
+            help="the fine-tuning lr as a multiple of the stage-3 recipe's (default: FINETUNE_LR_SCALE in "
+            "illume_core/settings.py; docs/RESULTS.md)",
         ),
         seed: int = typer.Option(0),
         workers: int = typer.Option(2),
@@ -192,7 +194,7 @@ def register(app: typer.Typer) -> None:
             likelihood_margins=_margins(likelihood_margins),
             margin=margin,
             min_parse_rate=min_parse_rate,
-            finetune_lr_scale=finetune_lr_scale,
+            **({"finetune_lr_scale": finetune_lr_scale} if finetune_lr_scale is not None else {}),
             seed=seed,
             workers=workers,
             rerun=rerun,

@@ -17,7 +17,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.api_watch import ApiWatch
-from illume_core.settings import PipelineSettings, RoundConfig
+from illume_core.settings import FINETUNE_LR_SCALE, PipelineSettings, RoundConfig
 from storage import registry
 from storage.lock import LakeBusyError
 from storage.registry import get_lake
@@ -205,7 +205,7 @@ def self_enhancement_round(
     margin: float = 0.02,
     min_parse_rate: float = 0.5,
     finetune_steps: int | None = None,
-    finetune_lr_scale: float = 1.0,
+    finetune_lr_scale: float = FINETUNE_LR_SCALE,
     seed: int = 0,
     workers: int = 2,
     rerun: list[str] | None = None,

@@ -252,6 +252,14 @@ Assessor = Literal["self", "likelihood", "judge"]
 ASSESSORS: tuple[str, ...] = get_args(Assessor)
 
 
+# a round fine-tunes a converged base model at a quarter of stage 3's learning rate: at stage 3's
+# own rate (2e-4 for the tiny LLM, restarted with a fresh optimizer) the control arm's 60 steps on
+# base data alone cost 0.075 of ShapesEval on run 9's seed-0 base (0.683 -> 0.608); at a quarter
+# they cost nothing (0.685), and every round arm ended 0.02-0.08 higher than at the full rate
+# (docs/RESULTS.md, benchmarks/self_enhancement.py --finetune-lr-scale)
+FINETUNE_LR_SCALE = 0.25
+
+
 class RoundConfig(BaseModel):
     """A self-enhancement round's knobs: what it draws, who assesses, what it trains on, and when its
     candidate is promoted. The flow, the CLI and `illume rerun` share it; the round's row in the
@@ -270,8 +278,8 @@ class RoundConfig(BaseModel):
     margin: float = Field(0.02, ge=0.0)  # largest ShapesEval drop still promoted
     min_parse_rate: float = Field(0.5, ge=0.0, le=1.0)  # smallest assessment parse rate promoted
     finetune_steps: int | None = Field(None, ge=1)  # None: the budget's
-    # the round's fine-tuning lr as a multiple of the stage-3 recipe's (docs/RESULTS.md measured it)
-    finetune_lr_scale: float = Field(1.0, gt=0.0, le=10.0)
+    # the round's fine-tuning lr as a multiple of the stage-3 recipe's (FINETUNE_LR_SCALE)
+    finetune_lr_scale: float = Field(FINETUNE_LR_SCALE, gt=0.0, le=10.0)
     seed: int = 0
 
     @field_validator("strategies", mode="before")
@@ -299,4 +307,5 @@ class RoundConfig(BaseModel):
     def from_params(cls, params: str) -> RoundConfig:
         """The knobs a round's `params` column recorded (keys an older version wrote are skipped)."""
         stored = json.loads(params)
+        stored.setdefault("finetune_lr_scale", 1.0)  # recorded before the field: stage 3's own lr
         return cls(**{k: v for k, v in stored.items() if k in cls.model_fields})

@@ -108,3 +108,18 @@ def test_counting_scenes_lose_their_distractors_and_older_lakes_keep_them(tmp_pa
     assert loaded.corpus.distractors == TAGS  # that lake's corpus gave every tag distractors
     with pytest.raises(ValueError, match="distractors lists tags"):
         PipelineSettings(budget="smoke", distractors=("counting", "nonsense"))
+
+
+def test_a_round_fine_tunes_at_a_quarter_of_stage_3s_lr_and_older_rounds_rerun_at_their_own():
+    import json
+
+    from illume_core.settings import FINETUNE_LR_SCALE, RoundConfig
+
+    assert RoundConfig().finetune_lr_scale == FINETUNE_LR_SCALE == 0.25
+    cfg = RoundConfig(finetune_lr_scale=0.5)
+    assert RoundConfig.from_params(cfg.params_json(3)) == cfg  # what a round stored comes back
+    older = json.loads(RoundConfig().params_json(2))
+    del older["finetune_lr_scale"]  # a round recorded before the knob fine-tuned at stage 3's lr
+    assert RoundConfig.from_params(json.dumps(older)).finetune_lr_scale == 1.0
+    with pytest.raises(ValidationError):
+        RoundConfig(finetune_lr_scale=0)
