@@ -55,7 +55,9 @@ def test_round_config_is_one_validated_object_that_its_stored_params_give_back()
     assert json.loads(stored)["round"] == 3 and RoundConfig.from_params(stored) == cfg
     # what rounds recorded before the object existed reads back (extra keys skipped)
     old = json.dumps({"round": 1, "n_prompts": 8, "strategies": ["assessment"], "workers": 2})
-    assert RoundConfig.from_params(old) == RoundConfig(n_prompts=8, strategies=["assessment"])
+    assert RoundConfig.from_params(old) == RoundConfig(
+        n_prompts=8, strategies=["assessment"], finetune_lr_scale=1.0
+    )
     # the likelihood assessor's margins: the CLI's text or a dict, dimensions checked by name
     lenient = RoundConfig(assessor="likelihood", likelihood_margins="object=0, count=-3")
     assert lenient.likelihood_margins == {"object": 0.0, "count": -3.0}
@@ -112,6 +114,8 @@ def test_counting_scenes_lose_their_distractors_and_older_lakes_keep_them(tmp_pa
 
 def test_a_round_fine_tunes_at_a_quarter_of_stage_3s_lr_and_older_rounds_rerun_at_their_own():
     import json
+
+    from pydantic import ValidationError
 
     from illume_core.settings import FINETUNE_LR_SCALE, RoundConfig
 
