@@ -87,12 +87,10 @@ def _mask_nucleus(
     nucleus of that mask's colours. (B,) long."""
     lp = logits.log_softmax(-1).unflatten(-1, (-1, colours))  # (B, M, C)
     masks = _nucleus(lp.logsumexp(-1), top_p).softmax(-1)  # (B, M)
-    out = []
-    for b, g in enumerate(generators):
-        m = torch.multinomial(masks[b], 1, generator=g)  # (1,)
-        c = torch.multinomial(_nucleus(lp[b, m], top_p).softmax(-1)[0], 1, generator=g)  # (1,)
-        out.append(m * colours + c)
-    return torch.cat(out)
+    m = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(masks, generators, strict=True)])
+    cols = _nucleus(lp[torch.arange(len(m)), m], top_p).softmax(-1)  # (B, C): every row's cut at once
+    c = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(cols, generators, strict=True)])
+    return m * colours + c
 
 
 def sample_logits(
