@@ -3,10 +3,10 @@
 ILLUME samples with CFG 2.0, temperature 1.0 and a large top-k; the pipeline adds a top-p of
 0.7 (`IMAGE_SAMPLING`), which this script chose on run 8's base models (docs/BASE_MODEL.md,
 section 17). It asks what a checkpoint draws under other settings: for each setting it
-samples `--images` images for each of `--per-tag` prompts per GenEval tag, drawn from
-`generate_prompts(seed=PROMPT_SEED)` (a seed apart from the pipeline's ShapesEval, VQA and
-training seeds), and prints the judge's accuracy per tag and overall, the objects a drawing
-holds beyond its prompt's, and the wall time. A setting
+samples `--images` images for each of `--per-tag` prompts per GenEval tag, the tuning prompts
+the train pipeline chooses its sampling on (`illume_core.eval.calibration.tuning_set`: a seed
+apart from the pipeline's ShapesEval, VQA and training seeds), and prints the judge's accuracy
+per tag and overall, the objects a drawing holds beyond its prompt's, and the wall time. A setting
 is `cfg:temperature:top_k[:top_p[:m]]` (top_k 0 = none; temperature 0 = greedy; top_p 1 when left
 out; a trailing `m` cuts the nucleus over the cell's shapes, colours summed, then over the chosen
 shape's colours: `SamplingParams.nucleus="mask"`). Usage:
@@ -23,33 +23,13 @@ import time
 
 import torch
 
-from illume_core.eval.evaluations import extra_objects, prompt_id
+from illume_core.eval.calibration import tuning_set
+from illume_core.eval.evaluations import extra_objects
 from illume_core.judge import judge_image
-from illume_core.model.engine import Engine, sample_seed
+from illume_core.model.engine import Engine
 from illume_core.model.images import from_png
-from illume_core.model.sampling import SamplingParams
+from illume_core.model.sampling import parse_setting
 from illume_core.world.geneval import TAGS
-from illume_core.world.prompts import generate_prompts
-
-# tuning prompts of their own: not ShapesEval's (7_000_001), not the assessment benchmark's
-PROMPT_SEED = 424_242
-
-
-def parse_setting(text: str) -> SamplingParams:
-    """'cfg:temperature:top_k[:top_p[:m]]' -> SamplingParams; ValueError names the format."""
-    parts = text.split(":")
-    form = "cfg:temperature:top_k[:top_p[:m]], e.g. 2:0.7:0, 3:1:0:0.8 or 2:1:0:0.7:m"
-    if len(parts) not in (3, 4, 5) or (len(parts) == 5 and parts[4] != "m"):
-        raise ValueError(f"setting {text!r}: expected {form}")
-    try:
-        cfg, temp, k = float(parts[0]), float(parts[1]), int(parts[2])
-        top_p = float(parts[3]) if len(parts) >= 4 else 1.0
-    except ValueError:
-        raise ValueError(f"setting {text!r}: expected numbers in {form}") from None
-    if cfg < 0 or temp < 0 or k < 0 or not 0 < top_p <= 1:
-        raise ValueError(f"setting {text!r}: cfg, temperature and top_k must be >= 0, top_p in (0, 1]")
-    nucleus = "mask" if len(parts) == 5 else "code"
-    return SamplingParams(cfg_scale=cfg, temperature=temp, top_k=k or None, top_p=top_p, nucleus=nucleus)
 
 
 def main() -> None:
@@ -63,18 +43,7 @@ def main() -> None:
     settings = [(s, parse_setting(s)) for s in args.settings]
     torch.set_num_threads(args.threads)
     engine = Engine(args.checkpoint)
-    prompts = generate_prompts(seed=PROMPT_SEED, per_tag=args.per_tag)
-    items = [
-        {
-            "prompt_id": prompt_id(m),
-            "prompt": m.prompt,
-            "sample_index": k,
-            "seed": sample_seed(0, prompt_id(m), k),
-        }
-        for m in prompts
-        for k in range(args.images)
-    ]
-    meta = {prompt_id(m): m for m in prompts}
+    items, meta = tuning_set(args.per_tag, args.images)
     results = []
     for name, params in settings:
         t0 = time.perf_counter()

@@ -144,9 +144,9 @@ def _arm_result(lake: str, eval_ref: str, minutes: float, **extra) -> dict:
 
 def run_seed(work: Path, seed: int, args, log, vision_from: str | None) -> dict:
     from flows.pipeline import _eval_refs, evaluation, train_pipeline
-    from illume_core.model.sampling import IMAGE_SAMPLING
     from storage import registry
     from tasks import steps
+    from tasks.plumbing import lake_sampling
 
     base = work / f"seed{seed}" / "base"
     t0 = time.perf_counter()
@@ -176,7 +176,9 @@ def run_seed(work: Path, seed: int, args, log, vision_from: str | None) -> dict:
         "base_from": str(Path(args.base_from.format(seed=seed))) if args.base_from else None,
         "command": "python " + " ".join(sys.argv),
         "base_minutes": round(base_min, 2),
-        "image_sampling": IMAGE_SAMPLING.model_dump(),
+        # the base lake's setting: chosen on tuning prompts after its training, or the pipeline's
+        # default for a lake trained before the train pipeline chose one
+        "image_sampling": lake_sampling(str(base)).model_dump(),
         "finetune_lr_scale": args.finetune_lr_scale,
         "arms": {"baseline": _arm_result(str(base), out["evaluation"], 0.0)},
     }
@@ -229,7 +231,7 @@ def merge_seed(old: dict, new: dict) -> dict:
     if drawn_then != drawn_now:
         raise SystemExit(
             f"seed {new['seed']}: the saved result drew its images with {drawn_then}, this run with "
-            f"{new['image_sampling']} (illume_core.model.sampling.IMAGE_SAMPLING); write to another --results"
+            f"{new['image_sampling']} (the base lake's sampling setting); write to another --results"
         )
     lr_then, lr_now = old.get("finetune_lr_scale", 1.0), new.get("finetune_lr_scale", 1.0)
     if lr_then != lr_now:

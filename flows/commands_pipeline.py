@@ -253,6 +253,26 @@ def register(app: typer.Typer) -> None:
         _print_scores(rows)
 
     @app.command()
+    def calibrate(
+        lake: str = LAKE,
+        checkpoint: Path | None = typer.Option(None, help="checkpoint folder (default: the current one)"),
+        workers: int = typer.Option(2),
+    ) -> None:
+        """Choose the lake's sampling setting again on tuning prompts (never ShapesEval's): every
+        candidate drawn and judged, the best kept for every later drawing in the lake."""
+        from flows.pipeline import choose_sampling
+        from illume_core.model.sampling import SamplingParams
+
+        out = choose_sampling(
+            lake=str(lake), checkpoint=str(checkpoint) if checkpoint else None, workers=workers
+        )
+        setting = SamplingParams.model_validate_json(out["sampling"]).setting
+        typer.echo(f"sampling setting of {lake}: {setting} (cfg:temperature:top_k:top_p, m: mask nucleus)")
+        typer.echo(
+            f"every candidate: illume sql \"SELECT * FROM sampling_trials WHERE tag = 'overall'\" --lake {lake}"
+        )
+
+    @app.command()
     def report(lake: str = LAKE) -> None:
         """Write an HTML report (scores per round and tag, agreement, sample grids) into <lake>/reports."""
         from flows.report import build_report

@@ -28,6 +28,7 @@ def evaluate_prompt_file(
     from illume_core.judge import judge_folder, write_results
     from illume_core.model.images import from_png
     from storage.registry import checkpoint_id_of, current_checkpoint, get_lake
+    from tasks.plumbing import lake_sampling
     from tasks.pool import get_pool
 
     ck = checkpoint or current_checkpoint(lake)
@@ -53,7 +54,8 @@ def evaluate_prompt_file(
     for idx, m in lines:
         for it in sample_items([m], images_per_prompt, round=0):
             items.append({**it, "folder": f"{idx:05d}", "meta": m.dumps()})
-    rows = get_pool(ck, workers).map("sample", items, key=lambda it: it["folder"])
+    params = lake_sampling(lake)  # the lake's setting, as every drawing of the pipeline
+    rows = get_pool(ck, workers).map("sample", items, key=lambda it: it["folder"], kwargs={"params": params})
     for r in rows:
         d = outdir / r["folder"]
         (d / "samples").mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ TASK_NAMES = (
     "select-prompts",
     "train-vision",
     "train-stage",
+    "calibrate-sampling",
     "sample",
     "assess",
     "judge",
@@ -72,7 +73,14 @@ def _result_storage(lake: str) -> str:
 # the evaluation sub-flow's tasks: `rerun=["evaluate"]` refreshes all of them
 EVAL_TASKS = ("eval-sample", "eval-judge", "eval-assess", "understand", "evaluate")
 DRAWING_TASKS = ("sample", "eval-sample", "understand")  # their keys hold the sampling setting
-POOL_TASKS = ("sample", "assess", "eval-sample", "eval-assess", "understand")  # worker count left out
+POOL_TASKS = (
+    "sample",
+    "assess",
+    "eval-sample",
+    "eval-assess",
+    "understand",
+    "calibrate-sampling",
+)  # worker count left out
 
 
 def _opts(lake: str, rerun: list[str], name: str) -> dict:
@@ -81,6 +89,14 @@ def _opts(lake: str, rerun: list[str], name: str) -> dict:
     policy = base.configure(key_storage=str(_store(lake) / "cache-keys"))
     refresh = name in rerun or ("evaluate" in rerun and name in EVAL_TASKS)
     return {"cache_policy": policy, "refresh_cache": refresh, "result_storage": _result_storage(lake)}
+
+
+def _candidates() -> list[str]:
+    """The sampling settings a base model chooses from, short forms (the calibrate task's input,
+    so a changed candidate list is a new cache key)."""
+    from illume_core.model.sampling import SAMPLING_CANDIDATES  # torch: only when a flow runs
+
+    return [p.setting for p in SAMPLING_CANDIDATES]
 
 
 def _check_rerun(rerun: list[str]) -> list[str]:
@@ -133,7 +149,8 @@ def train_pipeline(
     lock_timeout_s: float = 10.0,
     vision_from: str | None = None,
 ) -> dict:
-    """Data -> vision + text tokenizers -> stages 0..3 -> evaluate -> round 0 (the first current model).
+    """Data -> vision + text tokenizers -> stages 0..3 -> the sampling setting -> evaluate -> round 0
+    (the first current model).
 
     `vision_from` (a checkpoint folder, or a lake) reuses that run's trained vision encoder and
     tokenizer instead of training them again: the seeds of one experiment share one vision run.
@@ -157,6 +174,13 @@ def train_pipeline(
         for stage in ("stage0", "stage1", "stage2", "stage3"):
             ck = registry.lake_path(lake, _t(steps.train_stage, lake, rerun)(lake, s, stage, ck, 0))
             log.info("%s -> %s", stage, ck)
+        # the base model's sampling setting, chosen on tuning prompts: every later drawing in the
+        # lake uses it (its evaluation below, the rounds' samples)
+        b = s.b
+        chosen = _t(steps.calibrate_sampling, lake, rerun)(
+            lake, ck, _candidates(), b.calibration_per_tag, b.calibration_images, 0, workers
+        )
+        registry.save_sampling(lake, chosen)
         ev = evaluation(lake, 0, ck, eval_refs, workers, rerun)
         registry.set_round(
             lake, 0, ck, ck, "promoted", "base training run", steps.params_json(**s.model_dump())
@@ -186,11 +210,16 @@ def _round_run_name() -> str:
     return f"round-{'next' if r is None else r}-{p.get('assessor', 'self')}"
 
 
-def _eval_run_name() -> str:
-    from prefect.runtime import flow_run
+def _checkpoint_run_name(action: str):
+    """A flow-run namer: '<action>-<checkpoint id>', or '<action>-current' by default."""
 
-    ck = flow_run.parameters.get("checkpoint")
-    return f"evaluate-{Path(ck).name if ck else 'current'}"
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        ck = flow_run.parameters.get("checkpoint")
+        return f"{action}-{Path(ck).name if ck else 'current'}"
+
+    return name
 
 
 @flow(name="self-enhancement-round", flow_run_name=_round_run_name)
@@ -290,7 +319,15 @@ def _round_body(
     }
 
 
-@flow(name="evaluate-checkpoint", flow_run_name=_eval_run_name)
+def _checkpoint_or_current(lake: str, checkpoint: str | None) -> str:
+    """The checkpoint a command names, else the lake's current one (a clear error when it has none)."""
+    ck = checkpoint or registry.current_checkpoint(lake)
+    if ck is None:
+        raise FileNotFoundError(f"no current checkpoint in {lake}; pass --checkpoint or run `illume train`")
+    return ck
+
+
+@flow(name="evaluate-checkpoint", flow_run_name=_checkpoint_run_name("evaluate"))
 def evaluate_checkpoint(
     lake: str = "lake",
     checkpoint: str | None = None,
@@ -301,14 +338,33 @@ def evaluate_checkpoint(
     """ShapesEval, VQA and self-assessment agreement of a checkpoint (default: the current one)."""
     rerun = _check_rerun(rerun or [])
     with ApiWatch(f"illume eval --lake {lake}"), _Locked(lake, "evaluate-checkpoint", lock_timeout_s):
-        ck = checkpoint or registry.current_checkpoint(lake)
-        if ck is None:
-            raise FileNotFoundError(
-                f"no current checkpoint in {lake}; pass --checkpoint or run `illume train`"
-            )
+        ck = _checkpoint_or_current(lake, checkpoint)
         ev = evaluation(lake, _round_of(lake, ck), ck, _eval_refs(lake), workers, rerun)
     rows = steps.read_ref(lake, ev)
     return {"checkpoint": ck, "evaluation": ev, "rows": rows}
+
+
+@flow(name="choose-sampling", flow_run_name=_checkpoint_run_name("calibrate"))
+def choose_sampling(
+    lake: str = "lake",
+    checkpoint: str | None = None,
+    workers: int = 2,
+    rerun: list[str] | None = None,
+    lock_timeout_s: float = 10.0,
+) -> dict:
+    """Choose the lake's sampling setting again, on tuning prompts, with a checkpoint (default: the
+    current one): what the train pipeline does after base training, for a lake trained before it
+    did, or after rounds have moved the model. Later drawings (`illume eval`, rounds) use it."""
+    rerun = _check_rerun(rerun or [])
+    with ApiWatch(f"illume calibrate --lake {lake}"), _Locked(lake, "choose-sampling", lock_timeout_s):
+        ck = _checkpoint_or_current(lake, checkpoint)
+        b = steps.load_settings(lake).b
+        chosen = _t(steps.calibrate_sampling, lake, rerun)(
+            lake, ck, _candidates(), b.calibration_per_tag, b.calibration_images, _round_of(lake, ck), workers
+        )
+        registry.save_sampling(lake, chosen)
+    get_run_logger().info("sampling setting of %s: %s", lake, chosen)
+    return {"checkpoint": ck, "sampling": chosen}
 
 
 @flow(name="evaluation", flow_run_name="evaluate-r{round}")

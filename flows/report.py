@@ -244,6 +244,51 @@ def _arms_section(lake: Lake) -> list[str]:
     return out
 
 
+def _sampling_section(lake: Lake) -> list[str]:
+    """The base model's sampling setting and every candidate's scores on the tuning prompts."""
+    if not lake.partitions("sampling_trials"):  # a lake trained before the pipeline chose one
+        return []
+    rows = query(lake, "SELECT * FROM sampling_trials").to_pylist()
+    if not rows:
+        return []
+    # the latest choice (a lake calibrated again with `illume calibrate` after rounds has several)
+    last = max((r["round"], r["checkpoint_id"]) for r in rows)
+    by_setting: dict[str, dict[str, dict]] = defaultdict(dict)
+    for r in rows:
+        if (r["round"], r["checkpoint_id"]) == last:
+            by_setting[r["setting"]][r["tag"]] = r
+    tags = [t for t in ARM_TAGS if any(t in v for v in by_setting.values())]
+    out = [
+        "<h2 id='sampling'>Sampling setting</h2>",
+        "<p>After base training the model drew the tuning prompts (a prompt set of their own, not "
+        "ShapesEval's) under each candidate setting, <code>cfg:temperature:top_k:top_p</code> "
+        "(<code>m</code>: the nucleus is cut over shapes, then colours); the judge scored them, and "
+        f"the best overall became the setting of every drawing in this lake (chosen with checkpoint "
+        f"<code>{_e(last[1])}</code>, round {last[0]}).</p>",
+        "<table class='scores'><tr>"
+        + "".join(f"<th>{_e(h)}</th>" for h in ["setting", "overall", *tags, "images", "chosen"])
+        + "</tr>",
+    ]
+    # the best first (the chosen one first among equals)
+    order = sorted(
+        by_setting,
+        key=lambda k: (-by_setting[k]["overall"]["accuracy"], not by_setting[k]["overall"]["chosen"]),
+    )
+    for setting in order:
+        by_tag = by_setting[setting]
+        ov = by_tag["overall"]
+        cells = [
+            f"<td><code>{_e(setting)}</code></td>",
+            f"<td class='num'>{_fmt(ov['accuracy'])}</td>",
+            *(f"<td class='num'>{_fmt(by_tag[t]['accuracy'] if t in by_tag else None)}</td>" for t in tags),
+            f"<td class='num'>{ov['n']}</td>",
+            f"<td>{'chosen' if ov['chosen'] else ''}</td>",
+        ]
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    return out
+
+
 def _round_section(lake: Lake, rnd: dict, scores: dict, agreement: dict) -> list[str]:
     r = rnd["round"]
     base, cand = rnd["base_checkpoint"], rnd["candidate_checkpoint"]
@@ -414,6 +459,7 @@ def build_report(lake_root: str) -> Path:
             "<h2>Self-assessment: the text answer and the likelihood</h2>"
             "<img src='balanced.png' alt='self-assessment balanced accuracy per round and assessor'>"
         )
+    parts += _sampling_section(lake)
     parts += _arms_section(lake)
     for rnd in sorted(rounds, key=lambda x: -x["round"]):  # the latest round first
         parts += _round_section(lake, rnd, scores, agreement)

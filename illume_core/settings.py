@@ -81,6 +81,10 @@ class VisionBudget:
     tokenizer_scenes: int  # renders whose cells the pattern tokenizer is fitted to
 
 
+# Budget fields that size the sampling calibration after base training, not the model itself
+CALIBRATION_FIELDS = frozenset({"calibration_per_tag", "calibration_images"})
+
+
 class Budget(BaseModel):
     """Steps and batch sizes of one full run (vision, stages 0-3, a round's fine-tuning)."""
 
@@ -101,6 +105,10 @@ class Budget(BaseModel):
     eval_images_per_prompt: int = Field(4, ge=1)
     vqa_questions: int = Field(200, ge=1)
     edit_tasks: int = Field(100, ge=1)  # held-out editing tasks judged against their target scenes
+    # tuning prompts per tag, and images per prompt, that each candidate sampling setting draws
+    # after base training (illume_core/eval/calibration.py); 0 prompts: keep the default setting
+    calibration_per_tag: int = Field(10, ge=0)
+    calibration_images: int = Field(2, ge=1)
 
 
 BUDGETS: dict[str, Budget] = {
@@ -121,6 +129,8 @@ BUDGETS: dict[str, Budget] = {
         eval_images_per_prompt=1,
         vqa_questions=4,
         edit_tasks=4,
+        calibration_per_tag=1,
+        calibration_images=1,
     ),
     # the README's `illume demo`: everything in under 20 minutes on 2 CPU cores. With 800
     # stage-2 steps in bf16 and Muon and reading order it took 17 min 24 s and its base scored
@@ -223,7 +233,9 @@ class PipelineSettings(BaseModel):
 
         blob = {
             "settings": self.model_dump(mode="json"),
-            "budget": self.b.model_dump(mode="json"),
+            # how the sampling setting is chosen after training does not define the model: a lake
+            # trained before the calibration fields existed keeps its digest and its cached stages
+            "budget": self.b.model_dump(mode="json", exclude=CALIBRATION_FIELDS),
             "config": self.cfg.model_dump(mode="json"),
             "recipes": {n: get_recipe(n, self.preset).model_dump(mode="json") for n in RECIPES},
             "corpus": dataclasses.asdict(self.corpus),

@@ -22,6 +22,8 @@ from storage.schemas import CheckpointRow, RoundRow
 
 MANIFEST_FILE = "manifest.json"  # a checkpoint folder's manifest (illume_core/model/checkpoint.py)
 SETTINGS_FILE = "pipeline.json"  # the run's settings (illume_core.settings.PipelineSettings)
+# the sampling setting chosen for the lake's drawings (illume_core.eval.calibration)
+SAMPLING_FILE = "sampling.json"
 
 
 _LAKES: dict[str, Lake] = {}
@@ -52,13 +54,18 @@ def lake_path(lake: str, ref: str) -> str:
     return ref if "://" in ref or os.path.isabs(ref) else str(Path(lake).resolve() / ref)
 
 
-def save_settings(lake: str, document: str) -> None:
-    """Store the run's settings document at the lake's root, replaced atomically."""
-    path = Path(lake) / SETTINGS_FILE
+def _save_root_file(lake: str, name: str, document: str) -> None:
+    """Write a document at the lake's root, replaced atomically (a reader sees old or new)."""
+    path = Path(lake) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{SETTINGS_FILE}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(f".{name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(document, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def save_settings(lake: str, document: str) -> None:
+    """Store the run's settings document at the lake's root, replaced atomically."""
+    _save_root_file(lake, SETTINGS_FILE, document)
 
 
 def read_settings(lake: str) -> str:
@@ -70,6 +77,18 @@ def read_settings(lake: str) -> str:
             "(or `illume demo`) first"
         )
     return path.read_text(encoding="utf-8")
+
+
+def save_sampling(lake: str, document: str) -> None:
+    """Store the lake's chosen sampling setting (SamplingParams JSON) at its root, replaced atomically."""
+    _save_root_file(lake, SAMPLING_FILE, document)
+
+
+def read_sampling(lake: str) -> str | None:
+    """The lake's chosen sampling setting as `save_sampling` stored it; None for a lake trained
+    before the train pipeline chose one (its drawings use the pipeline's default)."""
+    path = Path(lake) / SAMPLING_FILE
+    return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
 def checkpoint_manifest(folder: str | os.PathLike[str]) -> dict:

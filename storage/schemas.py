@@ -150,6 +150,19 @@ class ExperimentArmRow(Row):
     finetune_lr_scale: float = Field(description="every fine-tuned arm's lr, as a multiple of stage 3's")
 
 
+class SamplingTrialRow(Row):
+    round: int = Field(
+        ge=0, description="round of the checkpoint whose sampling was chosen (0: the base model)"
+    )
+    checkpoint_id: str = Field(description="the checkpoint that drew the tuning images")
+    setting: str = Field(description="sampling setting, cfg:temperature:top_k[:top_p[:m]] (m: mask nucleus)")
+    params: str = Field(description="the setting as SamplingParams JSON")
+    tag: str = Field(description="GenEval tag, or 'overall' (the unweighted mean of the tags)")
+    accuracy: float = Field(ge=0.0, le=1.0, description="the judge's accuracy on the tuning images")
+    n: int = Field(ge=0, description="tuning images the accuracy is computed over")
+    chosen: bool = Field(description="whether this setting became the lake's sampling setting")
+
+
 class CheckpointRow(Row):
     checkpoint_id: str = Field(description="checkpoint id")
     parent: str | None = Field(None, description="checkpoint this one was trained from")
@@ -255,5 +268,6 @@ TABLES: dict[str, TableDef] = {
         TableDef("checkpoints", CheckpointRow),
         TableDef("task_runs", TaskRunRow),
         TableDef("experiment_arms", ExperimentArmRow),
+        TableDef("sampling_trials", SamplingTrialRow),
     )
 }

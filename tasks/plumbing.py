@@ -19,7 +19,7 @@ from prefect.cache_policies import TASK_SOURCE, CachePolicy, CompoundCachePolicy
 
 from illume_core.settings import PipelineSettings
 from storage.lake import PartitionInfo
-from storage.registry import get_lake, lake_ref, read_settings
+from storage.registry import get_lake, lake_ref, read_sampling, read_settings
 from storage.schemas import TaskRunRow
 
 
@@ -56,15 +56,23 @@ class LakeCachePolicy(CompoundCachePolicy):
 
 @dataclass
 class ImageSampling(CachePolicy):
-    """The setting every drawing is sampled with (`illume_core.model.sampling.IMAGE_SAMPLING`), as a key:
-    a task that draws images gets a new key when that setting changes, not a cached drawing."""
+    """The setting the lake's drawings are sampled with (`lake_sampling`), as a key: a task that
+    draws images gets a new key when that setting changes, not a cached drawing."""
 
     def compute_key(
         self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
     ) -> str | None:
-        from illume_core.model import sampling  # torch: only when a task runs
+        return lake_sampling(inputs["lake"]).model_dump_json()
 
-        return sampling.IMAGE_SAMPLING.model_dump_json()
+
+def lake_sampling(lake: str):
+    """The sampling setting of every drawing in `lake`: the one the train pipeline chose for its
+    base model on tuning prompts (`storage.registry.read_sampling`), or the pipeline's default
+    (`IMAGE_SAMPLING`) for a lake trained before it chose one. A SamplingParams."""
+    from illume_core.model import sampling  # torch: only when a task runs
+
+    stored = read_sampling(lake)
+    return sampling.IMAGE_SAMPLING if stored is None else sampling.SamplingParams.model_validate_json(stored)
 
 
 def load_settings(lake: str) -> PipelineSettings:

@@ -36,6 +36,7 @@ from storage.schemas import (  # the tables' row models: every row a task writes
     JudgmentRow,
     PromptRow,
     SampleRow,
+    SamplingTrialRow,
     SftExampleRow,
 )
 from tasks.plumbing import (  # re-exported: flows and benchmarks use steps.ref / steps.read_ref
@@ -44,6 +45,7 @@ from tasks.plumbing import (  # re-exported: flows and benchmarks use steps.ref 
     RETRIES,
     Progress,
     _logger,
+    lake_sampling,
     load_settings,
     parse_ref,
     read_ref,
@@ -232,6 +234,71 @@ def train_stage(
     return lake_ref(lake, res.path)
 
 
+@task(name="calibrate-sampling", cache_policy=CACHE_POLICY - "workers", persist_result=True, **RETRIES)
+def calibrate_sampling(
+    lake: str,
+    checkpoint: str,
+    candidates: list[str],
+    per_tag: int,
+    images_per_prompt: int,
+    round: int = 0,
+    workers: int = 2,
+) -> str:
+    """Draw `per_tag` tuning prompts of each tag, `images_per_prompt` images each (the budget's
+    `calibration_per_tag` and `calibration_images`), under each candidate setting (short forms,
+    `SamplingParams.setting`; the flows pass `SAMPLING_CANDIDATES`, default first), have the
+    judge score them, and return the best as SamplingParams JSON (a tie keeps the earlier). Every
+    setting's scores go to `sampling_trials` (the checkpoint's round); the flow stores the choice
+    as the lake's setting."""
+    from illume_core.eval import calibration
+    from illume_core.model.sampling import IMAGE_SAMPLING, parse_setting
+    from tasks.pool import get_pool
+
+    t0 = datetime.now(UTC)
+    if per_tag == 0:  # the budget chooses nothing: the pipeline's default
+        return IMAGE_SAMPLING.model_dump_json()
+    checkpoint = lake_path(lake, checkpoint)
+    ck = checkpoint_id_of(checkpoint)
+    items, metas = calibration.tuning_set(per_tag, images_per_prompt)
+    pool = get_pool(checkpoint, workers)
+    c0 = pool.compute_seconds
+    scored = []
+    for params in [parse_setting(c) for c in candidates]:
+        rows = pool.map(
+            "sample",
+            items,
+            key=lambda it: it["prompt_id"],
+            kwargs={"params": params},
+            progress=Progress(f"tuning images at {params.setting}"),
+        )
+        scored.append((params, calibration.setting_scores(rows, metas)))
+    chosen = calibration.choose([(p, sc["overall"][0]) for p, sc in scored])
+    out = [
+        SamplingTrialRow(
+            round=round,
+            checkpoint_id=ck,
+            setting=p.setting,
+            params=p.model_dump_json(),
+            tag=tag,
+            accuracy=acc,
+            n=n,
+            chosen=p == chosen,
+        )
+        for p, sc in scored
+        for tag, (acc, n) in sc.items()
+    ]
+    info = get_lake(lake).write_partition(
+        "sampling_trials", round, out, producer="calibrate-sampling", checkpoint=ck, part=ck
+    )
+    record_run(lake, "calibrate-sampling", round, f"calibrate-{ck}", t0, info.rows, pool.compute_seconds - c0)
+    _logger().info(
+        "sampling on tuning prompts: %s; chosen %s",
+        ", ".join(f"{p.setting} {sc['overall'][0]:.3f}" for p, sc in scored),
+        chosen.setting,
+    )
+    return chosen.model_dump_json()
+
+
 # ------------------------------------------------------------------------ the round's steps
 
 
@@ -245,7 +312,8 @@ def sample(
     part: str = "self",
     workers: int = 2,
 ) -> str:
-    """Draw K images per prompt on the worker pool (seeded per sample) into samples/round=R."""
+    """Draw K images per prompt on the worker pool (seeded per sample, with the lake's sampling
+    setting) into samples/round=R."""
     from illume_core.eval.evaluations import sample_items
     from tasks.pool import get_pool
 
@@ -256,7 +324,11 @@ def sample(
     pool = get_pool(checkpoint, workers)
     c0 = pool.compute_seconds
     rows = pool.map(
-        "sample", items, key=lambda it: it["prompt_id"], progress=Progress(f"sample round {round}")
+        "sample",
+        items,
+        key=lambda it: it["prompt_id"],
+        kwargs={"params": lake_sampling(lake)},
+        progress=Progress(f"sample round {round}"),
     )
     ck = checkpoint_id_of(checkpoint)
     out = [

@@ -146,6 +146,12 @@ def lake(tmp_path_factory):
         producer="evaluate",
         part="c1",
     )
+    trials = [
+        dict(round=0, checkpoint_id="c0", setting=st, params="{}", tag=t, accuracy=acc, n=4, chosen=st == "2:1:0")
+        for st, scores in (("2:1:0:0.7", (0.0, 0.25)), ("2:1:0", (0.5, 0.75)))
+        for t, acc in zip(("counting", "colors", "overall"), (*scores, sum(scores) / 2), strict=True)
+    ]  # fmt: skip
+    w("sampling_trials", 0, trials, producer="calibrate-sampling")
     w("rounds", 0, [dict(round=0, base_checkpoint="c0", candidate_checkpoint="c0", status="promoted",
                          reason="base training run", started_at=T0, ended_at=T0, params="{}")],
       producer="round", part="round")  # fmt: skip
@@ -174,6 +180,19 @@ def test_both_self_assessments_are_charted_per_round(page):
         "round", "assessor", "value", "t",
     )  # fmt: skip
     assert sorted(line.get_label() for line in fig.axes[0].get_lines()) == ["likelihood", "text answer"]
+
+
+def test_the_sampling_setting_and_its_candidates_are_shown(page):
+    _, html = page
+    section = html[html.index("<h2 id='sampling'>") :]
+    section = section[: section.index("</table>")]
+    rows = re.findall(r"<tr>(.*?)</tr>", section)[1:]
+    assert [re.search(r"<code>(.*?)</code>", r).group(1) for r in rows] == [
+        "2:1:0",
+        "2:1:0:0.7",
+    ]  # best first
+    assert "chosen" in rows[0] and "chosen" not in rows[1]  # the lake's setting is the best overall
+    assert "0.625" in rows[0] and "0.125" in rows[1]  # overall, as the tuning images scored it
 
 
 def test_round_axis_is_integer():

@@ -41,12 +41,53 @@ class SamplingParams(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     nucleus: Literal["code", "mask"] = "code"
 
+    @property
+    def setting(self) -> str:
+        """The short form `parse_setting` reads: 'cfg:temperature:top_k[:top_p[:m]]'."""
+        cfg = 1.0 if self.cfg_scale is None else self.cfg_scale  # guidance 1 equals none
+        text = f"{cfg:g}:{self.temperature:g}:{self.top_k or 0}"
+        if self.top_p < 1.0 or self.nucleus == "mask":
+            text += f":{self.top_p:g}" + (":m" if self.nucleus == "mask" else "")
+        return text
+
+
+def parse_setting(text: str) -> SamplingParams:
+    """'cfg:temperature:top_k[:top_p[:m]]' -> SamplingParams; ValueError names the format.
+
+    top_k 0 = none; temperature 0 = greedy; top_p 1 when left out; a trailing `m` is the mask
+    nucleus (`SamplingParams.nucleus="mask"`).
+    """
+    parts = text.split(":")
+    form = "cfg:temperature:top_k[:top_p[:m]], e.g. 2:0.7:0, 3:1:0:0.8 or 2:1:0:0.7:m"
+    if len(parts) not in (3, 4, 5) or (len(parts) == 5 and parts[4] != "m"):
+        raise ValueError(f"setting {text!r}: expected {form}")
+    try:
+        cfg, temp, k = float(parts[0]), float(parts[1]), int(parts[2])
+        top_p = float(parts[3]) if len(parts) >= 4 else 1.0
+    except ValueError:
+        raise ValueError(f"setting {text!r}: expected numbers in {form}") from None
+    if cfg < 0 or temp < 0 or k < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"setting {text!r}: cfg, temperature and top_k must be >= 0, top_p in (0, 1]")
+    nucleus = "mask" if len(parts) == 5 else "code"
+    return SamplingParams(cfg_scale=cfg, temperature=temp, top_k=k or None, top_p=top_p, nucleus=nucleus)
+
 
 # text-to-image: ILLUME's CFG 2.0 and temperature 1.0, with a top-p of 0.7 chosen on tuning prompts
 # (benchmarks/sampling_sweep.py on run 8's two base models: 0.710 / 0.692 against 0.598 / 0.554
 # without it). Without the cut, the tail of each cell's distribution adds objects nobody asked
 # for: 1.6 per image, most in the prompt's own shapes and colours (docs/BASE_MODEL.md, section 17)
 IMAGE_SAMPLING = SamplingParams(top_p=0.7)
+# the settings a base model's sampling is chosen from after its training, on tuning prompts
+# (illume_core/eval/calibration.py; the train pipeline's calibrate-sampling task), IMAGE_SAMPLING
+# first: it wins ties. A weak model loses its objects to the top-p 0.7 cut (background holds more
+# than 0.7 of most cells), a strong one draws objects nobody asked for without it
+# (docs/BASE_MODEL.md, sections 17-19)
+SAMPLING_CANDIDATES: tuple[SamplingParams, ...] = (
+    IMAGE_SAMPLING,
+    SamplingParams(top_p=0.8, nucleus="mask"),
+    SamplingParams(top_p=0.9, nucleus="mask"),
+    SamplingParams(),
+)
 EDIT_SAMPLING = SamplingParams(cfg_scale=None)  # an edit follows its input image, unguided
 ANSWER_SAMPLING = SamplingParams(cfg_scale=None, temperature=0.0)  # text answers: greedy
 
