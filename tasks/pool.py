@@ -92,6 +92,9 @@ class WorkerPool:
         self.options = {k: v for k, v in {"crash_on": crash_on, "crash_marker": crash_marker}.items() if v}
         self._gpus, self._threads = gpus_per_worker(), threads
         self._crash = (crash_on, crash_marker)
+        from tasks.trainer import shutdown_trainer  # (the trainer module imports this one)
+
+        shutdown_trainer()  # an idle trainer actor holds a CPU (or GPU) the workers need
         self.workers = [self._new_worker(i == 0) for i in range(size)]
         self.redone = 0  # calls resubmitted after a lost actor, for the records
         self.compute_seconds = 0.0
@@ -234,9 +237,13 @@ def get_pool(checkpoint: str, size: int = 1, **options: Any) -> WorkerPool:
     """A long-lived pool per (checkpoint, size) in this process, so tasks share loaded models.
 
     Tasks look pools up here instead of taking actor handles as inputs: a handle's hash changes
-    every run and would break Prefect's cache keys.
+    every run and would break Prefect's cache keys. A checkpoint is known by its content id (its
+    manifest's), not its path: a copy of a lake (an experiment's arms, a test's fresh lake) reuses
+    the workers that already hold the same weights, and a replacement worker loads the latest path.
     """
-    k = (checkpoint, size)
+    from storage.registry import checkpoint_id_of
+
+    k = (checkpoint_id_of(checkpoint), size)
     fault = os.environ.get("ILLUME_FAULT_CRASH")  # "method:marker-file", for the fault matrix
     if fault and not options:
         method, marker = fault.split(":", 1)
@@ -247,6 +254,7 @@ def get_pool(checkpoint: str, size: int = 1, **options: Any) -> WorkerPool:
         shutdown_pools()
         ensure_ray()
         _POOLS[k] = WorkerPool(checkpoint, size, **options)
+    _POOLS[k].checkpoint = checkpoint  # where a replacement worker loads it from
     return _POOLS[k]
 
 

@@ -37,6 +37,38 @@ class Trainer:
         )
 
 
+# at most one idle Trainer actor, (gpus, handle), kept between consecutive stages of a run so each
+# stage does not pay a new process and its imports (torch, transformers: seconds a stage); a
+# worker pool or a data-parallel run frees it first (`shutdown_trainer`), since it holds a CPU
+_IDLE: list[tuple[float, Any]] = []
+
+
+def _take_trainer(gpus: float):
+    """The idle trainer when it asked for the same GPUs, else a new one (the old one killed)."""
+    if _IDLE and _IDLE[-1][0] == gpus:
+        actor = _IDLE.pop()[1]
+        try:  # alive? (a lost node or a restarted cluster takes idle actors too)
+            ray.get(actor.__ray_ready__.remote(), timeout=30)
+            return actor
+        except Exception:
+            _kill(actor)
+    shutdown_trainer()
+    return Trainer.options(num_gpus=gpus, num_cpus=1).remote()
+
+
+def _kill(actor) -> None:
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:  # already gone (its node, or the Ray instance it belonged to)
+        pass
+
+
+def shutdown_trainer() -> None:
+    """Kill the idle trainer actor, if any, freeing its CPU (and GPU)."""
+    while _IDLE:
+        _kill(_IDLE.pop()[1])
+
+
 def train_on_actor(
     settings: PipelineSettings,
     stage: str,
@@ -46,14 +78,15 @@ def train_on_actor(
     on_progress: Callable[[int, int, float], None] | None = None,
     **kwargs: Any,
 ):
-    """Run a stage on a fresh Trainer actor (one GPU when the cluster has them, else all CPU threads).
+    """Run a stage on a Trainer actor (one GPU when the cluster has them, else all CPU threads):
+    the previous stage's, kept idle, or a new one.
 
     With several GPUs in the cluster (or ILLUME_TRAIN_WORKERS=N set), the stage runs data-parallel
     on N Ray Train workers instead (`train_data_parallel`).
 
     Worker pools are shut down first: their actors would hold the CPUs or GPU the trainer needs.
-    A trainer that dies takes its call with it; the task's retry starts a new one, which resumes
-    from the job's last resumable checkpoint.
+    A trainer that dies (or whose stage fails) takes its call with it and is not kept; the task's
+    retry starts a new one, which resumes from the job's last resumable checkpoint.
     """
     ensure_ray()
     shutdown_pools()
@@ -68,7 +101,7 @@ def train_on_actor(
     # be free this instant: a retry right after a crash sees other free CPUs, float sums depend
     # on the thread count, and a resumed stage must end with the weights of an uninterrupted one
     threads = trainer_threads(threads)
-    actor = Trainer.options(num_gpus=gpus, num_cpus=1).remote()
+    actor = _take_trainer(gpus)
     # the trainer reports its step through a small file the caller polls (works across nodes
     # that share the checkpoint folder, and needs no channel back into this process)
     os.makedirs(root, exist_ok=True)
@@ -90,9 +123,13 @@ def train_on_actor(
                 except (OSError, ValueError, KeyError):
                     pass  # a report being replaced; the next poll reads it
             if done:
-                return ray.get(ref)
+                result = ray.get(ref)
+                _IDLE.append((gpus, actor))  # kept for the next stage
+                return result
+    except BaseException:
+        _kill(actor)
+        raise
     finally:
-        ray.kill(actor, no_restart=True)
         if os.path.exists(progress_file):
             os.remove(progress_file)
 
@@ -115,6 +152,7 @@ def train_data_parallel(
 
     from illume_core.train.jobs import StageResult
 
+    shutdown_trainer()  # its CPU (or GPU) is one the ranks need
     result_file = os.path.join(root, f"_dp-{uuid.uuid4().hex}.json")
 
     def loop(config: dict) -> None:

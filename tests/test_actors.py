@@ -114,13 +114,23 @@ def test_a_worker_without_room_at_start_leaves_its_shard_to_a_live_one(ray_sessi
                 checkpoint, None, 1, None, None
             )
 
-    whole = WorkerPool(checkpoint, size=2, place_timeout_s=60.0)
+    # the rows a whole pool of 2 gives: each shard's answers, shard after shard (computed here,
+    # in-process, instead of starting a second pool)
+    import torch
+
+    from illume_core.model.engine import Engine
+    from tasks.pool import shard_of
+
+    engine = Engine(checkpoint, device="cpu")
+    shards = [[it for it in ITEMS if shard_of(_key(it), 2) == i] for i in range(2)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a pool's worker (one thread each): the same sums, the same answers
     try:
-        undisturbed = whole.map("ask", ITEMS, key=_key, kwargs={"max_new_tokens": 4})
+        undisturbed = [row for shard in shards for row in engine.ask(shard, max_new_tokens=4)]
     finally:
-        whole.shutdown()
+        torch.set_num_threads(threads)
     # long enough for the first worker to start and load on a busy machine
-    pool = SecondUnplaceable(checkpoint, size=2, place_timeout_s=30.0)
+    pool = SecondUnplaceable(checkpoint, size=2, place_timeout_s=20.0)
     try:
         assert pool.workers[1] is pool.workers[0]
         assert pool.map("ask", ITEMS, key=_key, kwargs={"max_new_tokens": 4}) == undisturbed

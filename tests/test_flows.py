@@ -76,6 +76,45 @@ def test_base_pipeline_wrote_every_table(base_lake):
     assert "overall" in scores
 
 
+def test_base_pipeline_chose_its_sampling_on_tuning_prompts(base_lake):
+    """Every candidate setting was scored per tag on the tuning prompts, the best overall was
+    chosen (the default on a tie), and the lake's drawings use the one chosen."""
+    from illume_core.model.sampling import SAMPLING_CANDIDATES, SamplingParams
+    from storage.registry import get_lake
+    from tasks.plumbing import lake_sampling
+
+    trials = get_lake(str(base_lake)).read("sampling_trials").to_pylist()
+    overall = {r["setting"]: r["accuracy"] for r in trials if r["tag"] == "overall"}
+    assert sorted(overall) == sorted(p.setting for p in SAMPLING_CANDIDATES)
+    assert all(r["n"] == 1 for r in trials if r["tag"] != "overall")  # smoke: 1 prompt x 1 image
+    chosen = {r["setting"] for r in trials if r["chosen"]}
+    assert len(chosen) == 1
+    best = max(overall.values())
+    tied = [p.setting for p in SAMPLING_CANDIDATES if overall[p.setting] == best]
+    assert chosen == {tied[0]}  # the best; among equals, the earlier candidate (the default first)
+    assert lake_sampling(str(base_lake)).setting in chosen
+    assert SamplingParams.model_validate_json(
+        next(r["params"] for r in trials if r["chosen"])
+    ) == lake_sampling(str(base_lake))
+
+
+def test_illume_calibrate_chooses_a_lakes_setting_again(base_lake, tmp_path):
+    """A lake without a chosen setting (trained before the task existed) draws with the default;
+    `illume calibrate` (the choose-sampling flow) chooses one for its current checkpoint, as the
+    train pipeline did (here a cache hit: the same checkpoint, candidates and budget)."""
+    from flows.pipeline import choose_sampling
+    from illume_core.model.sampling import IMAGE_SAMPLING, SamplingParams
+    from storage.registry import SAMPLING_FILE
+    from tasks.plumbing import lake_sampling
+
+    lake = _copy(base_lake, tmp_path, "older")
+    (lake / SAMPLING_FILE).unlink()
+    assert lake_sampling(str(lake)) == IMAGE_SAMPLING
+    out = choose_sampling(lake=str(lake))
+    assert SamplingParams.model_validate_json(out["sampling"]) == lake_sampling(str(base_lake))
+    assert lake_sampling(str(lake)) == lake_sampling(str(base_lake))
+
+
 def test_round_through_prefect_and_ray(round_lake):
     from storage.registry import get_lake
 
@@ -200,6 +239,16 @@ def test_drawing_tasks_key_on_the_sampling_setting(monkeypatch, tmp_path, prefec
     monkeypatch.setattr(sampling, "IMAGE_SAMPLING", sampling.SamplingParams(top_p=0.5))
     drawing_after, other_after = keys()
     assert drawing_after != drawing and other_after == other
+    # a lake whose base model chose its own setting keys on that one, not on the default
+    from storage.registry import save_sampling
+    from tasks.plumbing import lake_sampling
+
+    inputs["lake"] = str(tmp_path)
+    default, other_default = keys()
+    save_sampling(str(tmp_path), sampling.SamplingParams(top_p=0.9, nucleus="mask").model_dump_json())
+    chosen, other_chosen = keys()
+    assert chosen != default and other_chosen == other_default
+    assert lake_sampling(str(tmp_path)) == sampling.SamplingParams(top_p=0.9, nucleus="mask")
     # the flows' per-run options keep the sampling part for the drawing tasks only
     from flows.pipeline import _opts
     from tasks.plumbing import ImageSampling
@@ -232,21 +281,29 @@ def test_cache_keys_leave_out_the_lake_path():
 
 
 def test_actor_killed_mid_sampling_gives_identical_rows(base_lake, round_lake, tmp_path, monkeypatch):
-    from flows.pipeline import self_enhancement_round
-    from storage.registry import get_lake
+    """A model worker SIGKILLed in the middle of the sample task: its shard is redone and the
+    task writes the very rows of the undisturbed round (the steps after it read only those rows;
+    a whole faulted round against an undisturbed one is tests/test_fault_matrix.py's)."""
+    from storage.registry import current_checkpoint, get_lake
+    from tasks import steps
     from tasks.pool import shutdown_pools
 
     marker = tmp_path / "crashed"
-    lake = _copy(base_lake, tmp_path, "lake")
+    lake = str(_copy(base_lake, tmp_path, "lake"))
+    prompts = steps.select_prompts.fn(lake, 1, ROUND["n_prompts"], 0)  # the round's own draw (seed 0)
     shutdown_pools()
     monkeypatch.setenv("ILLUME_FAULT_CRASH", f"sample:{marker}")
-    self_enhancement_round(lake=str(lake), **ROUND)
-    monkeypatch.delenv("ILLUME_FAULT_CRASH")
-    shutdown_pools()
+    try:
+        steps.sample.fn(
+            lake, 1, current_checkpoint(lake), prompts, ROUND["images_per_prompt"], "self", ROUND["workers"]
+        )
+    finally:
+        monkeypatch.delenv("ILLUME_FAULT_CRASH")
+        shutdown_pools()
     assert marker.exists()  # a worker really died in the middle of sampling
-    clean, crashed = get_lake(str(round_lake[0])), get_lake(str(lake))
-    for table, part in (("samples", "self"), ("assessments", "self-self"), ("judgments", "self")):
-        assert crashed.digest(table, 1, part) == clean.digest(table, 1, part), table
+    clean, crashed = get_lake(str(round_lake[0])), get_lake(lake)
+    assert crashed.digest("prompts", 1, "self") == clean.digest("prompts", 1, "self")
+    assert crashed.digest("samples", 1, "self") == clean.digest("samples", 1, "self")
 
 
 def test_second_round_on_a_busy_lake_is_refused(base_lake, tmp_path):
@@ -279,56 +336,33 @@ def test_data_parallel_stage_on_two_cpu_workers(base_lake, tmp_path, monkeypatch
     ]
 
 
-def test_a_preference_round_runs_through_prefect_and_trains_on_the_pairs_it_found(base_lake, tmp_path):
-    """`--strategy preference`: the round pairs each prompt's accepted and rejected samples (by
-    its own assessments), writes them as sft_examples and fine-tunes on exactly those pairs.
-    The smoke model rejects every sample it draws, so here that is zero pairs; the DPO loss on
-    real pairs is tested in tests/test_preference.py."""
-    from flows.pipeline import self_enhancement_round
-    from illume_core.model.checkpoint import read_manifest
-    from illume_core.self_enhance.reformat import assessment_of
-    from storage.registry import get_lake
+def test_a_likelihood_preference_round_runs_through_prefect_with_its_margins_and_pairs(base_lake, tmp_path):
+    """One round through Prefect and Ray with `--assessor likelihood --likelihood-margins ...` and
+    the strategies `accepted_t2i` and `preference`:
 
-    lake = _copy(base_lake, tmp_path, "preference")
-    out = self_enhancement_round(
-        lake=str(lake), **{**ROUND, "n_prompts": 6, "images_per_prompt": 4}, strategies=["preference"]
-    )
-    lk = get_lake(str(lake))
-    verdicts: dict[str, list[bool]] = {}
-    for a in lk.read("assessments", 1, "self-self").to_pylist():
-        parsed = assessment_of(a)
-        if parsed is not None:
-            verdicts.setdefault(a["prompt_id"], []).append(parsed.all_yes)
-    expected = sum(min(sum(v), len(v) - sum(v)) for v in verdicts.values())
-    rows = lk.read("sft_examples", 1).to_pylist()
-    assert {r["strategy"] for r in rows} <= {"preference"} and len(rows) == expected
-    for r in rows:  # an accepted sample first, a rejected one of the same prompt second
-        good, bad = r["image_refs"]
-        assert good.split("/")[2] == bad.split("/")[2] == r["prompt_id"]
-    run = lk.read("rounds", 1).to_pylist()[0]
-    assert run["status"] == out["status"]
-    extra = read_manifest(lake / "checkpoints" / run["candidate_checkpoint"])["extra"]
-    assert extra["preference_pairs"] == expected
-
-
-def test_a_likelihood_round_takes_its_margins_from_the_command_to_the_workers(base_lake, tmp_path):
-    """`illume round --assessor likelihood --likelihood-margins ...`: the margins reach the Ray
-    workers' assessor and are recorded with the round. Margins no counterfactual can beat make
-    every verdict "yes", so every sample is accepted and becomes a text-to-image example."""
+    - the margins reach the Ray workers' assessor and are recorded with the round. Margins no
+      counterfactual can beat make every verdict "yes", so every sample is accepted and becomes a
+      text-to-image example;
+    - the round pairs each prompt's accepted and rejected samples (by its own assessments), writes
+      them as sft_examples and fine-tunes on exactly those pairs. With every sample accepted that
+      is zero pairs here; the DPO loss on real pairs is tested in tests/test_preference.py, and
+      the pairing rule in tests/test_self_enhance.py."""
     import json
 
     from flows.pipeline import self_enhancement_round
+    from illume_core.model.checkpoint import read_manifest
+    from illume_core.self_enhance.reformat import assessment_of
     from illume_core.settings import RoundConfig
     from storage.registry import get_lake
 
     lake = _copy(base_lake, tmp_path, "likelihood")
     lenient = dict.fromkeys(("object", "count", "color", "spatial"), 1e6)
-    self_enhancement_round(
+    out = self_enhancement_round(
         lake=str(lake),
         **ROUND,
         assessor="likelihood",
         likelihood_margins=lenient,
-        strategies=["accepted_t2i"],
+        strategies=["accepted_t2i", "preference"],
     )
     lk = get_lake(str(lake))
     rows = lk.read("assessments", 1, "self-likelihood").to_pylist()
@@ -336,7 +370,24 @@ def test_a_likelihood_round_takes_its_margins_from_the_command_to_the_workers(ba
     assert all(r[f"{d}_verdict"] == "yes" for r in rows for d in lenient) and {
         r["assessor"] for r in rows
     } == {"likelihood"}
-    assert lk.read("sft_examples", 1).num_rows == len(rows)  # every image accepted
     params = lk.read("rounds", 1).to_pylist()[0]["params"]
     assert json.loads(params)["likelihood_margins"] == lenient
     assert RoundConfig.from_params(params).likelihood_margins == lenient  # `illume rerun` repeats them
+
+    verdicts: dict[str, list[bool]] = {}
+    for a in rows:
+        parsed = assessment_of(a)
+        if parsed is not None:
+            verdicts.setdefault(a["prompt_id"], []).append(parsed.all_yes)
+    expected = sum(min(sum(v), len(v) - sum(v)) for v in verdicts.values())
+    sft = lk.read("sft_examples", 1).to_pylist()
+    assert sum(r["strategy"] == "accepted_t2i" for r in sft) == len(rows)  # every image accepted
+    pairs = [r for r in sft if r["strategy"] == "preference"]
+    assert len(pairs) == expected and {r["strategy"] for r in sft} <= {"accepted_t2i", "preference"}
+    for r in pairs:  # an accepted sample first, a rejected one of the same prompt second
+        good, bad = r["image_refs"]
+        assert good.split("/")[2] == bad.split("/")[2] == r["prompt_id"]
+    run = lk.read("rounds", 1).to_pylist()[0]
+    assert run["status"] == out["status"]
+    extra = read_manifest(lake / "checkpoints" / run["candidate_checkpoint"])["extra"]
+    assert extra["preference_pairs"] == expected
