@@ -115,7 +115,11 @@ def register(app: typer.Typer) -> None:
         temperature: float = typer.Option(1.0, "--temperature", min=0.0),
         top_k: int | None = typer.Option(None, "--top-k", min=1),
         top_p: float = typer.Option(
-            0.7, "--top-p", min=0.0, max=1.0, help="nucleus cut (the pipeline's drawings use 0.7; 1: none)"
+            0.7,
+            "--top-p",
+            min=0.0,
+            max=1.0,
+            help="nucleus cut (1: none; a lake's drawings use the setting chosen for its base model, see `illume calibrate`)",
         ),
         best_of: int = typer.Option(
             1,

@@ -258,7 +258,7 @@ def register(app: typer.Typer) -> None:
         checkpoint: Path | None = typer.Option(None, help="checkpoint folder (default: the current one)"),
         workers: int = typer.Option(2),
     ) -> None:
-        """Choose the lake's sampling setting again on tuning prompts (never ShapesEval's): every
+        """Choose the lake's sampling setting again on tuning images (never ShapesEval's): every
         candidate drawn and judged, the best kept for every later drawing in the lake."""
         from flows.pipeline import choose_sampling
         from illume_core.model.sampling import SamplingParams

@@ -72,7 +72,8 @@ def _result_storage(lake: str) -> str:
 
 # the evaluation sub-flow's tasks: `rerun=["evaluate"]` refreshes all of them
 EVAL_TASKS = ("eval-sample", "eval-judge", "eval-assess", "understand", "evaluate")
-DRAWING_TASKS = ("sample", "eval-sample", "understand")  # their keys hold the sampling setting
+# their keys hold the lake's sampling setting (`understand`'s edits draw with EDIT_SAMPLING, not it)
+DRAWING_TASKS = ("sample", "eval-sample")
 POOL_TASKS = (
     "sample",
     "assess",

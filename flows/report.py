@@ -22,6 +22,7 @@ from pathlib import Path
 
 from storage.catalog import query
 from storage.lake import Lake
+from storage.registry import read_sampling
 from storage.schemas import DIMENSIONS
 
 SELF_PER_TAG = 3  # round samples shown per tag
@@ -244,6 +245,10 @@ def _arms_section(lake: Lake) -> list[str]:
     return out
 
 
+def _same_json(a: str, b: str | None) -> bool:
+    return b is not None and json.loads(a) == json.loads(b)
+
+
 def _sampling_section(lake: Lake) -> list[str]:
     """The base model's sampling setting and every candidate's scores on the tuning prompts."""
     if not lake.partitions("sampling_trials"):  # a lake trained before the pipeline chose one
@@ -251,8 +256,12 @@ def _sampling_section(lake: Lake) -> list[str]:
     rows = query(lake, "SELECT * FROM sampling_trials").to_pylist()
     if not rows:
         return []
-    # the latest choice (a lake calibrated again with `illume calibrate` after rounds has several)
-    last = max((r["round"], r["checkpoint_id"]) for r in rows)
+    # the choice the lake draws with now (`illume calibrate` may have chosen several times): the
+    # calibration whose chosen setting is the stored one, the latest round's among equals
+    stored = read_sampling(str(lake.root))
+    groups = {(r["round"], r["checkpoint_id"]) for r in rows}
+    now = {(r["round"], r["checkpoint_id"]) for r in rows if r["chosen"] and _same_json(r["params"], stored)}
+    last = max(now or groups)
     by_setting: dict[str, dict[str, dict]] = defaultdict(dict)
     for r in rows:
         if (r["round"], r["checkpoint_id"]) == last:

@@ -12,11 +12,11 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 .venv/bin/python -c "import torch; assert torch.__version__.startswith('2.13.0')" 2>/dev/null \
   || .venv/bin/pip install -q "torch==2.13.0"
-if [ -x .venv/bin/uv ] || .venv/bin/pip install -q "uv==0.13.10" >/dev/null 2>&1; then
-  # the torch installed above satisfies the project's torch==2.13.0, so uv keeps it; pip's
-  # find-links (where a machine keeps local wheels) are uv's too
-  UV_FIND_LINKS="${PIP_FIND_LINKS:-}" .venv/bin/uv pip install -q --python .venv/bin/python \
-    --compile-bytecode -e ".[dev]"
-else
+# the torch installed above satisfies the project's torch==2.13.0, so uv keeps it; pip's
+# find-links (where a machine keeps local wheels) are uv's too; pip takes over if uv fails
+if ! { { [ -x .venv/bin/uv ] || .venv/bin/pip install -q "uv==0.13.10" >/dev/null 2>&1; } \
+  && UV_FIND_LINKS="${PIP_FIND_LINKS:-}" .venv/bin/uv pip install -q --python .venv/bin/python \
+    --compile-bytecode -e ".[dev]"; }; then
+  echo "uv could not install the project; installing with pip"
   .venv/bin/pip install -q -e ".[dev]"
 fi

@@ -466,7 +466,7 @@ def reformat(
     return ref(info)
 
 
-@task(name="understand", cache_policy=DRAWING_CACHE_POLICY - "workers", persist_result=True, **RETRIES)
+@task(name="understand", cache_policy=CACHE_POLICY - "workers", persist_result=True, **RETRIES)
 def understand(lake: str, round: int, checkpoint: str, workers: int = 2) -> list[dict]:
     """VQA on held-out scenes and editing tasks judged against their target scenes: evaluation rows."""
     from illume_core.eval.evaluations import edit_items, edit_scores, evaluation_rows, vqa_items, vqa_scores

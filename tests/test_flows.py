@@ -111,6 +111,7 @@ def test_illume_calibrate_chooses_a_lakes_setting_again(base_lake, tmp_path):
     (lake / SAMPLING_FILE).unlink()
     assert lake_sampling(str(lake)) == IMAGE_SAMPLING
     out = choose_sampling(lake=str(lake))
+    assert (lake / SAMPLING_FILE).is_file()  # chosen and stored again
     assert SamplingParams.model_validate_json(out["sampling"]) == lake_sampling(str(base_lake))
     assert lake_sampling(str(lake)) == lake_sampling(str(base_lake))
 
@@ -258,8 +259,27 @@ def test_drawing_tasks_key_on_the_sampling_setting(monkeypatch, tmp_path, prefec
             isinstance(p, ImageSampling) for p in _opts(str(tmp_path), [], name)["cache_policy"].policies
         )
 
-    assert has_sampling("sample") and has_sampling("eval-sample") and has_sampling("understand")
+    assert has_sampling("sample") and has_sampling("eval-sample")
     assert not has_sampling("judge") and not has_sampling("evaluate")  # scores what eval-sample drew
+    assert not has_sampling("understand")  # its edits draw with EDIT_SAMPLING, whatever the lake's
+
+
+def test_the_lakes_setting_reaches_the_workers(base_lake, tmp_path):
+    """The sample task draws with the lake's chosen setting: the same prompts and seeds drawn
+    under another stored setting give other images."""
+    from illume_core.model.sampling import SamplingParams
+    from storage.registry import current_checkpoint, get_lake, save_sampling
+    from tasks import steps
+
+    digests = []
+    for name, setting in (("as-chosen", None), ("greedy", SamplingParams(temperature=0.0))):
+        lake = str(_copy(base_lake, tmp_path, name))
+        if setting is not None:
+            save_sampling(lake, setting.model_dump_json())
+        prompts = steps.select_prompts.fn(lake, 1, 2, 0)
+        steps.sample.fn(lake, 1, current_checkpoint(lake), prompts, 2, "self", ROUND["workers"])
+        digests.append(get_lake(lake).digest("samples", 1, "self"))
+    assert digests[0] != digests[1]
 
 
 def test_cache_keys_leave_out_the_lake_path():

@@ -60,6 +60,19 @@ def test_tuning_prompts_are_not_shapeseval_prompts():
     assert len({(it["prompt_id"], it["sample_index"]) for it in items}) == len(items) == 6 * 3 * 2
     assert all(it["prompt_id"] in metas for it in items)
     assert items == calibration.tuning_set(per_tag=3, images_per_prompt=2)[0]
+    # never a ShapesEval image: where a tuning prompt is also a ShapesEval prompt (the prompt space
+    # is small), its images are drawn from other seeds than the base model's evaluation drawings
+    from illume_core.eval.evaluations import sample_items
+
+    evaluated = {
+        (it["prompt_id"], it["sample_index"], it["seed"])
+        for split in shapeseval_prompts(20).values()
+        for it in sample_items(split, 4, 0)
+    }
+    shared = [it for it in items if it["prompt_id"] in {p for p, _, _ in evaluated}]
+    assert shared  # the case this guards: the same prompt in both sets
+    assert not {(it["prompt_id"], it["sample_index"], it["seed"]) for it in items} & evaluated
+    assert not {it["seed"] for it in items} & {seed for _, _, seed in evaluated}
 
 
 def test_choose_takes_the_best_and_keeps_the_earlier_on_a_tie():

@@ -1,4 +1,4 @@
-"""Choosing a base model's sampling setting on tuning prompts, never on ShapesEval's.
+"""Choosing a base model's sampling setting on tuning images, never on ShapesEval's images.
 
 How a model's drawings should be sampled depends on the model. A top-p cut of 0.7 keeps a strong
 model from drawing objects nobody asked for (run 8's bases: 0.710 / 0.692 against 0.598 / 0.554
@@ -7,9 +7,11 @@ keeps only background and single objects come out empty (the demo's base: 0.142 
 0.333 without it). So after a base model's training the pipeline draws a small set of tuning
 prompts under each candidate setting (`illume_core.model.sampling.SAMPLING_CANDIDATES`), has the
 judge score them, and keeps the best; every later drawing in that lake (ShapesEval, the rounds'
-samples, editing) uses it. The tuning prompts come from a seed of their own, apart from
-ShapesEval's, VQA's, editing's and the training corpus's, so ShapesEval stays a held-out figure
-after the choice.
+samples) uses it. The tuning prompts are drawn from a seed of their own, and their images from
+seeds of their own (`TUNING_ROUND` in the seed's hash), so no tuning image is a ShapesEval image.
+ShapesWorld's prompt space is small (5 single-object prompts, 15 counting ones), so many tuning
+prompts are ShapesEval prompts too: the choice sees other drawings of the same prompts, never the
+drawings ShapesEval scores.
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ from illume_core.world.prompts import generate_prompts
 # tuning prompts of their own: not ShapesEval's (7_000_001), not VQA's or editing's, not the
 # assessment benchmark's; benchmarks/sampling_sweep.py draws from the same seed
 TUNING_SEED = 424_242
+# the "round" in a tuning image's seed hash (`engine.sample_seed`): ShapesEval's images of the same
+# prompt are drawn at the checkpoint's round (0 for a base model), never at this one
+TUNING_ROUND = 424_242
 
 
 def tuning_set(per_tag: int, images_per_prompt: int) -> tuple[list[dict], dict[str, Metadata]]:
-    """The tuning prompts' sampling requests (`per_tag` prompts of each GenEval tag, seeded as a
-    round-0 drawing: every setting draws from the same seeds, so settings differ only in how they
+    """The tuning prompts' sampling requests (`per_tag` prompts of each GenEval tag, with seeds of
+    their own: every setting draws from the same seeds, so settings differ only in how they
     sample) and their metadata by prompt id."""
     prompts = generate_prompts(seed=TUNING_SEED, per_tag=per_tag)
-    return sample_items(prompts, images_per_prompt, 0), {prompt_id(m): m for m in prompts}
+    return sample_items(prompts, images_per_prompt, TUNING_ROUND), {prompt_id(m): m for m in prompts}
 
 
 def setting_scores(samples: Sequence[dict], prompts: dict[str, Metadata]) -> dict[str, tuple[float, int]]:
