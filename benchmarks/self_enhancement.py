@@ -11,6 +11,11 @@ the first reuse the first seed's trained vision encoder and tokenizer, `illume t
 - judge_round: round+accepted with the independent judge as the assessor (the ceiling that
   better self-assessment could reach);
 - preference: `assessment` plus DPO on accepted/rejected pairs of the same prompt;
+- judge_preference: the judge's accepted images plus DPO on its accepted/rejected pairs (the
+  ceiling of preference training);
+- novel_round, novel_likelihood, novel_judge: rounds whose prompts are compositions the base
+  corpus holds out (`--prompts novel`, never a ShapesEval prompt), assessed by the text answer,
+  by likelihood, or by the judge: what a round teaches where no ground truth exists;
 - likelihood_round: round+accepted with the model assessing its drawings by likelihood
   (`--assessor likelihood`: the drawing's codes under the prompt against prompts that change one
   dimension) instead of by answering about the image;
@@ -56,6 +61,16 @@ ARMS: dict[str, dict | None] = {
     "round+accepted": {"strategies": ["assessment", "accepted_t2i"], "assessor": "self"},
     "judge_round": {"strategies": ["assessment", "accepted_t2i"], "assessor": "judge"},
     "preference": {"strategies": ["assessment", "preference"], "assessor": "self"},
+    # the ceiling of preference training: the judge picks each prompt's accepted and rejected
+    # drawings, and the round trains on the accepted ones plus DPO on the pairs (no assessment
+    # text: on run 9's bases it was a constant "yes" that took half of each batch)
+    "judge_preference": {"strategies": ["accepted_t2i", "preference"], "assessor": "judge"},
+    # rounds on novel prompts (`illume round --prompts novel`): compositions the base corpus holds
+    # out, never a ShapesEval prompt, so the base corpus has no image of them and the control cannot
+    # learn them; the model's accepted drawings are the only teacher. Scored on the held-out split
+    "novel_round": {"strategies": ["assessment", "accepted_t2i"], "assessor": "self", "prompts": "novel"},
+    "novel_likelihood": {"strategies": ["accepted_t2i"], "assessor": "likelihood", "prompts": "novel"},
+    "novel_judge": {"strategies": ["accepted_t2i"], "assessor": "judge", "prompts": "novel"},
     # the model judging its drawings by their likelihood under the prompt against one-dimension
     # counterfactual prompts (illume_core/self_enhance/likelihood.py) instead of answering about the image
     "likelihood_round": {"strategies": ["assessment", "accepted_t2i"], "assessor": "likelihood"},
@@ -258,6 +273,7 @@ def one_round(lake: Path, spec: dict, args, seed: int, **gate) -> dict:
     return self_enhancement_round(
         lake=str(lake),
         n_prompts=args.n_prompts,
+        prompts=spec.get("prompts", "corpus"),
         images_per_prompt=args.images_per_prompt,
         strategies=spec["strategies"],
         assessor=spec["assessor"],

@@ -23,6 +23,9 @@ also draws N tuning prompts per tag (2 images each; `generate_prompts(seed=42424
 ShapesEval prompts), judges them, and scores the model's assessments of its own drawings against
 the judge: what a longer, understanding-heavy stage 3 does to both sides.
 
+`--edits N` also scores N held-out editing tasks against their target scenes (the pipeline's
+`edit_items`); with `--mix edit=1.0` it asks whether editing is learnable from either input path.
+
 `--image-input codes` shows the LLM each input image as its own discrete codes (`<soi>` + the
 tokenizer's 64 codes + `<eoi>`, embedded by the rows the model draws with) instead of the encoder's
 continuous features, in training and at inference alike: does the LLM read an image it can
@@ -45,6 +48,8 @@ import torch
 from illume_core.eval.evaluations import (
     assessment_confusion,
     balanced_accuracy,
+    edit_items,
+    edit_scores,
     judge_rows,
     prompt_id,
     sample_items,
@@ -198,6 +203,13 @@ def main() -> None:
         "way) or the image's own codes, as the drawer's input rows",
     )
     ap.add_argument("--assess-items", type=int, default=200)
+    ap.add_argument(
+        "--edits",
+        type=int,
+        default=0,
+        help="also run N held-out editing tasks (eval.evaluations.edit_items, the pipeline's) and "
+        "judge each output against its target scene",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -235,7 +247,9 @@ def main() -> None:
     result["train_s"] = round(time.time() - t0, 1)
     model = parts.model.eval()
     with torch.no_grad():
-        feats = model.aligner(model.vision_model(torch.zeros(1, 3, parts.cfg.image_size, parts.cfg.image_size)))
+        feats = model.aligner(
+            model.vision_model(torch.zeros(1, 3, parts.cfg.image_size, parts.cfg.image_size))
+        )
         result["adapter_norm_mean"] = round(feats.norm(dim=-1).mean().item(), 3)
         result["token_embedding_norm_mean"] = round(
             model.llm.get_input_embeddings().weight.norm(dim=-1).mean().item(), 3
@@ -249,6 +263,9 @@ def main() -> None:
     )
     if args.draw:
         result["own_images"] = own_images(engine, args.draw)
+    if args.edits:
+        edits = edit_items(args.edits, parts.cfg.image_size)
+        result["editing"] = {k: round(v, 3) for k, (v, _) in edit_scores(edits, engine.edit(edits)).items()}
     print(json.dumps(result), flush=True)
 
 

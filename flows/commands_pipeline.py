@@ -155,7 +155,12 @@ def register(app: typer.Typer) -> None:
     @app.command(name="round")
     def round_(
         lake: str = LAKE,
-        n_prompts: int = typer.Option(48, help="prompts drawn from the base text-to-image prompts"),
+        n_prompts: int = typer.Option(48, help="prompts drawn, tag-balanced, from --prompts' source"),
+        prompts: str = typer.Option(
+            "corpus",
+            help="corpus (the base text-to-image prompts, ILLUME's) or novel (compositions the base "
+            "corpus holds out, never a ShapesEval prompt: no ground truth for them anywhere)",
+        ),
         images_per_prompt: int = typer.Option(4),
         strategy: list[str] = typer.Option(
             ["assessment", "accepted_t2i"], help="reformat strategies (repeatable)"
@@ -188,6 +193,7 @@ def register(app: typer.Typer) -> None:
         out = self_enhancement_round(
             lake=str(lake),
             n_prompts=n_prompts,
+            prompts=prompts,
             images_per_prompt=images_per_prompt,
             strategies=strategy,
             assessor=assessor,

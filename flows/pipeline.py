@@ -228,6 +228,7 @@ def self_enhancement_round(
     lake: str = "lake",
     round: int | None = None,
     n_prompts: int = 48,
+    prompts: str = "corpus",
     images_per_prompt: int = 4,
     strategies: list[str] | None = None,
     assessor: str = "self",
@@ -247,6 +248,7 @@ def self_enhancement_round(
     knobs = {"strategies": strategies} if strategies else {}
     cfg = RoundConfig(
         n_prompts=n_prompts,
+        prompts=prompts,
         images_per_prompt=images_per_prompt,
         assessor=assessor,
         likelihood_margins=likelihood_margins or {},
@@ -286,7 +288,7 @@ def _round_body(
         if not prev:
             registry.set_round(lake, r, base, None, "running", None, params)
         eval_refs = _eval_refs(lake)
-        prompts = _t(steps.select_prompts, lake, rerun)(lake, r, cfg.n_prompts, cfg.seed)
+        prompts = _t(steps.select_prompts, lake, rerun)(lake, r, cfg.n_prompts, cfg.seed, cfg.prompts)
         samples = _t(steps.sample, lake, rerun)(
             lake, r, base, prompts, cfg.images_per_prompt, "self", workers
         )

@@ -263,6 +263,13 @@ class PipelineSettings(BaseModel):
 Assessor = Literal["self", "likelihood", "judge"]
 ASSESSORS: tuple[str, ...] = get_args(Assessor)
 
+# where a round's prompts come from: the base corpus's own text-to-image prompts (`corpus`, ILLUME's
+# "a subset of its own text-to-image prompts"), or compositions the base corpus holds out (`novel`:
+# the holdout's prompts, never a ShapesEval prompt; illume_core/self_enhance/policy.py), where the
+# model has no ground truth and only its own drawings and judgments can teach it
+PromptSource = Literal["corpus", "novel"]
+PROMPT_SOURCES: tuple[str, ...] = get_args(PromptSource)
+
 
 # a round fine-tunes a converged base model at a quarter of stage 3's learning rate: at stage 3's
 # own rate (2e-4 for the tiny LLM, restarted with a fresh optimizer) the control arm's 60 steps on
@@ -280,7 +287,8 @@ class RoundConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    n_prompts: int = Field(48, ge=1)  # drawn tag-balanced from the base text-to-image prompts
+    n_prompts: int = Field(48, ge=1)  # drawn tag-balanced from `prompts`' source
+    prompts: PromptSource = "corpus"  # see PROMPT_SOURCES above
     images_per_prompt: int = Field(4, ge=1)
     strategies: tuple[str, ...] = ("assessment", "accepted_t2i")  # illume_core/self_enhance/reformat.py
     assessor: Assessor = "self"  # see ASSESSORS above

@@ -111,14 +111,24 @@ def prepare_data(lake: str, settings: PipelineSettings) -> str:
 
 
 @task(name="select-prompts", cache_policy=CACHE_POLICY, persist_result=True, **RETRIES)
-def select_prompts(lake: str, round: int, n_prompts: int, seed: int) -> str:
-    """The round's prompts: a tag-balanced, seeded draw from the base text-to-image prompts."""
-    from illume_core.self_enhance.policy import draw_round_prompts
+def select_prompts(lake: str, round: int, n_prompts: int, seed: int, source: str = "corpus") -> str:
+    """The round's prompts: a tag-balanced, seeded draw from the base text-to-image prompts
+    (`corpus`) or from the compositions they hold out, ShapesEval's prompts excepted (`novel`)."""
+    from illume_core.eval.evaluations import shapeseval_prompts
+    from illume_core.self_enhance.policy import draw_round_prompts, novel_prompts
     from illume_core.train.data import BaseCorpus
 
     s = load_settings(lake)
     t0 = datetime.now(UTC)
-    unique = draw_round_prompts(BaseCorpus(s.cfg, s.corpus).prompts, n_prompts, round, seed)
+    corpus = BaseCorpus(s.cfg, s.corpus)
+    if source == "corpus":
+        space = corpus.prompts
+    elif source == "novel":
+        evaluation = shapeseval_prompts(s.b.eval_per_tag, corpus.holdout)
+        space = novel_prompts(corpus.holdout, [m for ms in evaluation.values() for m in ms])
+    else:
+        raise ValueError(f"unknown prompt source {source!r}; choose corpus or novel")
+    unique = draw_round_prompts(space, n_prompts, round, seed)
     rows = _prompt_rows(round, unique, "train")
     info = get_lake(lake).write_partition(
         "prompts", round, rows, producer="select-prompts", config_digest=s.digest(), part="self"

@@ -58,6 +58,9 @@ def test_round_config_is_one_validated_object_that_its_stored_params_give_back()
     assert RoundConfig.from_params(old) == RoundConfig(
         n_prompts=8, strategies=["assessment"], finetune_lr_scale=1.0
     )
+    assert RoundConfig.from_params(old).prompts == "corpus"  # recorded before the field: the corpus
+    novel = RoundConfig(prompts="novel")
+    assert RoundConfig.from_params(novel.params_json(round=2)).prompts == "novel"
     # the likelihood assessor's margins: the CLI's text or a dict, dimensions checked by name
     lenient = RoundConfig(assessor="likelihood", likelihood_margins="object=0, count=-3")
     assert lenient.likelihood_margins == {"object": 0.0, "count": -3.0}
@@ -69,6 +72,7 @@ def test_round_config_is_one_validated_object_that_its_stored_params_give_back()
         {"n_prompts": 0},
         {"likelihood_margins": {"shape": 1.0}},
         {"likelihood_margins": "object=none"},
+        {"prompts": "heldout"},
     ):
         with pytest.raises(ValidationError):
             RoundConfig(**bad)

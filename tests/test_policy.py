@@ -7,8 +7,9 @@ import pytest
 from illume_core.eval.evaluations import prompt_id
 from illume_core.model.images import png_bytes
 from illume_core.self_enhance.assessment import parse_assessment
-from illume_core.self_enhance.policy import draw_round_prompts, judge_assessment, promotion
-from illume_core.world.prompts import generate_prompts, scene_for
+from illume_core.self_enhance.policy import draw_round_prompts, judge_assessment, novel_prompts, promotion
+from illume_core.world.geneval import TAGS
+from illume_core.world.prompts import Holdout, generate_prompts, scene_for, split_space
 from illume_core.world.scenes import Obj, Scene, render
 
 
@@ -26,6 +27,31 @@ def test_the_round_draw_is_tag_balanced_seeded_and_without_repeats():
     assert sum(m.tag == tags[0] for m in draw_round_prompts(one, 24, 1, 0)) == 1
     with pytest.raises(ValueError, match="no prompts"):
         draw_round_prompts([], 4, 1, 0)
+
+
+def test_novel_prompts_hold_only_held_out_compositions_and_never_an_evaluation_prompt():
+    from illume_core.eval.evaluations import shapeseval_prompts
+
+    holdout = Holdout.default()
+    evaluation = [m for ms in shapeseval_prompts(20, holdout).values() for m in ms]
+    novel = novel_prompts(holdout, evaluation)
+    assert novel and all(holdout.is_heldout(m) for m in novel)
+    assert not {prompt_id(m) for m in novel} & {prompt_id(m) for m in evaluation}
+    # the default holdout's two-object and colour prompts are all ShapesEval's held-out prompts
+    # (4 each), so what is left to draw is position and colour attribution
+    assert {m.tag for m in novel} == {"position", "color_attr"}
+    # every held-out prompt the evaluation does not use is there, once
+    space = {prompt_id(m) for t in TAGS for m in split_space(t, holdout, "heldout")}
+    assert {prompt_id(m) for m in novel} == space - {prompt_id(m) for m in evaluation}
+    assert len(novel) == len({prompt_id(m) for m in novel})
+    # the round's draw over them is tag-balanced like any other
+    drawn = draw_round_prompts(novel, 20, round=1, seed=0)
+    assert {m.tag for m in drawn} == {"position", "color_attr"}
+    # a holdout with nothing beyond the evaluation's own prompts is a clear error
+    only_pairs = Holdout(shape_pairs=frozenset({("circle", "triangle")}))
+    tiny = novel_prompts(only_pairs, [])
+    with pytest.raises(ValueError, match="no novel prompts"):
+        novel_prompts(only_pairs, tiny)
 
 
 def test_the_judge_as_assessor_writes_the_models_answer_format():

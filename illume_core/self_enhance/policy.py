@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from illume_core.eval.evaluations import prompt_id
 from illume_core.self_enhance.assessment import format_assessment, from_evaluation
-from illume_core.world.geneval import Metadata
+from illume_core.world.geneval import TAGS, Metadata
+from illume_core.world.prompts import Holdout, split_space
 
 
 def draw_round_prompts(prompts: Sequence[Metadata], n: int, round: int, seed: int) -> list[Metadata]:
@@ -30,6 +31,20 @@ def draw_round_prompts(prompts: Sequence[Metadata], n: int, round: int, seed: in
     tags = sorted(by_tag)
     chosen = [rng.choice(by_tag[tags[i % len(tags)]]) for i in range(n)]
     return list({prompt_id(m): m for m in chosen}.values())
+
+
+def novel_prompts(holdout: Holdout, evaluation: Sequence[Metadata]) -> list[Metadata]:
+    """The prompts of compositions the base corpus holds out (every tag, the prompt space's order),
+    less every prompt in `evaluation` (ShapesEval's, both splits): a round on these draws what it
+    has no ground truth for, and is scored on held-out prompts it never drew."""
+    used = {prompt_id(m) for m in evaluation}
+    out = [m for t in TAGS for m in split_space(t, holdout, "heldout") if prompt_id(m) not in used]
+    if not out:
+        raise ValueError(
+            "no novel prompts: the holdout keeps no composition out of training beyond ShapesEval's "
+            "own prompts; train with a wider --holdout or draw the round from the corpus"
+        )
+    return out
 
 
 def judge_assessment(meta: Metadata, png: bytes) -> str:

@@ -282,7 +282,7 @@ def generate_prompts(
     holdout = holdout or Holdout()
     out: list[Metadata] = []
     for tag in TAGS:
-        space = _split_space(tag, holdout, split)
+        space = split_space(tag, holdout, split)
         if not space:
             continue
         rng = random.Random(f"prompts:{seed}:{tag}")
@@ -296,7 +296,8 @@ def generate_prompts(
 
 
 @functools.cache
-def _split_space(tag: str, holdout: Holdout, split: Split) -> tuple[Metadata, ...]:
+def split_space(tag: str, holdout: Holdout, split: Split) -> tuple[Metadata, ...]:
+    """Every prompt of `tag` in the split: the held-out compositions, the rest, or all."""
     space = _space(tag)
     if split == "all":
         return space
@@ -313,7 +314,7 @@ def random_prompt(
         raise ValueError(f"unknown tag {tag!r}; expected one of {list(TAGS)}")
     rng.shuffle(tags)
     for t in tags:
-        space = _split_space(t, holdout or Holdout(), split)
+        space = split_space(t, holdout or Holdout(), split)
         if space:
             return rng.choice(space).model_copy(deep=True)
     raise ValueError(f"no {split} prompt exists for tag {tag!r} under this holdout; choose another split")
