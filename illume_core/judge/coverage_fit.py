@@ -22,32 +22,41 @@ import numpy as np
 from illume_core.judge.shapes import SHAPE_NAMES, coverage, gauss_blur
 
 PAD = 3  # template margin: room for the widest blur's tails
-BLURS = (
-    0.0,
-    0.4,
-    0.7,
-    1.0,
-)  # Gaussian sigmas (pixels) on top of the pixel's own area  # Gaussian sigmas (pixels) on top of the pixel's own area
+# Gaussian sigmas (pixels) on top of the pixel's own area. An exact mask is blurred by 0.5 px before
+# the fit (detect.EXACT_BLUR), so its drawings need no more than 0.7: on calibration data (seed 1)
+# no true shape drawn hard-edged by either renderer chose 1.0, while near misses did (a wide blur
+# rounds a cut corner or a fat arm into a circle or a diamond)
+BLURS = (0.0, 0.4, 0.7, 1.0)
+BLURS_EXACT = 3  # the first three
 PHASES = ((0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5))
 # the amplitude a candidate may take (t is normalised to the region's own colour, which blur dims)
 AMP = (0.8, 1.3)
-_TPL: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, int]] = {}
+# drawings fitted: each shape, and on exact masks also a cross whose bars are a pixel wider (a fill
+# rule that includes every pixel a bar's edge passes through draws it so; the arm gate in
+# classify.py still bounds the width)
+VARIANTS: tuple[tuple[str, float], ...] = tuple((shape, 0.0) for shape in SHAPE_NAMES)
+VARIANTS_WIDE = (*VARIANTS, ("cross", 1.0))
+_TPL: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray, np.ndarray, int]] = {}
 
 
-def templates(h2: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Every shape at side h2 / 2, all phases and blurs, flattened: (S * P * B, L * L) float32, its
-    squares, their sums (S * P * B,), and L."""
-    out = _TPL.get(h2)
+def templates(h2: int, exact: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Every drawing at side h2 / 2, all phases and blurs, flattened: (V * P * B, L * L) float32 (rows
+    variant-major, then phase, then blur), its squares, their sums (V * P * B,), and L. Exact masks
+    get VARIANTS_WIDE and the first BLURS_EXACT blurs, others VARIANTS and every blur."""
+    out = _TPL.get((h2, exact))
     if out is None:
         s = h2 / 2
         L = math.ceil(s + 0.5) + 2 * PAD
+        variants = VARIANTS_WIDE if exact else VARIANTS
+        blurs = BLURS[:BLURS_EXACT] if exact else BLURS
         cov = np.stack(
-            [coverage(shape, (L, L), PAD + px, PAD + py, s) for shape in SHAPE_NAMES for px, py in PHASES]
-        )  # (S * P, L, L)
-        tpl = np.stack([gauss_blur(cov, b) for b in BLURS], axis=1).reshape(-1, L * L).astype(np.float32)
+            [coverage(shape, (L, L), PAD + px, PAD + py, s, arm_px=arm)
+             for shape, arm in variants for px, py in PHASES]
+        )  # (V * P, L, L)  # fmt: skip
+        tpl = np.stack([gauss_blur(cov, b) for b in blurs], axis=1).reshape(-1, L * L).astype(np.float32)
         sq = tpl * tpl
         out = (np.ascontiguousarray(tpl), np.ascontiguousarray(sq), sq.sum(1, dtype=np.float64), L)
-        _TPL[h2] = out
+        _TPL[h2, exact] = out
     return out
 
 
@@ -86,13 +95,16 @@ class Fit:
     amp: np.ndarray  # (S,) fitted amplitude
 
 
-def fit(t: np.ndarray, w: np.ndarray, cx: float, cy: float, side: float, var: float = 0.0) -> Fit:
+def fit(t: np.ndarray, w: np.ndarray, cx: float, cy: float, side: float, var: float = 0.0,
+        exact: bool = False) -> Fit:  # fmt: skip
     """Fit every shape to the coverage field t (weights w, same (H, W) shape) around a first guess.
 
     (cx, cy, side): centre and side of the region's box in t's coordinates. Sides from side - 1
-    to side + 2 and positions within 1.25 px of the guess are tried. Residuals are summed over
-    each candidate's own window, so pixels far from the shape add no noise to its score; windows
-    differ in size, so candidates compete on the residual beyond the noise (var per pixel of t).
+    to side + 2 and positions within 1.25 px of the guess are tried: first every shape at whole
+    sides, then the two best shapes at the half sides beside their best (the others cannot win).
+    Residuals are summed over each candidate's own window, so pixels far from the shape add no
+    noise to its score; windows differ in size, so candidates compete on the residual beyond the
+    noise (var per pixel of t). exact: t is a blurred hard-edged mask (fewer blurs, wide crosses).
     """
     tw = (t * w).astype(np.float32)
     c_t2 = _integral(tw * t)  # window sums of w t^2 and of w, for every side, from one pass each
@@ -100,48 +112,77 @@ def fit(t: np.ndarray, w: np.ndarray, cx: float, cy: float, side: float, var: fl
     c_w = _integral(wf)
     all_weighted = wf.min() == 1.0
     H, W = t.shape
-    nshape = len(SHAPE_NAMES)
-    per = len(PHASES) * len(BLURS)
+    variants = VARIANTS_WIDE if exact else VARIANTS
+    nv = len(variants)
+    nb = BLURS_EXACT if exact else len(BLURS)
+    per = len(PHASES) * nb
     h2_0 = round(2 * side)
-    found = []  # (h2, ox, oy, vals (S,), arg (S,), nw (9,), amp (S,))
-    for h2 in range(max(4, h2_0 - 2), h2_0 + 5):
-        s = h2 / 2
-        tpl, tpl2, norms, L = templates(h2)
-        # template box top-left at (ox + d + PAD + phase, ...) for d in 0..2 window shifts
-        ox = math.floor(cx - s / 2) - PAD - 1
-        oy = math.floor(cy - s / 2) - PAD - 1
-        if ox < 0 or oy < 0 or ox + L + 2 > W or oy + L + 2 > H:
-            continue
-        sl = (slice(oy, oy + L + 2), slice(ox, ox + L + 2))
-        e0 = _window_sums(c_t2, oy, ox, L)  # (9,)
-        a = tpl @ _windows(tw[sl], L).T  # (S * P * B, 9): sum of w t T
-        if all_weighted or wf[sl].min() == 1.0:  # every pixel counts: sum of w T^2 is the template's own
-            bb = norms[:, None]
-            nw = np.full(9, float(L * L))
-        else:
-            bb = tpl2 @ _windows(wf[sl], L).T
-            nw = _window_sums(c_w, oy, ox, L)
+    lo, hi = max(4, h2_0 - 2), h2_0 + 4
+    # per variant: best (excess, h2, ox, oy, index within the variant's candidates, window weight, amp)
+    best: list[tuple] = [(math.inf,)] * nv
+    cache: dict[int, tuple] = {}
+
+    def score(h2: int, v0: int, v1: int) -> None:
+        got = cache.get(h2)
+        if got is None:
+            s = h2 / 2
+            tpl, tpl2, norms, L = templates(h2, exact)
+            # template box top-left at (ox + d + PAD + phase, ...) for d in 0..2 window shifts
+            ox = math.floor(cx - s / 2) - PAD - 1
+            oy = math.floor(cy - s / 2) - PAD - 1
+            if ox < 0 or oy < 0 or ox + L + 2 > W or oy + L + 2 > H:
+                cache[h2] = got = ()
+            else:
+                sl = (slice(oy, oy + L + 2), slice(ox, ox + L + 2))
+                win = _windows(tw[sl], L).T
+                if (
+                    all_weighted or wf[sl].min() == 1.0
+                ):  # every pixel counts: sum of w T^2 is the template's own
+                    wwin, nw = None, np.full(9, float(L * L))
+                else:
+                    wwin, nw = _windows(wf[sl], L).T, _window_sums(c_w, oy, ox, L)
+                cache[h2] = got = (tpl, tpl2, norms, L, ox, oy, win, wwin, nw, _window_sums(c_t2, oy, ox, L))
+        if not got:
+            return
+        tpl, tpl2, norms, L, ox, oy, win, wwin, nw, e0 = got
+        rows = slice(v0 * per, v1 * per)
+        a = tpl[rows] @ win  # (rows, 9): sum of w t T
+        bb = norms[rows, None] if wwin is None else tpl2[rows] @ wwin
         amp = np.clip(a / np.maximum(bb, 1e-9), AMP[0], AMP[1])
-        sse = (e0 - var * nw - 2 * amp * a + amp * amp * bb).reshape(nshape, per * 9)
+        sse = (e0 - var * nw - 2 * amp * a + amp * amp * bb).reshape(v1 - v0, per * 9)
         arg = sse.argmin(1)
-        rows = np.arange(nshape)
-        found.append((h2, ox, oy, sse[rows, arg], arg, nw, amp.reshape(nshape, per * 9)[rows, arg]))
-    best = np.full(nshape, np.inf)
+        amp = amp.reshape(v1 - v0, per * 9)
+        for k in range(v1 - v0):
+            j = int(arg[k])
+            if sse[k, j] < best[v0 + k][0]:
+                best[v0 + k] = (float(sse[k, j]), h2, ox, oy, j, float(nw[j % 9]), float(amp[k, j]))
+
+    for h2 in range(lo, hi + 1, 2):
+        score(h2, 0, nv)
+    order = sorted(range(nv), key=lambda v: best[v][0])
+    for v in order[:2]:
+        if math.isfinite(best[v][0]):
+            b = best[v][1]
+            for h2 in (b - 1, b + 1):
+                if lo <= h2 <= hi:
+                    score(h2, v, v + 1)
+    nshape = len(SHAPE_NAMES)
+    out_e = np.full(nshape, np.inf)
     out_n = np.ones(nshape)
     out_b = np.zeros(nshape, dtype=np.int64)
     out_a = np.ones(nshape)
     boxes: list[tuple[float, float, float]] = [(cx - side / 2, cy - side / 2, side)] * nshape
-    if found:
-        vals = np.stack([f[3] for f in found])  # (sides, S)
-        pick = vals.argmin(0)
-        for i in range(nshape):
-            h2, ox, oy, v, arg, nw, amps = found[int(pick[i])]
-            j, d = divmod(int(arg[i]), 9)
-            px, py = PHASES[j // len(BLURS)]
-            dy, dx = divmod(d, 3)
-            best[i], out_n[i], out_b[i], out_a[i] = v[i], nw[d], j % len(BLURS), amps[i]
-            boxes[i] = (ox + dx + PAD + px, oy + dy + PAD + py, h2 / 2)
-    return Fit(excess=best, n=out_n, boxes=boxes, blur=out_b, amp=out_a)
+    for v, (shape, _) in enumerate(variants):
+        i = SHAPE_NAMES.index(shape)
+        if not best[v][0] < out_e[i]:
+            continue
+        e, h2, ox, oy, j, nw, amp = best[v]
+        c, d = divmod(j, 9)
+        px, py = PHASES[c // nb]
+        dy, dx = divmod(d, 3)
+        out_e[i], out_n[i], out_b[i], out_a[i] = e, nw, c % nb, amp
+        boxes[i] = (ox + dx + PAD + px, oy + dy + PAD + py, h2 / 2)
+    return Fit(excess=out_e, n=out_n, boxes=boxes, blur=out_b, amp=out_a)
 
 
 def arm_ratio(t: np.ndarray, w: np.ndarray, box: tuple[float, float, float]) -> float:

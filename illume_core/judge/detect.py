@@ -195,7 +195,7 @@ class _Field:
         if got is None:
             return UNKNOWN, 0.0, box
         t, wgt, (cx, cy, s), var, (ox, oy, f), wh = got
-        res = fit(t, wgt, cx, cy, s, var)
+        res = fit(t, wgt, cx, cy, s, var, self.exact)
         mask = self.labels[box[1] : box[3], box[0] : box[2]] == k if self.exact else None
         j = int(np.argmin(res.excess))
         if not self.exact and np.isfinite(res.excess[j]):
