@@ -100,8 +100,9 @@ def fit(t: np.ndarray, w: np.ndarray, cx: float, cy: float, side: float, var: fl
     """Fit every shape to the coverage field t (weights w, same (H, W) shape) around a first guess.
 
     (cx, cy, side): centre and side of the region's box in t's coordinates. Sides from side - 1
-    to side + 2 and positions within 1.25 px of the guess are tried: first every shape at whole
-    sides, then the two best shapes at the half sides beside their best (the others cannot win).
+    to side + 2 and positions within 1.25 px of the guess are tried: first every shape at three
+    sides a pixel apart, then the two best shapes at the half sides beside their best (the
+    others cannot win).
     Residuals are summed over each candidate's own window, so pixels far from the shape add no
     noise to its score; windows differ in size, so candidates compete on the residual beyond the
     noise (var per pixel of t). exact: t is a blurred hard-edged mask (fewer blurs, wide crosses).
@@ -157,7 +158,7 @@ def fit(t: np.ndarray, w: np.ndarray, cx: float, cy: float, side: float, var: fl
             if sse[k, j] < best[v0 + k][0]:
                 best[v0 + k] = (float(sse[k, j]), h2, ox, oy, j, float(nw[j % 9]), float(amp[k, j]))
 
-    for h2 in range(lo, hi + 1, 2):
+    for h2 in range(max(lo, h2_0 - 1), hi + 1, 2):  # h2_0 - 1, + 1, + 3: with the +-1 below, every side
         score(h2, 0, nv)
     order = sorted(range(nv), key=lambda v: best[v][0])
     for v in order[:2]:
@@ -207,6 +208,26 @@ def arm_ratio(t: np.ndarray, w: np.ndarray, box: tuple[float, float, float]) -> 
             sub = tw[band, i0:i1] if along == 0 else tw[j0:j1, band].T
             widths.append(float(sub.sum()) / int(band.sum()))
     return float(np.mean(widths)) / s if widths else 0.0
+
+
+def moment_aspect(t: np.ndarray, w: np.ndarray, box: tuple[float, float, float]) -> float:
+    """Spread of the coverage across columns over its spread across rows (standard deviations about
+    its centroid), within the fitted box and 1.5 px around it: 1 for a shape as wide as it is tall,
+    whatever the blur; a diamond's thin tips, which a cut at any coverage level loses under blur
+    and noise, still count with their share."""
+    x0, y0, s = box
+    H, W = t.shape
+    i0, i1 = max(0, math.floor(x0 - 1.5)), min(W, math.ceil(x0 + s + 1.5))
+    j0, j1 = max(0, math.floor(y0 - 1.5)), min(H, math.ceil(y0 + s + 1.5))
+    m = np.clip(t[j0:j1, i0:i1], 0.0, 1.0) * w[j0:j1, i0:i1]
+    tot = float(m.sum())
+    if tot <= 0:
+        return 1.0
+    px, py = m.sum(0), m.sum(1)
+    x, y = np.arange(len(px)), np.arange(len(py))
+    vx = float(px @ (x - float(px @ x) / tot) ** 2) / tot
+    vy = float(py @ (y - float(py @ y) / tot) ** 2) / tot
+    return math.sqrt(vx / vy) if vy > 0 else math.inf
 
 
 def without_speck(t: np.ndarray, w: np.ndarray, shape: str, box: tuple[float, float, float], blur: int,

@@ -10,7 +10,7 @@ from PIL import Image
 
 from illume_core.judge import classify
 from illume_core.judge.components import label_components
-from illume_core.judge.coverage_fit import arm_ratio, fit, without_speck
+from illume_core.judge.coverage_fit import arm_ratio, fit, moment_aspect, without_speck
 from illume_core.judge.pixels import (
     COLOR_NAMES,
     COLOR_TOL,
@@ -98,6 +98,7 @@ def detect(img: Image.Image | np.ndarray) -> DetectionResult:
     exact = not noisy and float((d2 > 9.0).mean()) < 1e-3
     fg = idx != 0
     bg_pix = raw[~fg]
+    bg_pix = bg_pix[:: max(1, len(bg_pix) // 1024)]  # a thousand pixels give the median as well
     bg = np.median(bg_pix, axis=0) if len(bg_pix) > 16 else np.asarray(BACKGROUND, np.float32)  # (3,)
     labels, boxes, areas = label_components(fg)
     min_area = speck_area(h, w)
@@ -226,7 +227,10 @@ class _Field:
                     t, wgt, sh, res.boxes[j], int(res.blur[j]), float(res.amp[j]), var
                 )
         arms = arm_ratio(t, wgt, res.boxes[j]) if SHAPE_NAMES[j] == "cross" else None
-        shape, score, i = classify.decide(res, var, self.exact, s, wh, mask, arms)
+        aspect = (
+            moment_aspect(t, wgt, res.boxes[j]) if SHAPE_NAMES[j] == "diamond" and not self.exact else None
+        )
+        shape, score, i = classify.decide(res, var, self.exact, s, wh, mask, arms, aspect)
         if i is None:
             return UNKNOWN, score, box
         if self.exact:  # the region's own pixels are the box
