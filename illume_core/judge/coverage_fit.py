@@ -102,9 +102,10 @@ def fit(t: np.ndarray, w: np.ndarray, cx: float, cy: float, side: float, var: fl
     """Fit every shape to the coverage field t (weights w, same (H, W) shape) around a first guess.
 
     (cx, cy, side): centre and side of the region's box in t's coordinates. Sides from side - 1
-    to side + 2 and positions within 1.25 px of the guess are tried: first every shape at three
-    sides a pixel apart, then the two best shapes at the half sides beside their best (the
-    others cannot win).
+    to side + 2 and positions within 1.25 px of the guess are tried: first every shape at whole
+    sides (side - 1, side, side + 1, side + 2), then the two best shapes at the half sides beside
+    their best (the others cannot win). Three sides a pixel apart, skipping side itself, lost
+    small crosses to diamonds (a third of the 9-10 px crosses of some conventions).
     Residuals are summed over each candidate's own window, so pixels far from the shape add no
     noise to its score; windows differ in size, so candidates compete on the residual beyond the
     noise (var per pixel of t). exact: t is a blurred hard-edged mask (fewer blurs, wide crosses).
@@ -161,7 +162,7 @@ def fit(t: np.ndarray, w: np.ndarray, cx: float, cy: float, side: float, var: fl
             if sse[k, j] < best[v0 + k][0]:
                 best[v0 + k] = (float(sse[k, j]), h2, ox, oy, j, float(nw[j % 9]), float(amp[k, j]))
 
-    for h2 in range(max(lo, h2_0 - 1), hi + 1, 2):  # h2_0 - 1, + 1, + 3: with the +-1 below, every side
+    for h2 in range(lo, hi + 1, 2):
         score(h2, 0, nv)
     order = sorted(range(nv), key=lambda v: best[v][0])
     for v in order[:2]:
