@@ -127,7 +127,8 @@ def fit(t: np.ndarray, w: np.ndarray, cx: float, cy: float, side: float, var: fl
     best: list[tuple] = [(math.inf,)] * nv
     cache: dict[int, tuple] = {}
 
-    def score(h2: int, v0: int, v1: int) -> None:
+    def score(h2: int, vs: list[int]) -> None:
+        """Every candidate of the variants vs at side h2 / 2: keep each variant's best."""
         got = cache.get(h2)
         if got is None:
             s = h2 / 2
@@ -150,27 +151,34 @@ def fit(t: np.ndarray, w: np.ndarray, cx: float, cy: float, side: float, var: fl
         if not got:
             return
         tpl, tpl2, norms, L, ox, oy, win, wwin, nw, e0 = got
-        rows = slice(v0 * per, v1 * per)
+        if vs == list(range(vs[0], vs[-1] + 1)):  # a run of variants: a view
+            rows: slice | np.ndarray = slice(vs[0] * per, (vs[-1] + 1) * per)
+        else:
+            rows = np.concatenate([np.arange(v * per, (v + 1) * per) for v in vs])
         a = tpl[rows] @ win  # (rows, 9): sum of w t T
         bb = norms[rows, None] if wwin is None else tpl2[rows] @ wwin
-        amp = np.clip(a / np.maximum(bb, 1e-9), AMP[0], AMP[1])
-        sse = (e0 - var * nw - 2 * amp * a + amp * amp * bb).reshape(v1 - v0, per * 9)
-        arg = sse.argmin(1)
-        amp = amp.reshape(v1 - v0, per * 9)
-        for k in range(v1 - v0):
-            j = int(arg[k])
-            if sse[k, j] < best[v0 + k][0]:
-                best[v0 + k] = (float(sse[k, j]), h2, ox, oy, j, float(nw[j % 9]), float(amp[k, j]))
+        amp = np.minimum(np.maximum(a / np.maximum(bb, 1e-9), AMP[0]), AMP[1])
+        sse = (e0 - var * nw - 2 * amp * a + amp * amp * bb).reshape(len(vs), per * 9)
+        arg = sse.argmin(1).tolist()
+        amp = amp.reshape(len(vs), per * 9)
+        for k, v in enumerate(vs):
+            j = arg[k]
+            e = float(sse[k, j])
+            if e < best[v][0]:
+                best[v] = (e, h2, ox, oy, j, float(nw[j % 9]), float(amp[k, j]))
 
     for h2 in range(lo, hi + 1, 2):
-        score(h2, 0, nv)
+        score(h2, list(range(nv)))
     order = sorted(range(nv), key=lambda v: best[v][0])
+    refine: dict[int, list[int]] = {}  # half side -> the variants to try there
     for v in order[:2]:
         if math.isfinite(best[v][0]):
             b = best[v][1]
             for h2 in (b - 1, b + 1):
                 if lo <= h2 <= hi:
-                    score(h2, v, v + 1)
+                    refine.setdefault(h2, []).append(v)
+    for h2, vs in refine.items():
+        score(h2, sorted(vs))
     nshape = len(SHAPE_NAMES)
     out_e = np.full(nshape, np.inf)
     out_n = np.ones(nshape)
