@@ -59,10 +59,10 @@ def main() -> None:
     seen: list = []
     orig = classify.decide
 
-    def spy(res, var, exact, side, wh, mask=None, arms=None):
+    def spy(res, var, exact, side, wh, mask=None, arms=None, aspect=None):
         asym = classify.asymmetry(mask) if mask is not None else (0.0, 0.0)
-        seen.append((res, var, exact, side, wh, asym, arms))
-        return orig(res, var, exact, side, wh, mask, arms)
+        seen.append((res, var, exact, side, wh, asym, arms, aspect))
+        return orig(res, var, exact, side, wh, mask, arms, aspect)
 
     classify.decide = spy
     labels = list(SHAPES) + list(alt_render.NEAR_MISSES)
@@ -78,10 +78,10 @@ def main() -> None:
                     if not seen:
                         rows.append(dict(label=label, renderer=renderer, soft=soft, size=size, s=s, found=0))
                         continue
-                    res, var, exact, side, wh, asym, arms = max(seen, key=lambda x: x[3])
+                    res, var, exact, side, wh, asym, arms, aspect = max(seen, key=lambda x: x[3])
                     rows.append(dict(label=label, renderer=renderer, soft=soft, size=size, s=s, found=len(seen),
                                      sse=res.excess.tolist(), n=res.n.tolist(), blur=res.blur.tolist(), amp=res.amp.tolist(), fs=[b[2] for b in res.boxes], var=var, exact=exact, side=side,
-                                     w=wh[0], h=wh[1], asym=asym, arms=arms, nobj=len(r.objects) + len(r.unknown)))  # fmt: skip
+                                     w=wh[0], h=wh[1], asym=asym, arms=arms, aspect=aspect, nobj=len(r.objects) + len(r.unknown)))  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     import json
 

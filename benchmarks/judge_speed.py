@@ -2,11 +2,13 @@
 
 The machine this runs on is shared, so images per second move with its load; both judges are
 timed here on the same images, interleaved in rounds, in CPU seconds of this process, and the
-ratio is what carries between runs. The reference is any other version of the judge as a single
-file, e.g. main's before issue 17:
+ratio is what carries between runs. The reference is any other version of the judge: a single
+file (illume_core/judge.py before the package split) or a package directory (illume_core/judge of
+another checkout, loaded under another name with its own modules), e.g. main's:
 
     git show <commit>:illume_core/judge.py > /tmp/judge_ref.py
     .venv/bin/python benchmarks/judge_speed.py --reference /tmp/judge_ref.py --n 300
+    .venv/bin/python benchmarks/judge_speed.py --reference ../main/illume_core/judge --n 240
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse  # noqa: E402
 import importlib.util  # noqa: E402
 import random  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -32,6 +35,13 @@ from illume_core.world.prompts import generate_prompts, scene_for, violate  # no
 
 
 def load(path: str):
+    if Path(path).is_dir():  # a package: copied under another name, its imports of itself renamed
+        tmp = Path(tempfile.mkdtemp()) / "judge_reference"
+        tmp.mkdir()
+        for f in Path(path).glob("*.py"):
+            (tmp / f.name).write_text(f.read_text().replace("illume_core.judge", "judge_reference"))
+        sys.path.insert(0, str(tmp.parent))
+        return importlib.import_module("judge_reference")
     spec = importlib.util.spec_from_file_location("judge_reference", path)
     mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules["judge_reference"] = mod  # dataclasses look their module up
@@ -41,7 +51,9 @@ def load(path: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reference", help="a single-file judge (illume_core/judge.py of another commit)")
+    ap.add_argument(
+        "--reference", help="another judge: a single file (illume_core/judge.py) or a package directory"
+    )
     ap.add_argument("--n", type=int, default=300, help="degraded images")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)

@@ -111,3 +111,64 @@ def test_squashed_circle_is_unknown_and_a_large_square_is_a_square():
     big[100:250, 200:350] = COLORS["red"]  # 150 px: fitted on a block-averaged field
     r = detect(big)
     assert [(d.shape, d.box) for d in r.objects] == [("square", (200, 100, 350, 250))]
+
+
+def test_a_cross_whose_bars_take_every_pixel_they_touch_is_a_cross():
+    # 17 px, bars rounded to 6 px and centred on a pixel edge, drawn by a fill rule that includes
+    # the pixels the edges pass through: 7 px bars (0.41 of the side); the ideal third fits worse
+    img = np.empty((64, 64, 3), np.uint8)
+    img[:] = BACKGROUND
+    img[20:37, 25:32] = COLORS["green"]
+    img[25:32, 20:37] = COLORS["green"]
+    r = detect(img)
+    assert [d.shape for d in r.objects] == ["cross"] and r.unknown == [], r
+    # the same plus with bars half its width (9 px) is not the contract's cross
+    img[20:37, 24:33] = COLORS["green"]
+    img[24:33, 20:37] = COLORS["green"]
+    r = detect(img)
+    assert r.objects == [] and len(r.unknown) == 1, r
+
+
+def _degraded(draw, blur: float, noise: float, seed: int) -> Image.Image:
+    """A 64 px canvas drawn by `draw(ImageDraw)`, Gaussian-blurred, with Gaussian noise (seeded)."""
+    from PIL import ImageFilter
+
+    im = Image.new("RGB", (64, 64), BACKGROUND)
+    draw(ImageDraw.Draw(im))
+    im = im.filter(ImageFilter.GaussianBlur(blur))
+    a = np.asarray(im, np.float32) + np.random.default_rng(seed).normal(0, noise, (64, 64, 3))
+    return Image.fromarray(np.clip(a, 0, 255).round().astype(np.uint8))
+
+
+def test_a_speck_of_another_colour_on_a_degraded_object_is_not_the_object():
+    # a 2x2 speck drawn over a 12 px object near its corner, then blur 0.8 and noise 15: its pixels lie
+    # off the line from the background to the object's colour and are left out of the fit
+    from illume_core.world.scenes import Obj, draw_object
+
+    for shape, speck in [("square", "pink"), ("circle", "red")]:
+        for seed in range(6):
+
+            def draw(d, shape=shape, speck=speck):
+                draw_object(d, Obj(shape, "green", 20, 24, 12), fill=COLORS["green"])
+                d.rectangle([25, 28, 26, 29], fill=COLORS[speck])
+
+            r = detect(_degraded(draw, 0.8, 15.0, seed))
+            assert [d.shape for d in r.objects] == [shape], (shape, seed, r)
+
+
+def test_degraded_diamonds_with_faded_tips_are_diamonds_and_squashed_circles_are_not():
+    # 11 px diamonds blurred by 1 px under noise 20: the tips fade below any cut, so the extent is
+    # off square by 2-3 px; the spread of the coverage is not. A circle squashed 30% stays unknown.
+    from illume_core.world.scenes import Obj, draw_object
+
+    for color in ("white", "black"):
+        for seed in range(5):
+
+            def draw(d, color=color):
+                draw_object(d, Obj("diamond", color, 20, 24, 11), fill=COLORS[color])
+
+            r = detect(_degraded(draw, 1.0, 20.0, seed))
+            assert [d.shape for d in r.objects] == ["diamond"], (color, seed, r)
+    for seed in range(5):
+        r = detect(_degraded(lambda d: d.ellipse([20, 26, 33, 35], fill=COLORS["blue"]), 0.7, 15.0, seed))
+        assert r.objects == [] and len(r.unknown) == 1, (seed, r)

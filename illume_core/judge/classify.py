@@ -36,6 +36,9 @@ NOISE_Z = 3.0
 ASPECT_PX_EXACT = 1
 ASPECT_PX_SOFT = 1
 ASPECT_FRAC = 0.15
+# a diamond on a degraded field: its thin tips make the extent unreliable (blur and noise cut a tip
+# below any level); the spread of its coverage across columns and rows may differ by this factor
+ASPECT_MOMENT = 1.15
 # pixels differing from the mirror image, per pixel of side, allowed to a square (exact masks)
 SQUARE_ASYM = 0.65
 # a cross's arms are a third of its side: on an exact mask at most ceil(side / 3) + 1 whole pixels
@@ -72,12 +75,15 @@ def decide(
     wh: tuple[int, int],
     mask: np.ndarray | None = None,
     arms: float | None = None,
+    aspect: float | None = None,
 ) -> tuple[str, float, int | None]:
     """(shape or UNKNOWN, score 0..1, index of the shape in SHAPE_NAMES or None).
 
     res: every shape's fit; var: noise variance per pixel of t (0 on exact masks); side: the
     region's side in fit units; wh: its width and height (cut at half coverage) in pixels; mask:
-    the region's own pixels in its box (exact masks only).
+    the region's own pixels in its box (exact masks only); arms: a cross's measured arm ratio
+    (degraded fields); aspect: the moment ratio of a diamond's coverage (degraded fields), which
+    replaces the extent for it.
     """
     i = int(np.argmin(res.excess))
     if not np.isfinite(res.excess[i]):
@@ -90,7 +96,10 @@ def decide(
     w, h = wh
     d = abs(w - h)
     px = (ASPECT_PX_EXACT if exact else ASPECT_PX_SOFT) + (shape == "triangle")
-    if d > px and d > ASPECT_FRAC * max(w, h) * (2 if shape == "triangle" else 1):
+    if aspect is not None and shape == "diamond":
+        if abs(math.log(aspect)) > math.log(ASPECT_MOMENT):
+            return UNKNOWN, score, None
+    elif d > px and d > ASPECT_FRAC * max(w, h) * (2 if shape == "triangle" else 1):
         return UNKNOWN, score, None
     if mask is not None and shape == "square" and max(asymmetry(mask)) > SQUARE_ASYM * max(w, h):
         return UNKNOWN, score, None

@@ -10,7 +10,7 @@ from PIL import Image
 
 from illume_core.judge import classify
 from illume_core.judge.components import label_components
-from illume_core.judge.coverage_fit import arm_ratio, fit, without_speck
+from illume_core.judge.coverage_fit import arm_ratio, fit, moment_aspect, without_speck
 from illume_core.judge.pixels import (
     COLOR_NAMES,
     COLOR_TOL,
@@ -33,6 +33,13 @@ FIT_SIDE = 24
 EXACT_BLUR = 0.5
 # a degraded region's width and height (for the aspect gate) are measured where t exceeds this
 ASPECT_CUT = 0.35
+# a pixel of a noisy image whose 3x3 mean lies farther than this from the line between the background
+# and its region's colour is not the object's (a speck of another colour): at least OFF_AXIS_MIN,
+# and OFF_AXIS_Z times the noise variance of the mean per direction (chi-square of two degrees: 3e-4 of
+# pixels beyond it; the binomial mean keeps 0.375 of the noise sigma)
+OFF_AXIS_MIN = 30.0
+OFF_AXIS_Z = 16.0
+MEAN_NOISE = 0.375
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,7 @@ def detect(img: Image.Image | np.ndarray) -> DetectionResult:
     exact = not noisy and float((d2 > 9.0).mean()) < 1e-3
     fg = idx != 0
     bg_pix = raw[~fg]
+    bg_pix = bg_pix[:: max(1, len(bg_pix) // 1024)]  # a thousand pixels give the median as well
     bg = np.median(bg_pix, axis=0) if len(bg_pix) > 16 else np.asarray(BACKGROUND, np.float32)  # (3,)
     labels, boxes, areas = label_components(fg)
     min_area = speck_area(h, w)
@@ -99,7 +107,7 @@ def detect(img: Image.Image | np.ndarray) -> DetectionResult:
     unknown: list[Detection] = []
     if big:
         max_side = int(max((boxes[k][2:] - boxes[k][:2]).max() for k in big))
-        field = _Field(raw, labels, bg, sigma, exact, max_side)
+        field = _Field(raw, labels, bg, sigma, exact, max_side, mean if noisy else None)
         for k in big:
             det = field.region(k + 1, boxes[k], int(areas[k]))
             (unknown if det.shape == UNKNOWN else objects).append(det)
@@ -122,7 +130,7 @@ class _Field:
     """The image with the background taken off, padded, to cut each region's coverage field from."""
 
     def __init__(self, raw: np.ndarray, labels: np.ndarray, bg: np.ndarray, sigma: float, exact: bool,
-                 max_side: int):  # fmt: skip
+                 max_side: int, mean: np.ndarray | None = None):  # fmt: skip
         self.raw = raw
         self.labels = labels
         self.exact = exact
@@ -130,6 +138,9 @@ class _Field:
         self.bg = bg.astype(np.float32)
         self.m = m = max_side // 2 + 12 * (1 + max_side // FIT_SIDE)  # room for any window
         self.rawp = np.pad(raw - self.bg, ((m, m), (m, m), (0, 0)))  # background -> 0
+        # the 3x3 binomial mean (noisy images), where a pixel's distance from the line between the
+        # background and an object's colour tells a speck of another colour from the object's edge
+        self.meanp = None if mean is None else np.pad(mean - self.bg, ((m, m), (m, m), (0, 0)))
         self.labp = np.pad(labels, m, constant_values=-1)  # -1: outside the canvas
 
     def region(self, k: int, box: np.ndarray, area: int) -> Detection:
@@ -169,6 +180,16 @@ class _Field:
                 return None
             t = np.clip((self.rawp[wy0 : wy0 + 2 * R, wx0 : wx0 + 2 * R] @ axis) / norm2, -0.5, 1.5)
             var = self.sigma**2 / norm2
+            if self.meanp is not None:
+                # pixels off the line from the background to the object's colour are something else
+                # (a speck of another colour on or beside the object): they do not count
+                mw = self.meanp[wy0 : wy0 + 2 * R, wx0 : wx0 + 2 * R]
+                along = (mw @ axis) / norm2
+                perp2 = (mw * mw).sum(2) - along * along * norm2
+                off = perp2 > max(OFF_AXIS_MIN**2, OFF_AXIS_Z * (MEAN_NOISE * self.sigma) ** 2)
+                if off.any():
+                    wgt = wgt & ~off
+                    own = own & ~off
         wgt = wgt.astype(np.float64)
         core = own & (t > 0.5)
         rows, cols = np.flatnonzero(core.any(1)), np.flatnonzero(core.any(0))
@@ -195,7 +216,7 @@ class _Field:
         if got is None:
             return UNKNOWN, 0.0, box
         t, wgt, (cx, cy, s), var, (ox, oy, f), wh = got
-        res = fit(t, wgt, cx, cy, s, var)
+        res = fit(t, wgt, cx, cy, s, var, self.exact)
         mask = self.labels[box[1] : box[3], box[0] : box[2]] == k if self.exact else None
         j = int(np.argmin(res.excess))
         if not self.exact and np.isfinite(res.excess[j]):
@@ -206,7 +227,10 @@ class _Field:
                     t, wgt, sh, res.boxes[j], int(res.blur[j]), float(res.amp[j]), var
                 )
         arms = arm_ratio(t, wgt, res.boxes[j]) if SHAPE_NAMES[j] == "cross" else None
-        shape, score, i = classify.decide(res, var, self.exact, s, wh, mask, arms)
+        aspect = (
+            moment_aspect(t, wgt, res.boxes[j]) if SHAPE_NAMES[j] == "diamond" and not self.exact else None
+        )
+        shape, score, i = classify.decide(res, var, self.exact, s, wh, mask, arms, aspect)
         if i is None:
             return UNKNOWN, score, box
         if self.exact:  # the region's own pixels are the box

@@ -24,8 +24,11 @@ PERIMETER = {"circle": math.pi, "square": 4.0, "triangle": 1 + math.sqrt(5), "di
              "cross": 4.0}  # fmt: skip
 
 
-def inside(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
-    """Bool: points (dx, dy) relative to the box centre lie in the shape of half-side r."""
+def inside(shape: str, dx: np.ndarray, dy: np.ndarray, r: float, arm_px: float = 0.0) -> np.ndarray:
+    """Bool: points (dx, dy) relative to the box centre lie in the shape of half-side r.
+
+    arm_px widens a cross's bars by that many pixels (a hard-edged fill rule that includes the
+    pixels a bar's edges pass through draws them up to a pixel wider than a third)."""
     ax, ay = np.abs(dx), np.abs(dy)
     if shape == "circle":
         return dx * dx + dy * dy <= r * r
@@ -36,20 +39,20 @@ def inside(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
     if shape == "triangle":  # apex (0, -r), base on y = r: |dx| <= (dy + r) / 2
         return (ay <= r) & (2 * ax <= dy + r)
     if shape == "cross":
-        a = r / 3
+        a = r / 3 + arm_px / 2
         return (ax <= r) & (ay <= r) & ((ax <= a) | (ay <= a))
     raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPE_NAMES}")
 
 
 def coverage(
-    shape: str, size: tuple[int, int], left: float, top: float, side: float, ss: int = 8
+    shape: str, size: tuple[int, int], left: float, top: float, side: float, ss: int = 8, arm_px: float = 0.0
 ) -> np.ndarray:
     """Share of each pixel of an (h, w) grid covered by the shape in box (left, top, side): (h, w)."""
     h, w = size
     r = side / 2
     xs = (np.arange(w * ss) + 0.5) / ss - (left + r)
     ys = (np.arange(h * ss) + 0.5) / ss - (top + r)
-    m = inside(shape, xs[None, :], ys[:, None], r).astype(np.float32)
+    m = inside(shape, xs[None, :], ys[:, None], r, arm_px).astype(np.float32)
     return m.reshape(h, ss, w, ss).mean((1, 3))
 
 
