@@ -84,7 +84,7 @@ IMAGE_SAMPLING = SamplingParams(top_p=0.7)
 # (docs/BASE_MODEL.md, sections 17-19). A weak model also draws better with stronger guidance: the
 # demo's base judges 0.267 on tuning prompts without a cut at CFG 2 and 0.375-0.383 at CFG 4 or at
 # CFG 3 with temperature 0.9; it chose CFG 4 with the 0.9 mask nucleus and its ShapesEval rose from
-# 0.346 to 0.388 (held-out 0.238 -> 0.350). Run 9's strong base loses 0.07-0.13 under them on
+# 0.346 to 0.388 (held-out 0.238 -> 0.350). Run 9's strong base loses 0.07-0.14 under them on
 # tuning prompts and keeps the default (section 20). Each candidate costs about 15 s
 SAMPLING_CANDIDATES: tuple[SamplingParams, ...] = (
     IMAGE_SAMPLING,
