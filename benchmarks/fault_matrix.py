@@ -38,13 +38,6 @@ PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").is_dir() else sy
 BIN = Path(PY).parent
 ROUND = {"n_prompts": 4, "images_per_prompt": 2, "workers": 2, "finetune_steps": 8, "lock_timeout_s": 10.0}
 ROUND_TASKS = ("select-prompts", "sample", "assess", "judge", "reformat", "finetune", "evaluate", "promote")
-# columns left out of the comparison, and why: they record when (or in which run) something
-# happened, not what was computed, so two correct runs never agree on them
-VOLATILE = {
-    "rounds": ("started_at", "ended_at"),
-    "checkpoints": ("created_at", "manifest_digest"),  # the manifest file records created_at
-    "task_runs": ("started_at", "ended_at", "compute_seconds", "flow_run_id"),
-}
 BUSY_MESSAGE = "another round is running on this lake"
 # what the runs found beyond the table, kept with the generator so a rewrite of the section keeps it
 FINDINGS = [
@@ -283,23 +276,11 @@ def free_port() -> int:
 # ------------------------------------------------------------------------------ lake checks
 
 
-def lake_state(lake: Path) -> dict:
-    """Per (table, round, part): rows and the digest of the non-volatile columns."""
-    from storage.lake import Lake, content_digest
+def lake_state(lake: Path | str) -> dict:
+    """Per (table, round, part): rows and the digest of the non-volatile columns (storage.lake)."""
+    from storage.lake import lake_state as state
 
-    lk = Lake(lake, catalog=False)
-    out = {}
-    for t in TABLES:
-        for p in lk.partitions(t):
-            data = lk.read(t, p.round, p.part)
-            data = data.drop_columns([c for c in VOLATILE.get(t, ()) if c in data.column_names])
-            if t == "checkpoints":  # the checkpoint folder lives in the lake: compare it lake-relative
-                import pyarrow as pa
-
-                rel = [u.replace(str(lake.resolve()), "<lake>") for u in data.column("uri").to_pylist()]
-                data = data.set_column(data.schema.get_field_index("uri"), "uri", pa.array(rel))
-            out[f"{t}/round={p.round}/part={p.part}"] = (data.num_rows, content_digest(data))
-    return out
+    return state(str(lake))
 
 
 def integrity(lake: Path) -> list[str]:

@@ -5,7 +5,7 @@ tree, one after the other: the fault matrix's round (the model assessing itself 
 strategies `assessment` + `accepted_t2i`), then a round assessed by likelihood with the
 `balanced_t2i` and `preference` strategies. Then it compares every
 partition of every table: rows and content digest, leaving out the columns that record when
-something ran (`benchmarks/fault_matrix.py`'s `VOLATILE`), and the current checkpoint's id.
+something ran (`storage/lake.py`'s `VOLATILE`), and the current checkpoint's id.
 Not covered: `--vision-from`, the judge as assessor, and the CLI's model and world commands.
 
     # the working tree against the last commit

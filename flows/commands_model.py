@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-CURRENT_POINTER = Path("checkpoints") / "current"  # text file in the lake: path of the promoted checkpoint
+from storage.registry import CURRENT_POINTER  # text file in the lake: path of the promoted checkpoint
 
 
 class NoCheckpointError(FileNotFoundError):
@@ -24,9 +24,12 @@ def require_current_checkpoint(lake_root: str | Path) -> Path:
     target = pointer(str(lake_root))
     if target is None:
         raise NoCheckpointError(
-            f"no current checkpoint in the lake at {lake_root} ({Path(lake_root) / CURRENT_POINTER} is missing); "
+            f"no current checkpoint in the lake at {lake_root} ({lake_root}/{CURRENT_POINTER} is missing); "
             "run `illume demo` to train one, or pass --checkpoint DIR"
         )
+    from storage.blobs import local_checkpoint  # a bucket lake's: downloaded once to this machine
+
+    target = local_checkpoint(target)
     if not Path(target).is_dir():
         raise NoCheckpointError(
             f"the lake's current checkpoint {target} is not a folder; pass --checkpoint DIR"
@@ -34,10 +37,10 @@ def require_current_checkpoint(lake_root: str | Path) -> Path:
     return Path(target)
 
 
-def _local_lake(value: str) -> Path:
-    from flows.commands_pipeline import local_lake  # refuses a URI, never rewrites it into a path
+def _lake_root(value: str) -> str:
+    from flows.commands_pipeline import lake_root  # refuses other URIs, never rewrites one into a path
 
-    return local_lake(value)
+    return lake_root(value)
 
 
 def _load(checkpoint: Path | None, lake: Path):
@@ -95,9 +98,7 @@ def _read_image(path: Path, size: int):
 
 # the options every model command shares: which checkpoint, found how
 CHECKPOINT = typer.Option(None, "--checkpoint", help="checkpoint folder (default: the lake's current)")
-MODEL_LAKE = typer.Option(
-    "lake", "--lake", help="lake root holding checkpoints/current", callback=_local_lake
-)
+MODEL_LAKE = typer.Option("lake", "--lake", help="lake root holding checkpoints/current", callback=_lake_root)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,27 +7,38 @@ points at a server) over Ray workers (local unless RAY_ADDRESS points at a clust
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import typer
 
 
-def local_lake(value: str) -> Path:
-    """Refuse a lake URI. The option is read as text, never as a path: a path option would turn
-    `s3://b/p` into `s3:/b/p`, a local folder named `s3:`. The tables and `illume sql` work on
-    s3:// lakes (storage/objstore.py); the flows do not yet (checkpoints and Prefect's results
-    live on local paths), so these commands refuse every URI."""
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", value):
-        raise typer.BadParameter(
-            f"{value} is a URI; the pipeline commands take a local lake folder (the lake's tables and "
-            "`illume sql --lake s3://bucket/prefix` work on S3, the flows' checkpoints and task results "
-            "do not yet). For object storage, mount the bucket (s3fs, gcsfuse) and pass the mount point"
-        )
-    return Path(value)
+def lake_root(value: str) -> str:
+    """A lake root as the user wrote it: a local folder, file:///abs/path or s3://bucket/prefix.
+
+    The option is read as text, never as a path: a path option would turn `s3://b/p` into
+    `s3:/b/p`, a local folder named `s3:`. Any other URI (gs://, az://, `s3:/b/p` with one slash,
+    ...) is refused with a clear message (storage/objstore.py), never rewritten into a folder."""
+    from storage.objstore import LakeURIError, check_root
+
+    try:
+        return check_root(value)
+    except LakeURIError as e:
+        raise typer.BadParameter(str(e)) from None
 
 
-LAKE = typer.Option("lake", "--lake", help="lake root: a local folder", callback=local_lake)
+def _report_line(lake: str, index: Path) -> str:
+    """Where the report is: its file, and for a bucket lake where it was uploaded."""
+    line = f"report:  {index.resolve()}  (open in a browser: {index.resolve().as_uri()})"
+    if "://" in lake:
+        from storage import blobs
+
+        line += f"\n         uploaded to {blobs.uri(lake, 'reports/index.html')}"
+    return line
+
+
+LAKE = typer.Option(
+    "lake", "--lake", help="lake root: a local folder or s3://bucket/prefix", callback=lake_root
+)
 
 
 def _margins(text: str) -> dict[str, float]:
@@ -116,11 +127,14 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"base model: {base['checkpoint']} (ShapesEval overall {score})")
         r = self_enhancement_round(lake=str(lake), seed=seed, workers=workers)
         typer.echo(f"round {r['round']}: {r['status']} ({r['reason']})")
-        index = build_report(str(lake))
-        typer.echo(f"report:  {index.resolve()}  (open in a browser: {index.resolve().as_uri()})")
+        typer.echo(_report_line(lake, build_report(str(lake))))
+        cli = (
+            f"\n         or the DuckDB CLI: duckdb -readonly {lake}/catalog.duckdb -cmd \"SET file_search_path = '{lake}'\""
+            if "://" not in lake
+            else ""
+        )
         typer.echo(
-            f'catalog: {catalog_path(Lake(lake)).resolve()}  (try: illume sql "SELECT * FROM round_scores" --lake {lake}'
-            f"\n         or the DuckDB CLI: duckdb -readonly {lake}/catalog.duckdb -cmd \"SET file_search_path = '{lake}'\")"
+            f'catalog: {catalog_path(Lake(lake)).resolve()}  (try: illume sql "SELECT * FROM round_scores" --lake {lake}{cli})'
         )
 
     @app.command()
@@ -232,7 +246,9 @@ def register(app: typer.Typer) -> None:
     @app.command(name="eval")
     def eval_(
         lake: str = LAKE,
-        checkpoint: Path | None = typer.Option(None, help="checkpoint folder (default: the current one)"),
+        checkpoint: str | None = typer.Option(
+            None, help="checkpoint folder or s3:// URI (default: the current one)"
+        ),
         prompts: Path | None = typer.Option(
             None, help="any GenEval-format prompt file (default: ShapesEval)"
         ),
@@ -261,7 +277,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def calibrate(
         lake: str = LAKE,
-        checkpoint: Path | None = typer.Option(None, help="checkpoint folder (default: the current one)"),
+        checkpoint: str | None = typer.Option(
+            None, help="checkpoint folder or s3:// URI (default: the current one)"
+        ),
         workers: int = typer.Option(2),
     ) -> None:
         """Choose the lake's sampling setting again on tuning images (never ShapesEval's): every
@@ -283,4 +301,4 @@ def register(app: typer.Typer) -> None:
         """Write an HTML report (scores per round and tag, agreement, sample grids) into <lake>/reports."""
         from flows.report import build_report
 
-        typer.echo(f"report: {build_report(str(lake)).resolve()}")
+        typer.echo(_report_line(lake, build_report(str(lake))))

@@ -36,7 +36,12 @@ def evaluate_prompt_file(
         raise typer.BadParameter(f"no current checkpoint in {lake}; pass --checkpoint or run `illume train`")
     if not prompts.is_file():
         raise typer.BadParameter(f"{prompts} does not exist; pass a GenEval metadata .jsonl file")
-    outdir = outdir or Path(lake) / "geneval" / prompts.stem
+    from storage import blobs
+
+    # GenEval's layout is read by its own tools from a folder: for a bucket lake the default
+    # folder is on this machine (<node cache>/lakes/<digest>/geneval/...), and its files are uploaded
+    # to <lake>/geneval/<name>/ after judging
+    outdir = outdir or blobs.local_dir(lake, f"geneval/{prompts.stem}")
     lines, skipped = [], 0
     for n, m in iter_metadata(prompts):
         if isinstance(m, MetadataError):
@@ -72,5 +77,8 @@ def evaluate_prompt_file(
         lk.write_partition(
             "evaluations", 0, out, producer="illume-eval", checkpoint=ck_id, part=f"{bench}-{ck_id}"
         )
-    typer.echo(f"images and results in {outdir} ({skipped} prompt lines skipped)")
+    where = str(outdir)
+    if blobs.remote(lake):
+        where += f", uploaded to {blobs.upload_folder(lake, outdir, f'geneval/{prompts.stem}')}"
+    typer.echo(f"images and results in {where} ({skipped} prompt lines skipped)")
     return out

@@ -11,6 +11,7 @@ refreshes the named tasks while everything downstream of a changed output follow
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from prefect import flow, get_run_logger
 
 from flows.api_watch import ApiWatch
 from illume_core.settings import FINETUNE_LR_SCALE, PipelineSettings, RoundConfig
-from storage import registry
+from storage import blobs, registry
 from storage.lock import LakeBusyError
 from storage.registry import get_lake
 from tasks import steps
@@ -40,34 +41,51 @@ TASK_NAMES = (
 )
 
 
-def _store(lake: str) -> Path:
-    if "://" in lake:
-        raise ValueError(
-            f"the flows keep checkpoints and Prefect results beside the tables, on a local or mounted path; "
-            f"mount {lake} (e.g. with s3fs or gcsfuse) and pass the mount point as the lake"
-        )
-    store = Path(lake).resolve() / "_prefect"
-    store.mkdir(parents=True, exist_ok=True)
-    return store
+def _prefect_block(lake: str, rel: str):
+    """The filesystem block for <lake>/_prefect/<rel>: a LocalFileSystem for a local lake; for a
+    bucket lake a RemoteFileSystem on `lakes3://` (pyarrow's S3 filesystem through fsspec,
+    storage/fsspec_s3.py), so task results and cache records live in the bucket too."""
+    if blobs.remote(lake):
+        from prefect.filesystems import RemoteFileSystem
+
+        from storage import fsspec_s3
+
+        fsspec_s3.register()
+        return RemoteFileSystem(basepath=fsspec_s3.prefect_basepath(blobs.uri(lake), f"_prefect/{rel}"))
+    from prefect.filesystems import LocalFileSystem
+
+    path = Path(blobs.uri(lake, f"_prefect/{rel}"))
+    path.mkdir(parents=True, exist_ok=True)
+    return LocalFileSystem(basepath=str(path))
 
 
 _RESULT_BLOCKS: dict[str, str] = {}
+_KEY_BLOCKS: dict[str, object] = {}
 
 
 def _result_storage(lake: str) -> str:
-    """A saved LocalFileSystem block for <lake>/_prefect/results (tasks accept only saved blocks).
+    """A saved filesystem block for <lake>/_prefect/results (tasks accept only saved blocks).
 
-    Saved once per lake and process, under a name derived from the path, so every process
+    Saved once per lake and process, under a name derived from the location, so every process
     (CLI, worker, test) writes task results into the lake, whatever its PREFECT_HOME.
     """
-    path = str(_store(lake) / "results")
-    if path not in _RESULT_BLOCKS:
-        from prefect.filesystems import LocalFileSystem
+    where = blobs.uri(lake, "_prefect/results")
+    if where not in _RESULT_BLOCKS:
+        block = _prefect_block(lake, "results")
+        name = "illume-results-" + hashlib.sha256(where.encode()).hexdigest()[:12]
+        block.save(name, overwrite=True)
+        _RESULT_BLOCKS[where] = f"{block.get_block_type_slug()}/{name}"
+    return _RESULT_BLOCKS[where]
 
-        name = "illume-results-" + hashlib.sha256(path.encode()).hexdigest()[:12]
-        LocalFileSystem(basepath=path).save(name, overwrite=True)
-        _RESULT_BLOCKS[path] = f"local-file-system/{name}"
-    return _RESULT_BLOCKS[path]
+
+def _key_storage(lake: str):
+    """Where the cache records go: <lake>/_prefect/cache-keys (a path, or the bucket's block)."""
+    where = blobs.uri(lake, "_prefect/cache-keys")
+    if where not in _KEY_BLOCKS:
+        _KEY_BLOCKS[where] = _prefect_block(lake, "cache-keys") if blobs.remote(lake) else where
+        if not blobs.remote(lake):
+            Path(where).mkdir(parents=True, exist_ok=True)
+    return _KEY_BLOCKS[where]
 
 
 # the evaluation sub-flow's tasks: `rerun=["evaluate"]` refreshes all of them
@@ -87,7 +105,7 @@ POOL_TASKS = (
 def _opts(lake: str, rerun: list[str], name: str) -> dict:
     """Per-run task options: results and cache records in the lake; refresh the named tasks."""
     base = steps.DRAWING_CACHE_POLICY if name in DRAWING_TASKS else steps.CACHE_POLICY
-    policy = base.configure(key_storage=str(_store(lake) / "cache-keys"))
+    policy = base.configure(key_storage=_key_storage(lake))
     refresh = name in rerun or ("evaluate" in rerun and name in EVAL_TASKS)
     return {"cache_policy": policy, "refresh_cache": refresh, "result_storage": _result_storage(lake)}
 
@@ -419,7 +437,7 @@ def _eval_refs(lake: str) -> str:
 
 
 def _uri_of(lake: str, checkpoint_id: str) -> str:
-    return str(Path(lake).resolve() / "checkpoints" / checkpoint_id)
+    return registry.lake_path(lake, f"checkpoints/{checkpoint_id}")
 
 
 def _round_of(lake: str, checkpoint: str) -> int:
@@ -484,7 +502,6 @@ def _grid_png(rows: list[dict], lake: str, r: int, n: int = 16) -> str | None:
     grid = Image.new("RGB", (cols * w, -(-len(ims) // cols) * h), (255, 255, 255))
     for i, im in enumerate(ims):
         grid.paste(im, ((i % cols) * w, (i // cols) * h))
-    out = Path(lake) / "reports" / f"round-{r}-samples.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(out)
-    return str(out)
+    buf = io.BytesIO()
+    grid.save(buf, format="PNG")
+    return blobs.write_bytes(lake, f"reports/round-{r}-samples.png", buf.getvalue())

@@ -20,6 +20,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from storage import blobs
 from storage.catalog import query
 from storage.lake import Lake
 from storage.registry import read_sampling
@@ -392,9 +393,10 @@ def _round_section(lake: Lake, rnd: dict, scores: dict, agreement: dict) -> list
 
 
 def build_report(lake_root: str) -> Path:
-    """Write the report and return the path of index.html."""
+    """Write the report into <lake>/reports and return the path of its index.html on this machine
+    (for a bucket lake, a local copy of what was uploaded to its `reports/`)."""
     lake = Lake(lake_root)
-    out = Path(lake_root) / "reports"
+    out = blobs.local_dir(lake_root, "reports")
     out.mkdir(parents=True, exist_ok=True)
     rounds = query(
         lake,
@@ -430,7 +432,7 @@ def build_report(lake_root: str) -> Path:
     parts = [
         "<!doctype html><meta charset='utf-8'><title>illume report</title>",
         f"<style>{_STYLE}</style>",
-        f"<h1>illume: {_e(Path(lake_root).resolve())}</h1>",
+        f"<h1>illume: {_e(blobs.uri(lake_root))}</h1>",
     ]
     if rounds:
         parts.append(
@@ -475,6 +477,7 @@ def build_report(lake_root: str) -> Path:
     parts.append(_SCRIPT)
     index = out / "index.html"
     index.write_text("\n".join(parts), encoding="utf-8")
+    blobs.upload_folder(lake_root, out, "reports")
     return index
 
 

@@ -628,3 +628,31 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
+
+# columns that differ between two runs of the same work (clocks, the run's own ids)
+VOLATILE = {
+    "rounds": ("started_at", "ended_at"),
+    "checkpoints": ("created_at", "manifest_digest"),  # the manifest file records created_at
+    "task_runs": ("started_at", "ended_at", "compute_seconds", "flow_run_id"),
+}
+
+
+def lake_state(root: str, volatile: Mapping[str, tuple[str, ...]] = VOLATILE) -> dict[str, tuple[int, str]]:
+    """Per `table/round=R/part=P`: (rows, digest of the columns not in `volatile`).
+
+    Two lakes that did the same work (a moved copy, a bucket and a local folder, a run on a
+    cluster and one in a single process) have equal states; checkpoint paths are compared
+    lake-relative.
+    """
+    lk = Lake(root, catalog=False)
+    out = {}
+    for t in lk.tables:
+        for p in lk.partitions(t):
+            data = lk.read(t, p.round, p.part)
+            data = data.drop_columns([c for c in volatile.get(t, ()) if c in data.column_names])
+            if t == "checkpoints":
+                rel = [u.replace(lk.uri, "<lake>") for u in data.column("uri").to_pylist()]
+                data = data.set_column(data.schema.get_field_index("uri"), "uri", pa.array(rel))
+            out[f"{t}/round={p.round}/part={p.part}"] = (data.num_rows, content_digest(data))
+    return out

@@ -202,15 +202,6 @@ def duckdb_filesystem(fs: pafs.FileSystem):
     DuckDB then reads `s3://...` paths through pyarrow (same endpoint and credentials as the
     lake) without its httpfs extension, which would have to be downloaded.
     """
-    from fsspec.implementations.arrow import ArrowFSWrapper
+    from storage.fsspec_s3 import DuckDBS3
 
-    class _S3ViaArrow(ArrowFSWrapper):
-        protocol = ("s3",)
-
-        @classmethod
-        def _strip_protocol(cls, path):
-            if isinstance(path, list):
-                return [cls._strip_protocol(p) for p in path]
-            return str(path).removeprefix("s3://").rstrip("/")
-
-    return _S3ViaArrow(fs)
+    return DuckDBS3(fs)

@@ -10,13 +10,11 @@ Plain functions over a lake root: tasks, flows and benchmarks share them; no orc
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from storage import blobs
 from storage.lake import Lake
 from storage.schemas import CheckpointRow, RoundRow
 
@@ -24,6 +22,7 @@ MANIFEST_FILE = "manifest.json"  # a checkpoint folder's manifest (illume_core/m
 SETTINGS_FILE = "pipeline.json"  # the run's settings (illume_core.settings.PipelineSettings)
 # the sampling setting chosen for the lake's drawings (illume_core.eval.calibration)
 SAMPLING_FILE = "sampling.json"
+CURRENT_POINTER = "checkpoints/current"  # text: the lake-relative path of the promoted checkpoint
 
 
 _LAKES: dict[str, Lake] = {}
@@ -43,6 +42,9 @@ def lake_ref(lake: str, path: str) -> str:
     Anything else (a relative path, a path outside the lake, a URI, any other text) is returned
     as it is.
     """
+    if blobs.remote(lake):
+        base = blobs.uri(lake) + "/"
+        return path[len(base) :] if path.startswith(base) else path
     if "://" in path or "://" in lake or not os.path.isabs(path):
         return path
     root, target = Path(lake).resolve(), Path(path).resolve()
@@ -50,17 +52,14 @@ def lake_ref(lake: str, path: str) -> str:
 
 
 def lake_path(lake: str, ref: str) -> str:
-    """The absolute path of a lake-relative path (an absolute one is returned as it is)."""
-    return ref if "://" in ref or os.path.isabs(ref) else str(Path(lake).resolve() / ref)
+    """The absolute path (an s3:// URI in a bucket lake) of a lake-relative path; an absolute path
+    or a URI is returned as it is."""
+    return ref if "://" in ref or os.path.isabs(ref) else blobs.uri(lake, ref)
 
 
 def _save_root_file(lake: str, name: str, document: str) -> None:
     """Write a document at the lake's root, replaced atomically (a reader sees old or new)."""
-    path = Path(lake) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(document, encoding="utf-8")
-    os.replace(tmp, path)
+    blobs.write_text(lake, name, document)
 
 
 def save_settings(lake: str, document: str) -> None:
@@ -70,13 +69,13 @@ def save_settings(lake: str, document: str) -> None:
 
 def read_settings(lake: str) -> str:
     """The lake's settings document, as `save_settings` stored it."""
-    path = Path(lake) / SETTINGS_FILE
-    if not path.is_file():
+    text = blobs.read_text(lake, SETTINGS_FILE)
+    if text is None:
         raise FileNotFoundError(
-            f"{path} is missing: this lake has no trained base model yet; run `illume train --lake {lake}` "
-            "(or `illume demo`) first"
+            f"{blobs.uri(lake, SETTINGS_FILE)} is missing: this lake has no trained base model yet; "
+            f"run `illume train --lake {lake}` (or `illume demo`) first"
         )
-    return path.read_text(encoding="utf-8")
+    return text
 
 
 def save_sampling(lake: str, document: str) -> None:
@@ -87,16 +86,12 @@ def save_sampling(lake: str, document: str) -> None:
 def read_sampling(lake: str) -> str | None:
     """The lake's chosen sampling setting as `save_sampling` stored it; None for a lake trained
     before the train pipeline chose one (its drawings use the pipeline's default)."""
-    path = Path(lake) / SAMPLING_FILE
-    return path.read_text(encoding="utf-8") if path.is_file() else None
+    return blobs.read_text(lake, SAMPLING_FILE)
 
 
 def checkpoint_manifest(folder: str | os.PathLike[str]) -> dict:
-    """The manifest of a checkpoint folder (its id, parent, stage, files; not verified here)."""
-    path = Path(folder) / MANIFEST_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: {folder} is not a checkpoint folder")
-    return json.loads(path.read_text(encoding="utf-8"))
+    """The manifest of a checkpoint folder, local or s3:// (its id, parent, stage, files; not verified here)."""
+    return blobs.read_manifest(str(folder))
 
 
 def checkpoint_id_of(uri: str) -> str:
@@ -107,7 +102,7 @@ def checkpoint_id_of(uri: str) -> str:
 def record_checkpoint(lake: str, path: str, stage: str, round: int) -> None:
     """The checkpoints table row of a checkpoint folder."""
     m = checkpoint_manifest(path)
-    digest = hashlib.sha256((Path(path) / "manifest.json").read_bytes()).hexdigest()
+    digest = blobs.manifest_digest(str(path))
     get_lake(lake).write_partition(
         "checkpoints",
         round,
@@ -159,14 +154,9 @@ def set_round(
 
 def set_current(lake: str, checkpoint: str, round: int) -> None:
     """Point <lake>/checkpoints/current at a checkpoint (atomic) and mark it promoted."""
-    root = Path(lake) / "checkpoints"
-    tmp = root / f".current.{uuid.uuid4().hex[:8]}"
     # relative to the lake root, so a copied or moved lake keeps pointing at its own checkpoint
     checkpoint = lake_path(lake, checkpoint)
-    target = Path(checkpoint).resolve()
-    rel = target.relative_to(Path(lake).resolve()) if target.is_relative_to(Path(lake).resolve()) else target
-    tmp.write_text(f"{rel}\n")
-    os.replace(tmp, root / "current")
+    blobs.write_text(lake, CURRENT_POINTER, f"{lake_ref(lake, checkpoint)}\n")
     lk = get_lake(lake)
     ck = checkpoint_id_of(checkpoint)
     for info in lk.partitions("checkpoints"):
@@ -179,23 +169,20 @@ def set_current(lake: str, checkpoint: str, round: int) -> None:
 
 def current_checkpoint(lake: str) -> str | None:
     """The current (last promoted) checkpoint folder of a lake, or None before any training."""
-    p = Path(lake) / "checkpoints" / "current"
-    if not p.is_file():
-        return None
-    target = Path(p.read_text().strip())
-    return str(target if target.is_absolute() else (Path(lake) / target).resolve())
+    text = blobs.read_text(lake, CURRENT_POINTER)
+    return None if text is None else lake_path(lake, text.strip())
 
 
 def vision_checkpoint(path: str) -> str:
     """The checkpoint folder a `--vision-from` names: a checkpoint folder, or a lake's vision checkpoint."""
-    p = Path(path)
-    if (p / "manifest.json").is_file():
-        return str(p.resolve())
-    if (p / "checkpoints").is_dir():
-        rows = [r for r in get_lake(str(p)).read("checkpoints").to_pylist() if r["stage"] == "vision"]
+    root = blobs.uri(path)  # an absolute path, or the s3:// URI as given
+    if blobs.exists(f"{root}/{MANIFEST_FILE}"):
+        return root
+    if blobs.remote(path) or (Path(path) / "checkpoints").is_dir():
+        rows = [r for r in get_lake(path).read("checkpoints").to_pylist() if r["stage"] == "vision"]
         if rows:
             last = max(rows, key=lambda r: r["created_at"])
-            return lake_path(str(p.resolve()), last["uri"])
+            return lake_path(root, last["uri"])
         raise FileNotFoundError(f"--vision-from {path}: that lake has no vision checkpoint yet")
     raise FileNotFoundError(
         f"--vision-from {path}: neither a checkpoint folder (with manifest.json) nor a lake with checkpoints"
@@ -204,7 +191,7 @@ def vision_checkpoint(path: str) -> str:
 
 def shared_vision_of(lake: str) -> str | None:
     """The lake's own vision checkpoint if it was made with `--vision-from`, else None."""
-    if "://" in lake or not (Path(lake) / "checkpoints").is_dir():
+    if not blobs.remote(lake) and not (Path(lake) / "checkpoints").is_dir():
         return None
     try:
         own = vision_checkpoint(lake)

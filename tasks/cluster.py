@@ -8,6 +8,26 @@ import os
 
 import ray
 
+# the environment a bucket lake's clients read (storage/objstore.py)
+S3_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+)
+
+
+def s3_runtime_env() -> dict | None:
+    """The runtime_env that gives an actor this process's S3 endpoint and credentials (None when
+    none are set): a worker on a node started without them, or a local worker started before
+    they were set, then reads the same bucket as the flow."""
+    env = {k: v for k, v in os.environ.items() if k in S3_ENV}
+    return {"env_vars": env} if env else None
+
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to RAY_ADDRESS when set (a cluster), else start a local instance once."""

@@ -19,7 +19,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-from tasks.cluster import ensure_ray, gpus_per_worker
+from tasks.cluster import ensure_ray, gpus_per_worker, s3_runtime_env
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,13 @@ class ModelWorker:
         import torch
 
         from illume_core.model.engine import Engine
+        from storage.blobs import local_checkpoint
 
         torch.set_num_threads(threads)
         self.crash_on, self.crash_marker = crash_on, crash_marker
-        self.engine = Engine(checkpoint, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # a bucket lake's checkpoint is downloaded once per node (checked against its manifest)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.engine = Engine(local_checkpoint(checkpoint), device=device)
 
     def ping(self) -> str:
         return self.engine.device
@@ -137,9 +140,9 @@ class WorkerPool:
 
     def _new_worker(self, first: bool):
         crash_on, marker = self._crash
-        return ModelWorker.options(num_gpus=self._gpus, num_cpus=self._threads).remote(
-            self.checkpoint, None, self._threads, crash_on if first else None, marker
-        )
+        return ModelWorker.options(
+            num_gpus=self._gpus, num_cpus=self._threads, runtime_env=s3_runtime_env()
+        ).remote(self.checkpoint, None, self._threads, crash_on if first else None, marker)
 
     def _answers(self, worker) -> bool:
         """Whether `worker` answers a ping within place_timeout_s (a restart included)."""

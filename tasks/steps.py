@@ -159,8 +159,10 @@ def train_vision(lake: str, settings: PipelineSettings, vision_from: str | None 
     torch.manual_seed(s.seed)
     log = _logger()
     extra = {"round": 0, "settings": s.digest()}
+    from storage import blobs
+
     if vision_from is not None:
-        semantic, extra["vision_from"] = shared_vision(s.cfg, vision_from)
+        semantic, extra["vision_from"] = shared_vision(s.cfg, blobs.local_checkpoint(vision_from))
         log.info("vision encoder and tokenizer from checkpoint %s (not trained again)", extra["vision_from"])
     else:
         total = {"encoder": s.vision.encoder_steps, "tokenizer": s.vision.tokenizer_steps}
@@ -174,7 +176,8 @@ def train_vision(lake: str, settings: PipelineSettings, vision_from: str | None 
 
         semantic = pretrain_vision(s.cfg, s.vision, seed=s.seed, progress=progress)
     parts = init_model(s.cfg, semantic, seed=s.seed, n_text=s.b.n_text)
-    uri, _ = store(parts, Path(lake).resolve() / "checkpoints", "vision", None, extra)
+    uri, _ = store(parts, Path(blobs.checkpoint_root(lake)), "vision", None, extra)
+    uri = blobs.publish_checkpoint(lake, str(uri))  # a bucket lake's: uploaded, its s3:// URI
     _record_checkpoint(lake, uri, "vision", 0)
     record_run(lake, "train-vision", 0, "train-vision", t0, 1, time.process_time() - c0)
     return lake_ref(lake, uri)
@@ -222,7 +225,7 @@ def train_stage(
         settings,
         stage,
         parent,
-        str(Path(lake).resolve() / "checkpoints"),
+        lake,
         round=round,
         sft_rows=sft_rows,
         samples_by_key=samples,

@@ -12,7 +12,7 @@ from typing import Any
 import ray
 
 from illume_core.settings import PipelineSettings
-from tasks.cluster import ensure_ray, gpus_per_worker, trainer_threads
+from tasks.cluster import ensure_ray, gpus_per_worker, s3_runtime_env, trainer_threads
 from tasks.pool import shutdown_pools
 
 
@@ -21,20 +21,26 @@ class Trainer:
     """Runs one stage job (illume_core.train.jobs.run_stage) in its own process, on a GPU when there is one.
 
     The trainer writes checkpoint folders only; the calling task records them in the lake, so the
-    flow's writer lock is never needed by another process.
+    flow's writer lock is never needed by another process. For a bucket lake it reads the parent
+    from the bucket (once per node), trains into this node's cache and uploads the new checkpoint:
+    its node shares nothing with the driver's but the bucket.
     """
 
-    def run(self, settings: PipelineSettings, stage: str, parent: str, root: str, threads: int, kwargs: dict):
-        from illume_core.train.jobs import run_stage
+    def run(self, settings: PipelineSettings, stage: str, parent: str, lake: str, threads: int, kwargs: dict):
+        return run_stage_for_lake(settings, stage, parent, lake, threads=threads, **kwargs)
 
-        return run_stage(
-            settings,
-            stage,
-            parent,
-            root,
-            threads=threads,
-            **kwargs,
-        )
+
+def run_stage_for_lake(settings: PipelineSettings, stage: str, parent: str, lake: str, **kwargs):
+    """`run_stage` on this node for a lake: the parent read through `local_checkpoint`, the new
+    checkpoint written under `checkpoint_root(lake)` and published (`StageResult.path` is then the
+    lake's location of it: a local path, or an s3:// URI)."""
+    from illume_core.train.jobs import run_stage
+    from storage import blobs
+
+    res = run_stage(settings, stage, blobs.local_checkpoint(parent), blobs.checkpoint_root(lake), **kwargs)
+    if kwargs.get("rank", 0) == 0:
+        res.path = blobs.publish_checkpoint(lake, res.path)
+    return res
 
 
 # at most one idle Trainer actor, (gpus, handle), kept between consecutive stages of a run so each
@@ -53,7 +59,7 @@ def _take_trainer(gpus: float):
         except Exception:
             _kill(actor)
     shutdown_trainer()
-    return Trainer.options(num_gpus=gpus, num_cpus=1).remote()
+    return Trainer.options(num_gpus=gpus, num_cpus=1, runtime_env=s3_runtime_env()).remote()
 
 
 def _kill(actor) -> None:
@@ -73,7 +79,7 @@ def train_on_actor(
     settings: PipelineSettings,
     stage: str,
     parent: str,
-    root: str,
+    lake: str,
     threads: int | None = None,
     on_progress: Callable[[int, int, float], None] | None = None,
     **kwargs: Any,
@@ -94,7 +100,7 @@ def train_on_actor(
     workers = int(os.environ.get("ILLUME_TRAIN_WORKERS", "0")) or (n_gpus if n_gpus >= 2 else 1)
     if workers > 1:
         return train_data_parallel(
-            settings, stage, parent, root, workers, use_gpu=n_gpus >= workers, **kwargs
+            settings, stage, parent, lake, workers, use_gpu=n_gpus >= workers, **kwargs
         )
     gpus = gpus_per_worker()
     # a fixed count (pinned by the flow run, else the largest node's CPUs), not what happens to
@@ -103,12 +109,16 @@ def train_on_actor(
     threads = trainer_threads(threads)
     actor = _take_trainer(gpus)
     # the trainer reports its step through a small file the caller polls (works across nodes
-    # that share the checkpoint folder, and needs no channel back into this process)
+    # that share the checkpoint folder, and needs no channel back into this process; a bucket
+    # lake's trainer on another node trains without progress lines here)
+    from storage.blobs import checkpoint_root
+
+    root = checkpoint_root(lake)
     os.makedirs(root, exist_ok=True)
     progress_file = os.path.join(root, f"_progress-{os.getpid()}-{time.time_ns()}.json")
     try:
         ref = actor.run.remote(
-            settings, stage, parent, root, threads, {**kwargs, "progress_file": progress_file}
+            settings, stage, parent, lake, threads, {**kwargs, "progress_file": progress_file}
         )
         seen = -1
         while True:
@@ -135,13 +145,14 @@ def train_on_actor(
 
 
 def train_data_parallel(
-    settings: PipelineSettings, stage: str, parent: str, root: str, workers: int, use_gpu: bool, **kwargs: Any
+    settings: PipelineSettings, stage: str, parent: str, lake: str, workers: int, use_gpu: bool, **kwargs: Any
 ):
     """Run a stage with Ray Train's TorchTrainer: `workers` DDP ranks (GPUs, or CPUs with gloo).
 
     Each rank trains on its own batches (illume_core.train.jobs offsets the data seed by the rank);
-    gradients are averaged by DistributedDataParallel; rank 0 writes the checkpoint and a small
-    JSON of its result beside it, which this function reads back.
+    gradients are averaged by DistributedDataParallel; rank 0 writes (and, for a bucket lake,
+    uploads) the checkpoint and a small JSON of its result into the lake, which this function
+    reads back.
     """
     import json
     import tempfile
@@ -151,22 +162,23 @@ def train_data_parallel(
     from ray.train.torch import TorchTrainer
 
     from illume_core.train.jobs import StageResult
+    from storage import blobs
 
     shutdown_trainer()  # its CPU (or GPU) is one the ranks need
-    result_file = os.path.join(root, f"_dp-{uuid.uuid4().hex}.json")
+    result_file = blobs.uri(lake, f"checkpoints/_dp-{uuid.uuid4().hex}.json")
 
     def loop(config: dict) -> None:
         import ray.train
         from ray.train.torch import prepare_model
 
-        from illume_core.train.jobs import run_stage
+        from storage.blobs import write_bytes_at
 
         rank = ray.train.get_context().get_world_rank()
-        res = run_stage(
+        res = run_stage_for_lake(
             config["settings"],
             config["stage"],
             config["parent"],
-            config["root"],
+            config["lake"],
             rank=rank,
             threads=1,
             device=None if use_gpu else "cpu",
@@ -174,17 +186,16 @@ def train_data_parallel(
             **config["kwargs"],
         )
         if rank == 0:
-            with open(config["result_file"], "w") as f:
-                json.dump({**res.__dict__, "compute_seconds": res.compute_seconds * workers}, f)
+            doc = {**res.__dict__, "compute_seconds": res.compute_seconds * workers}
+            write_bytes_at(config["result_file"], json.dumps(doc).encode())
 
-    os.makedirs(root, exist_ok=True)
     trainer = TorchTrainer(
         loop,
         train_loop_config={
             "settings": settings,
             "stage": stage,
             "parent": parent,
-            "root": root,
+            "lake": lake,
             "kwargs": kwargs,
             "result_file": result_file,
         },
@@ -192,9 +203,8 @@ def train_data_parallel(
         run_config=RunConfig(storage_path=tempfile.mkdtemp(prefix="illume-train-"), name=stage),
     )
     trainer.fit()
-    try:
-        with open(result_file) as f:
-            return StageResult(**json.load(f))
-    finally:
-        if os.path.exists(result_file):
-            os.remove(result_file)
+    doc = blobs.read_bytes(result_file)
+    if doc is None:
+        raise RuntimeError(f"the data-parallel ranks ended without rank 0's result ({result_file})")
+    blobs.remove(result_file)
+    return StageResult(**json.loads(doc))

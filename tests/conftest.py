@@ -24,7 +24,9 @@ def prefect_harness():
     """One temporary Prefect API for the whole session (about 9 s to start, once)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=None):  # PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+    with prefect_test_harness(
+        server_startup_timeout=None
+    ):  # PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
         yield
 
 
@@ -63,3 +65,60 @@ def smoke_round_lake(smoke_lake, tmp_path_factory):
     lake = tmp_path_factory.mktemp("smoke-round") / "lake"
     shutil.copytree(smoke_lake, lake)
     return lake, self_enhancement_round(lake=str(lake), **SMOKE_ROUND)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on loopback (skips without moto), configured only through the usual
+    environment variables, as any S3 endpoint would be."""
+    pytest.importorskip("moto", reason="the S3 tests need moto's server (the dev extras install it)")
+    from moto.server import ThreadedMotoServer
+
+    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    srv.start()
+    host, port = srv.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "illume-test",
+        "AWS_SECRET_ACCESS_KEY": "illume-test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    srv.stop()
+
+
+@pytest.fixture
+def bucket(s3_server, tmp_path, monkeypatch):
+    """A new, empty bucket on the server; this test's catalogs and node cache in its tmp_path."""
+    import uuid
+
+    import boto3
+
+    monkeypatch.setenv("ILLUME_CATALOG_CACHE", str(tmp_path / "catalogs"))
+    monkeypatch.setenv("ILLUME_NODE_CACHE", str(tmp_path / "node-cache"))
+    name = f"illume-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+def flow_task_runs(flow_run_id) -> list:
+    """The task runs of a flow run and of its sub-flow runs (the evaluation), not the sub-flows' own
+    placeholder runs in the parent."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        subs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+        )
+        ids = [flow_run_id, *(f.id for f in subs)]
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+    return [r for r in runs if not r.name.startswith("evaluation")]

@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from storage.lock import LakeBusyError
+from tests.conftest import flow_task_runs
 
 ROUND = {"n_prompts": 4, "images_per_prompt": 2, "workers": 2, "lock_timeout_s": 2.0}
 
@@ -39,21 +40,6 @@ def _task_runs(lake: str) -> dict[str, object]:
     return {
         r["task"] + "/" + str(r["round"]): r["ended_at"] for r in get_lake(lake).read("task_runs").to_pylist()
     }
-
-
-def _flow_task_runs(flow_run_id) -> list:
-    """The task runs of a flow run and of its sub-flow runs (the evaluation), not the sub-flows' own
-    placeholder runs in the parent."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
-
-    with get_client(sync_client=True) as client:
-        subs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
-        )
-        ids = [flow_run_id, *(f.id for f in subs)]
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
-    return [r for r in runs if not r.name.startswith("evaluation")]
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +128,7 @@ def test_rerun_assess_keeps_sample_cached(round_lake, prefect_harness):
     before_counts, before_runs = _counts(str(lake)), _task_runs(str(lake))
     state = self_enhancement_round(lake=str(lake), round=1, rerun=["assess"], return_state=True, **ROUND)
     assert state.is_completed()
-    runs = _flow_task_runs(state.state_details.flow_run_id)
+    runs = flow_task_runs(state.state_details.flow_run_id)
     states = {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}  # "sample-6a0" -> "sample"
     assert states["sample"] == "Cached" and states["assess"] == "Completed", states
     # the evaluation sub-flow's tasks ran as tasks; its drawings and assessments were cache hits
@@ -164,7 +150,7 @@ def test_a_copied_lake_keeps_its_caches_and_reruns_only_assess(round_lake, prefe
     state = self_enhancement_round(lake=str(lake), round=1, rerun=["assess"], return_state=True, **ROUND)
     assert state.is_completed()
     out = state.result()
-    runs = _flow_task_runs(state.state_details.flow_run_id)
+    runs = flow_task_runs(state.state_details.flow_run_id)
     states = sorted((r.name.rsplit("-", 1)[0], r.state.name) for r in runs)
     assert ("assess", "Completed") in states and ("sample", "Cached") in states, states
     # what does not depend on assess's output is a cache hit; what does follows only if it changed

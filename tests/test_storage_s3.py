@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -27,41 +26,6 @@ from storage.lock import LakeBusyError, WriterLock  # noqa: E402
 from storage.objstore import LakeURIError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    srv.start()
-    host, port = srv.get_host_and_port()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "illume-test",
-        "AWS_SECRET_ACCESS_KEY": "illume-test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield env
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    srv.stop()
-
-
-@pytest.fixture
-def bucket(s3_server, tmp_path, monkeypatch):
-    import boto3
-
-    monkeypatch.setenv("ILLUME_CATALOG_CACHE", str(tmp_path / "catalogs"))
-    name = f"illume-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3").create_bucket(Bucket=name)
-    return name
 
 
 def _rows(table: str, n: int = 6, tag: str = "a") -> list[dict]:
