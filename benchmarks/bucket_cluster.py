@@ -46,7 +46,7 @@ from fault_matrix import (  # noqa: E402
     started_at,
 )
 
-S3_KEYS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+NODES = {"driver": "driver (the flow's process)", "head": "head node", "node": "worker node"}
 
 
 def _no_s3(env: dict) -> dict:
@@ -111,41 +111,23 @@ def main() -> int:
             region_name="us-east-1",
         ).create_bucket(Bucket=bucket)
 
-        ray = str(BIN / "ray")
-        tmpdir = work / "ray-tmp"
-        head_env = {**env, "ILLUME_NODE_CACHE": str(work / "head" / "cache")}
-        head = Proc(
-            [
-                ray,
-                "start",
-                "--head",
-                f"--port={port_ray}",
-                "--num-cpus=1",
-                "--include-dashboard=false",
-                f"--temp-dir={tmpdir}",
-                "--disable-usage-stats",
-            ],
-            head_env,
-            log("ray-head"),
-            cwd=work / "head",
-            daemons=True,
-        )
-        procs.append(head)
-        if head.wait(180) != 0:
-            print("ray start --head failed:", head.text[-500:])
+        def start_node(name: str, flags: list[str], extra_env: dict) -> bool:
+            """`ray start FLAGS` from the node's own folder with its own node cache (no S3 settings)."""
+            node_env = {**env, **extra_env, "ILLUME_NODE_CACHE": str(work / name / "cache")}
+            cmd = [str(BIN / "ray"), "start", *flags, "--disable-usage-stats"]
+            p = Proc(cmd, node_env, log(f"ray-{name}"), cwd=work / name, daemons=True)
+            procs.append(p)
+            if p.wait(180) != 0:
+                print(f"ray start ({name}) failed:", p.text[-500:])
+                return False
+            return True
+
+        head_flags = [f"--port={port_ray}", "--num-cpus=1", "--include-dashboard=false"]
+        if not start_node("head", ["--head", *head_flags, f"--temp-dir={work / 'ray-tmp'}"], {}):
             return 1
         before = {p for p in _parents() if "raylet/raylet" in cmdline(p)}
-        node_env = {**env, "RAY_AUTH_MODE": "token", "ILLUME_NODE_CACHE": str(work / "node" / "cache")}
-        node = Proc(
-            [ray, "start", f"--address=127.0.0.1:{port_ray}", "--num-cpus=2", "--disable-usage-stats"],
-            node_env,
-            log("ray-node"),
-            cwd=work / "node",
-            daemons=True,
-        )
-        procs.append(node)
-        if node.wait(180) != 0:
-            print("ray start (worker node) failed:", node.text[-500:])
+        node_flags = [f"--address=127.0.0.1:{port_ray}", "--num-cpus=2"]
+        if not start_node("node", node_flags, {"RAY_AUTH_MODE": "token"}):
             return 1
         second = {p for p in _parents() if "raylet/raylet" in cmdline(p)} - before
 
@@ -170,50 +152,37 @@ def main() -> int:
 
             return check
 
-        times = {}
-        runs = [
-            ("train", [str(BIN / "illume"), "train", "--budget", "smoke", "--lake", lake, "--workers", "2"]),
-            ("round", round_cmd(lake)),
-        ]
-        for name, cmd in runs:
-            t0 = time.perf_counter()
-            p = Proc(cmd, driver_env, log(f"cluster-{name}"), cwd=work / "driver")
-            procs.append(p)
-            p.wait_for(watch(p), args.timeout_s, every=0.5)
-            rc = p.wait(30)
-            times[f"cluster {name}"] = time.perf_counter() - t0
-            if rc != 0:
-                print(f"{name} on the cluster exited {rc}:\n" + p.text[-2000:])
-                return 1
-        caches = {d: _cached(work / d / "cache") for d in ("driver", "head", "node")}
+        times: dict[str, float] = {}
 
+        def train_and_round(where: str, root: str, run_env: dict, folder: Path, watch_node: bool) -> bool:
+            """`illume train --budget smoke` then one round on `root`; False (said why) if one fails."""
+            for name, cmd in (
+                (
+                    "train",
+                    [str(BIN / "illume"), "train", "--budget", "smoke", "--lake", root, "--workers", "2"],
+                ),
+                ("round", round_cmd(root)),
+            ):
+                t0 = time.perf_counter()
+                p = Proc(cmd, run_env, log(f"{where}-{name}"), cwd=folder)
+                procs.append(p)
+                if watch_node:
+                    p.wait_for(watch(p), args.timeout_s, every=0.5)
+                rc = p.wait(30 if watch_node else args.timeout_s)
+                times[f"{where} {name}"] = time.perf_counter() - t0
+                if rc != 0:
+                    print(f"{name} on the {where} lake exited {rc}:\n" + p.text[-2000:])
+                    return False
+            return True
+
+        if not train_and_round("cluster", lake, driver_env, work / "driver", True):
+            return 1
+        caches = {label: _cached(work / d / "cache") for d, label in NODES.items()}
         # the reference: the same work in one process on a local lake, no cluster, no bucket
         ref_lake = work / "reference" / "lake"
         ref_env = {**env, "ILLUME_NODE_CACHE": str(work / "reference" / "cache")}
-        for name, cmd in [
-            (
-                "train",
-                [
-                    str(BIN / "illume"),
-                    "train",
-                    "--budget",
-                    "smoke",
-                    "--lake",
-                    str(ref_lake),
-                    "--workers",
-                    "2",
-                ],
-            ),
-            ("round", round_cmd(ref_lake)),
-        ]:
-            t0 = time.perf_counter()
-            p = Proc(cmd, ref_env, log(f"local-{name}"), cwd=work / "reference")
-            procs.append(p)
-            rc = p.wait(args.timeout_s)
-            times[f"local {name}"] = time.perf_counter() - t0
-            if rc != 0:
-                print(f"{name} on the local lake exited {rc}:\n" + p.text[-2000:])
-                return 1
+        if not train_and_round("local", str(ref_lake), ref_env, work / "reference", False):
+            return 1
 
         import os
 
