@@ -129,7 +129,8 @@ def select_prompts(lake: str, round: int, n_prompts: int, seed: int, source: str
     else:
         raise ValueError(f"unknown prompt source {source!r}; choose corpus or novel")
     unique = draw_round_prompts(space, n_prompts, round, seed)
-    rows = _prompt_rows(round, unique, "train")
+    # a novel prompt's composition is one the base corpus holds out: its split says so
+    rows = _prompt_rows(round, unique, "train" if source == "corpus" else "heldout")
     info = get_lake(lake).write_partition(
         "prompts", round, rows, producer="select-prompts", config_digest=s.digest(), part="self"
     )

@@ -397,3 +397,19 @@ def test_a_likelihood_preference_round_runs_through_prefect_with_its_margins_and
     assert run["status"] == out["status"]
     extra = read_manifest(lake / "checkpoints" / run["candidate_checkpoint"])["extra"]
     assert extra["preference_pairs"] == expected
+
+
+def test_novel_round_prompts_are_held_out_compositions_in_the_prompts_table(base_lake, tmp_path):
+    from illume_core.train.data import BaseCorpus
+    from illume_core.world.geneval import parse_line
+    from storage.registry import get_lake
+    from tasks import steps
+
+    lake = str(_copy(base_lake, tmp_path, "lake"))
+    s = steps.load_settings(lake)
+    holdout = BaseCorpus(s.cfg, s.corpus).holdout
+    for source, split, held in (("corpus", "train", False), ("novel", "heldout", True)):
+        rows = steps.read_ref(lake, steps.select_prompts.fn(lake, 9, 6, 0, source))
+        assert len(rows) == 6 and {r["split"] for r in rows} == {split}, (source, rows)
+        assert all(holdout.is_heldout(parse_line(r["metadata"])) is held for r in rows), source
+    assert get_lake(lake).read("prompts", 9, "self").column("split").to_pylist() == ["heldout"] * 6
