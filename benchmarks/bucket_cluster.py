@@ -12,8 +12,9 @@ partition by partition (rows and digests, clocks left out: storage.lake.lake_sta
 
 Prints: the wall time of each run, which actors ran on the worker node, which checkpoints each
 node's cache downloaded from the bucket, and the comparison. One machine hosts all the
-"nodes" here, so the machines are not really apart; what the run shows is that no process reads
-another's folders: the lake, checkpoints, task results and cache records go through the bucket.
+"nodes" here, so the machines are not really apart; what the run shows is that the lake,
+checkpoints, task results and cache records go through the bucket (the trainer's progress report
+is the one file written where the driver polls it; a real second machine skips it).
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def _lake_root(value: str) -> str:
     return lake_root(value)
 
 
-def _load(checkpoint: Path | None, lake: Path):
+def _load(checkpoint: str | None, lake: str):
     import torch
 
     from illume_core.model.checkpoint import CheckpointIntegrityError, load_checkpoint
@@ -51,9 +51,12 @@ def _load(checkpoint: Path | None, lake: Path):
 
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    from storage.blobs import CheckpointDownloadError, local_checkpoint  # s3://: downloaded once
+
     try:
-        loaded = load_checkpoint(checkpoint or require_current_checkpoint(lake), device=device)
-    except (CheckpointIntegrityError, FileNotFoundError) as e:
+        folder = local_checkpoint(checkpoint) if checkpoint else require_current_checkpoint(lake)
+        loaded = load_checkpoint(folder, device=device)
+    except (CheckpointIntegrityError, CheckpointDownloadError, FileNotFoundError) as e:
         # a tampered, incomplete or absent checkpoint: the message names the file and what to do
         raise typer.BadParameter(str(e), param_hint="--checkpoint") from None
     if loaded.semantic_tokenizer is None:
@@ -97,7 +100,9 @@ def _read_image(path: Path, size: int):
 
 
 # the options every model command shares: which checkpoint, found how
-CHECKPOINT = typer.Option(None, "--checkpoint", help="checkpoint folder (default: the lake's current)")
+CHECKPOINT = typer.Option(
+    None, "--checkpoint", help="checkpoint folder or s3:// URI (default: the lake's current)"
+)
 MODEL_LAKE = typer.Option("lake", "--lake", help="lake root holding checkpoints/current", callback=_lake_root)
 
 
@@ -108,7 +113,7 @@ def register(app: typer.Typer) -> None:
     def generate(
         prompt: str = typer.Argument(..., help="what to draw, e.g. 'a photo of two red circles'"),
         out: Path = typer.Option(Path("out.png"), "-o", "--out", help="PNG path; with -n > 1, out_0.png ..."),
-        checkpoint: Path | None = CHECKPOINT,
+        checkpoint: str | None = CHECKPOINT,
         lake: str = MODEL_LAKE,
         cfg: float = typer.Option(2.0, "--cfg", help="classifier-free guidance scale (1: none)"),
         seed: int = typer.Option(0, "--seed", help="seed of the first image; image i uses seed + i"),
@@ -161,7 +166,7 @@ def register(app: typer.Typer) -> None:
     def ask(
         image: Path = typer.Argument(..., help="PNG to ask about"),
         question: str = typer.Argument(..., help="e.g. 'how many circles are there?'"),
-        checkpoint: Path | None = CHECKPOINT,
+        checkpoint: str | None = CHECKPOINT,
         lake: str = MODEL_LAKE,
         max_new_tokens: int = typer.Option(48, "--max-new-tokens", min=1),
     ) -> None:
@@ -177,7 +182,7 @@ def register(app: typer.Typer) -> None:
         image: Path = typer.Argument(..., help="PNG to edit"),
         instruction: str = typer.Argument(..., help="e.g. 'remove the blue square'"),
         out: Path = typer.Option(Path("out.png"), "-o", "--out", help="PNG path of the edited image"),
-        checkpoint: Path | None = CHECKPOINT,
+        checkpoint: str | None = CHECKPOINT,
         lake: str = MODEL_LAKE,
         seed: int = typer.Option(0, "--seed"),
         temperature: float = typer.Option(1.0, "--temperature", min=0.0),

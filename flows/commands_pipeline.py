@@ -18,20 +18,21 @@ def lake_root(value: str) -> str:
     The option is read as text, never as a path: a path option would turn `s3://b/p` into
     `s3:/b/p`, a local folder named `s3:`. Any other URI (gs://, az://, `s3:/b/p` with one slash,
     ...) is refused with a clear message (storage/objstore.py), never rewritten into a folder."""
-    from storage.objstore import LakeURIError, check_root
+    from storage.blobs import normalize
+    from storage.objstore import LakeURIError
 
     try:
-        return check_root(value)
+        return normalize(value)  # file:///x -> /x, S3:// -> s3://
     except LakeURIError as e:
         raise typer.BadParameter(str(e)) from None
 
 
 def _report_line(lake: str, index: Path) -> str:
     """Where the report is: its file, and for a bucket lake where it was uploaded."""
-    line = f"report:  {index.resolve()}  (open in a browser: {index.resolve().as_uri()})"
-    if "://" in lake:
-        from storage import blobs
+    from storage import blobs
 
+    line = f"report:  {index.resolve()}  (open in a browser: {index.resolve().as_uri()})"
+    if blobs.remote(lake):
         line += f"\n         uploaded to {blobs.uri(lake, 'reports/index.html')}"
     return line
 

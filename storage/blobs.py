@@ -42,17 +42,26 @@ def remote(lake: str) -> bool:
     return scheme_of(check_root(str(lake))) == "s3"
 
 
-def _local_root(lake: str) -> Path:
-    lake = str(lake)
-    return Path(lake.removeprefix("file://")).resolve()
+def _is_s3(location: str) -> bool:
+    return str(location)[:5].lower() == "s3://"
+
+
+def normalize(lake: str) -> str:
+    """A lake root in one spelling: `s3://bucket/prefix` (scheme in lower case, no trailing
+    slash) or a local path (a `file://` URI as its path); other schemes raise LakeURIError."""
+    lake = check_root(str(lake))
+    if _is_s3(lake):
+        return "s3://" + lake[5:].rstrip("/")
+    return lake[len("file://") :] if lake[:7].lower() == "file://" else lake
 
 
 def uri(lake: str, rel: str = "") -> str:
     """The absolute location of a lake-relative path: a local absolute path, or s3://bucket/key."""
-    if remote(lake):
-        base = str(lake).rstrip("/")
-        return f"{base}/{rel.lstrip('/')}" if rel else base
-    return str(_local_root(lake) / rel) if rel else str(_local_root(lake))
+    lake = normalize(lake)
+    if _is_s3(lake):
+        return f"{lake}/{rel.lstrip('/')}" if rel else lake
+    root = Path(lake).resolve()
+    return str(root / rel) if rel else str(root)
 
 
 @lru_cache(maxsize=1)
@@ -62,12 +71,12 @@ def s3_filesystem() -> pafs.S3FileSystem:
 
 
 def _s3_path(location: str) -> str:
-    return location[len("s3://") :] if location.startswith("s3://") else location
+    return location[5:] if _is_s3(location) else location
 
 
 def read_bytes(location: str) -> bytes | None:
     """The bytes of a file at an absolute location (path or s3:// URI); None when it does not exist."""
-    if location.startswith("s3://"):
+    if _is_s3(location):
         try:
             with s3_filesystem().open_input_stream(_s3_path(location)) as f:
                 return f.read()
@@ -79,7 +88,7 @@ def read_bytes(location: str) -> bytes | None:
 
 def write_bytes_at(location: str, data: bytes) -> None:
     """Replace the file at an absolute location whole (a reader sees the old or the new bytes)."""
-    if location.startswith("s3://"):
+    if _is_s3(location):
         with s3_filesystem().open_output_stream(_s3_path(location)) as f:
             f.write(data)
         return
@@ -111,7 +120,7 @@ def write_bytes(lake: str, rel: str, data: bytes) -> str:
 def remove(location: str) -> None:
     """Delete the file at an absolute location, if it is there."""
     try:
-        if location.startswith("s3://"):
+        if _is_s3(location):
             s3_filesystem().delete_file(_s3_path(location))
         else:
             os.remove(location)
@@ -121,7 +130,7 @@ def remove(location: str) -> None:
 
 def exists(location: str) -> bool:
     """Whether a file exists at an absolute location (path or s3:// URI)."""
-    if location.startswith("s3://"):
+    if _is_s3(location):
         return s3_filesystem().get_file_info(_s3_path(location)).type == pafs.FileType.File
     return Path(location).is_file()
 
@@ -140,7 +149,7 @@ def local_dir(lake: str, rel: str) -> Path:
     whose files are uploaded with `publish_checkpoint` or `upload_folder`."""
     if not remote(lake):
         return Path(uri(lake, rel))
-    digest = hashlib.sha256(str(lake).rstrip("/").encode()).hexdigest()[:16]
+    digest = hashlib.sha256(normalize(lake).encode()).hexdigest()[:16]
     return node_cache() / "lakes" / digest / rel
 
 
@@ -182,19 +191,26 @@ def publish_checkpoint(lake: str, folder: str) -> str:
     """A checkpoint folder written on this node, as the lake's checkpoint: the folder itself for a
     local lake; for a bucket lake, uploaded to `checkpoints/<id>/` (data files first, the manifest
     last, so a visible manifest means a whole checkpoint; an id already there is not uploaded
-    again: ids are content digests) and returned as its s3:// URI."""
+    again: ids are content digests) and returned as its s3:// URI. The folder then moves into
+    this node's checkpoint cache, where `local_checkpoint` finds it (the next stage on this node
+    does not download what it just wrote)."""
     if not remote(lake):
         return str(folder)
     folder = Path(folder)
     manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
     target = uri(lake, f"checkpoints/{manifest['id']}")
-    if exists(f"{target}/{MANIFEST_FILE}"):
-        return target
-    fs = s3_filesystem()
-    for name in sorted(manifest["files"]):
-        with open(folder / name, "rb") as src, fs.open_output_stream(_s3_path(f"{target}/{name}")) as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-    write_bytes_at(f"{target}/{MANIFEST_FILE}", (folder / MANIFEST_FILE).read_bytes())
+    if not exists(f"{target}/{MANIFEST_FILE}"):
+        fs = s3_filesystem()
+        for name in sorted(manifest["files"]):
+            with open(folder / name, "rb") as src, fs.open_output_stream(_s3_path(f"{target}/{name}")) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        write_bytes_at(f"{target}/{MANIFEST_FILE}", (folder / MANIFEST_FILE).read_bytes())
+    cached = node_cache() / "checkpoints" / manifest["id"]
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(folder, cached)
+    except OSError:  # already cached (or on another filesystem): the upload is what counts
+        pass
     return target
 
 
@@ -208,7 +224,7 @@ def local_checkpoint(checkpoint: str) -> str:
     manifest's sha256 before the folder is renamed into place (concurrent workers on one node each
     stage their own copy; the first rename wins, the others are discarded)."""
     checkpoint = str(checkpoint)
-    if not checkpoint.startswith("s3://"):
+    if not _is_s3(checkpoint):
         return checkpoint
     manifest_bytes = read_bytes(f"{checkpoint.rstrip('/')}/{MANIFEST_FILE}")
     if manifest_bytes is None:
@@ -231,7 +247,8 @@ def local_checkpoint(checkpoint: str) -> str:
             if h.hexdigest() != want:
                 raise CheckpointDownloadError(
                     f"{checkpoint}/{name}: sha256 {h.hexdigest()[:12]}... does not match the manifest's "
-                    f"{want[:12]}...; the bucket copy is damaged (re-publish the checkpoint)"
+                    f"{want[:12]}...: the download was cut short (try again), or the bucket's copy is "
+                    "damaged (delete that checkpoint's folder from the bucket and train its stage again)"
                 )
         (stage / MANIFEST_FILE).write_bytes(manifest_bytes)
         try:

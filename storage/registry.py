@@ -42,10 +42,11 @@ def lake_ref(lake: str, path: str) -> str:
     Anything else (a relative path, a path outside the lake, a URI, any other text) is returned
     as it is.
     """
+    lake = blobs.normalize(lake)  # file:///x is /x; S3:// is s3://
     if blobs.remote(lake):
         base = blobs.uri(lake) + "/"
         return path[len(base) :] if path.startswith(base) else path
-    if "://" in path or "://" in lake or not os.path.isabs(path):
+    if "://" in path or not os.path.isabs(path):
         return path
     root, target = Path(lake).resolve(), Path(path).resolve()
     return str(target.relative_to(root)) if target.is_relative_to(root) else path

@@ -94,6 +94,10 @@ def train_on_actor(
     A trainer that dies (or whose stage fails) takes its call with it and is not kept; the task's
     retry starts a new one, which resumes from the job's last resumable checkpoint.
     """
+    from storage.blobs import checkpoint_root, uri
+
+    # the lake as an absolute location: actors (and Ray Train's ranks) run in other folders
+    lake = uri(lake)
     ensure_ray()
     shutdown_pools()
     n_gpus = int(ray.cluster_resources().get("GPU", 0))
@@ -111,8 +115,6 @@ def train_on_actor(
     # the trainer reports its step through a small file the caller polls (works across nodes
     # that share the checkpoint folder, and needs no channel back into this process; a bucket
     # lake's trainer on another node trains without progress lines here)
-    from storage.blobs import checkpoint_root
-
     root = checkpoint_root(lake)
     os.makedirs(root, exist_ok=True)
     progress_file = os.path.join(root, f"_progress-{os.getpid()}-{time.time_ns()}.json")
@@ -173,6 +175,7 @@ def train_data_parallel(
 
         from storage.blobs import write_bytes_at
 
+        os.environ.update(config["s3_env"])  # a bucket lake's endpoint and credentials on every rank
         rank = ray.train.get_context().get_world_rank()
         res = run_stage_for_lake(
             config["settings"],
@@ -195,7 +198,8 @@ def train_data_parallel(
             "settings": settings,
             "stage": stage,
             "parent": parent,
-            "lake": lake,
+            "lake": blobs.uri(lake),
+            "s3_env": (s3_runtime_env() or {}).get("env_vars", {}),
             "kwargs": kwargs,
             "result_file": result_file,
         },

@@ -84,19 +84,25 @@ def s3_server():
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_EC2_METADATA_DISABLED": "true",
     }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     yield env
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
     srv.stop()
 
 
 @pytest.fixture
-def bucket(s3_server, tmp_path, monkeypatch):
+def s3_env(s3_server, monkeypatch):
+    """The server's endpoint and credentials in the environment for one test (later tests on
+    local lakes then run without them)."""
+    from storage.blobs import s3_filesystem
+
+    for k, v in s3_server.items():
+        monkeypatch.setenv(k, v)
+    s3_filesystem.cache_clear()
+    yield s3_server
+    s3_filesystem.cache_clear()
+
+
+@pytest.fixture
+def bucket(s3_env, tmp_path, monkeypatch):
     """A new, empty bucket on the server; this test's catalogs and node cache in its tmp_path."""
     import uuid
 

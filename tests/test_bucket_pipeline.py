@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -96,15 +97,36 @@ def test_a_bucket_checkpoint_is_downloaded_once_and_checked(bucket, smoke_lake, 
 
     lake = f"s3://{bucket}/lake"
     src = registry.current_checkpoint(str(smoke_lake))
-    uri = blobs.publish_checkpoint(lake, src)
-    ck = uri.rsplit("/", 1)[1]
-    assert uri == f"{lake}/checkpoints/{ck}" and blobs.publish_checkpoint(lake, src) == uri  # idempotent
-    local = blobs.local_checkpoint(uri)
-    assert local == str(tmp_path / "node-cache" / "checkpoints" / ck)
-    assert registry.checkpoint_id_of(local) == registry.checkpoint_id_of(uri) == ck
-    # a damaged object in the bucket is refused on a node that has no copy yet, and nothing is left half-made
-    shutil.rmtree(local)
+    ck = registry.checkpoint_id_of(src)
+    cached = tmp_path / "node-cache" / "checkpoints" / ck
+    shutil.copytree(src, tmp_path / "written")  # a checkpoint this node just wrote
+    uri = blobs.publish_checkpoint(lake, str(tmp_path / "written"))
+    assert uri == f"{lake}/checkpoints/{ck}" and registry.checkpoint_id_of(uri) == ck
+    # the written folder moved into this node's cache: the next reader here downloads nothing
+    assert not (tmp_path / "written").exists() and blobs.local_checkpoint(uri) == str(cached)
+    # publishing the same content again uploads nothing and names the same checkpoint
+    shutil.copytree(src, tmp_path / "again")
+    assert blobs.publish_checkpoint(lake, str(tmp_path / "again")) == uri
+    # another node (nothing cached): downloaded once, checked, identical to the source
+    shutil.rmtree(cached)
+    assert blobs.local_checkpoint(uri) == str(cached)
+    for f in registry.checkpoint_manifest(src)["files"]:
+        assert (cached / f).read_bytes() == (Path(src) / f).read_bytes()
+    # a damaged object in the bucket is refused on a node that has no copy yet; nothing half made is left
+    shutil.rmtree(cached)
     blobs.write_bytes_at(f"{uri}/config.json", b"{}")
     with pytest.raises(blobs.CheckpointDownloadError, match="config.json.*does not match"):
         blobs.local_checkpoint(uri)
     assert list((tmp_path / "node-cache" / "checkpoints").iterdir()) == []
+
+
+def test_a_bucket_lake_root_in_any_spelling_is_one_lake(tmp_path):
+    from storage import blobs, registry
+
+    assert blobs.normalize("S3://b/lake/") == "s3://b/lake"
+    assert blobs.normalize(f"file://{tmp_path}/lake") == f"{tmp_path}/lake"
+    assert blobs.uri("S3://b/lake", "pipeline.json") == "s3://b/lake/pipeline.json"
+    # a local lake named by a file:// URI keeps lake-relative references (cache keys, pointers)
+    ck = str(tmp_path / "lake" / "checkpoints" / "abc")
+    assert registry.lake_ref(f"file://{tmp_path}/lake", ck) == registry.lake_ref(str(tmp_path / "lake"), ck)
+    assert registry.lake_ref("S3://b/lake", "s3://b/lake/checkpoints/abc") == "checkpoints/abc"

@@ -333,7 +333,7 @@ def test_data_parallel_stage_on_two_cpu_workers(base_lake, tmp_path, monkeypatch
     monkeypatch.setenv("ILLUME_TRAIN_WORKERS", "2")
     s = load_settings(str(base_lake))
     parent = current_checkpoint(str(base_lake))
-    res = train_on_actor(s, "stage3", parent, str(tmp_path / "checkpoints"), steps=2)
+    res = train_on_actor(s, "stage3", parent, str(tmp_path), steps=2)  # tmp_path as the lake root
     assert len(res.losses) == 2 and all(x == x for x in res.losses)
     manifest = read_manifest(res.path)
     assert manifest["id"] == res.checkpoint_id and manifest["parent"] == read_manifest(parent)["id"]

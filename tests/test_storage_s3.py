@@ -77,7 +77,7 @@ def test_unsupported_uris_are_refused_never_rewritten(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # no folder named `s3:` (or anything else) appeared
 
 
-def test_a_missing_bucket_is_a_clear_error(s3_server):
+def test_a_missing_bucket_is_a_clear_error(s3_env):
     with pytest.raises(LakeWriteError, match="no bucket 'illume-no-such-bucket'.*an existing bucket"):
         Lake("s3://illume-no-such-bucket/lake")
 

@@ -54,21 +54,30 @@ def _reporter(progress: Callable[[int, int], None] | None, path: str | None, tot
             progress(step, total)
         if path is not None and (step % every == 0 or step == total):
             tmp = f"{path}.tmp"
-            with open(tmp, "w") as f:
-                json.dump({"step": step, "total": total, "loss": loss}, f)
-            os.replace(tmp, path)
+            try:  # a view for the caller: a trainer on a node without the caller's folder goes on
+                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+                with open(tmp, "w") as f:
+                    json.dump({"step": step, "total": total, "loss": loss}, f)
+                os.replace(tmp, path)
+            except OSError:
+                pass
 
     return report
 
 
 def job_key(
-    stage: str, parent_id: str, settings: PipelineSettings, sft_key: str | None, steps: int, lr_scale: float = 1.0
+    stage: str,
+    parent_id: str,
+    settings: PipelineSettings,
+    sft_key: str | None,
+    steps: int,
+    lr_scale: float = 1.0,
 ) -> str:
     """The resumable-checkpoint key of a stage job (the lr scale counts only when it is not 1)."""
     lr = f"|lr{lr_scale!r}" if lr_scale != 1.0 else ""
-    return hashlib.sha256(f"{stage}|{parent_id}|{settings.digest()}|{sft_key}|{steps}{lr}".encode()).hexdigest()[
-        :16
-    ]
+    return hashlib.sha256(
+        f"{stage}|{parent_id}|{settings.digest()}|{sft_key}|{steps}{lr}".encode()
+    ).hexdigest()[:16]
 
 
 def store(parts: Parts, root: Path, stage: str, parent: str | None, extra: dict) -> tuple[str, str]:
