@@ -34,6 +34,7 @@ def _keys(bucket: str, prefix: str) -> list[str]:
         token = r["NextContinuationToken"]
 
 
+@pytest.mark.timeout(900)  # a whole smoke train and two rounds (about 2 minutes on a quiet 2-core machine)
 def test_smoke_train_and_round_on_a_bucket_equal_the_local_lake(
     bucket, smoke_round_lake, tmp_path, monkeypatch, ray_session
 ):
