@@ -424,18 +424,29 @@ def write_report(results_dir: Path, out: Path, cmd: str) -> None:
     seeds = [json.loads(p.read_text()) for p in sorted(results_dir.glob("seed*.json"))]
     if not seeds:
         raise SystemExit(f"no seed results in {results_dir}; run a seed first")
-    arms = [a for a in ARMS if all(a in s["arms"] for s in seeds)]
+    # every arm any seed ran; each figure is the mean over the seeds that ran it (their count shown),
+    # and an arm minus control pairs the two on the seeds that ran both
+    arms = [a for a in ARMS if any(a in s["arms"] for s in seeds)]
     ids = [s["seed"] for s in seeds]
 
-    def mean(arm: str, key: str) -> float | None:
-        vals = [s["arms"][arm]["metrics"][key] for s in seeds if key in s["arms"][arm]["metrics"]]
+    def having(*names: str) -> list[dict]:
+        return [s for s in seeds if all(n in s["arms"] for n in names)]
+
+    def mean(arm: str, key: str, among: list[dict] | None = None) -> float | None:
+        among = having(arm) if among is None else among
+        vals = [s["arms"][arm]["metrics"][key] for s in among if key in s["arms"][arm]["metrics"]]
         return statistics.mean(vals) if vals else None
 
     def fmt(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
 
-    cis, dcis = bootstrap(seeds, arms)
-    held, dheld = bootstrap(seeds, arms, split="heldout")
+    cis = {a: bootstrap(having(a), [a])[0][a] for a in arms}
+    dcis: dict[str, tuple[float, float]] = {}
+    dheld: dict[str, tuple[float, float]] = {}
+    for a in arms:
+        if a != "control" and having(a, "control"):
+            dcis[a] = bootstrap(having(a, "control"), [a, "control"])[1][a]
+            dheld[a] = bootstrap(having(a, "control"), [a, "control"], split="heldout")[1][a]
     cols = ["overall", *TAGS, "heldout_overall", "vqa_overall", "edit_overall", "ba_overall", "agree_overall",
             "lba_overall"]  # fmt: skip
     lines = [
@@ -463,13 +474,13 @@ def write_report(results_dir: Path, out: Path, cmd: str) -> None:
         "(a constant answer scores 0.5); `agree` = plain agreement; `lba` = the same for the model's "
         "likelihood self-assessment (measured from the evaluations that have it).",
         "",
-        "| arm | overall [95% CI] | " + " | ".join(cols[1:]) + " |",
-        "|---|" + "---|" * len(cols),
+        "| arm | seeds | overall [95% CI] | " + " | ".join(cols[1:]) + " |",
+        "|---|---|" + "---|" * len(cols),
     ]
     for arm in arms:
         lo, hi = cis[arm]
         cells = [f"{fmt(mean(arm, 'overall'))} [{lo:.3f}, {hi:.3f}]"] + [fmt(mean(arm, c)) for c in cols[1:]]
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        lines.append(f"| {arm} | {len(having(arm))} | " + " | ".join(cells) + " |")
     if "control" in arms:
         lines += [
             "",
@@ -479,21 +490,21 @@ def write_report(results_dir: Path, out: Path, cmd: str) -> None:
             "much the figure depends on which prompts were drawn, not how much another fine-tuning run "
             "would differ (the seeds show that).",
             "",
-            "| arm | overall [95% CI] | held-out [95% CI] | worst tag | balanced accuracy (points) |",
-            "|---|---|---|---|---|",
+            "| arm | seeds | overall [95% CI] | held-out [95% CI] | worst tag | balanced accuracy (points) |",
+            "|---|---|---|---|---|---|",
         ]
-        for arm in arms:
-            if arm == "control":
-                continue
-            d = (mean(arm, "overall") or 0) - (mean("control", "overall") or 0)
-            dh = (mean(arm, "heldout_overall") or 0) - (mean("control", "heldout_overall") or 0)
-            worst = min(TAGS, key=lambda t: (mean(arm, t) or 0) - (mean("control", t) or 0))
-            dw = (mean(arm, worst) or 0) - (mean("control", worst) or 0)
-            dba = 100 * ((mean(arm, "ba_overall") or 0) - (mean("control", "ba_overall") or 0))
+        for arm in dcis:
+            both = having(arm, "control")
+
+            def diff(key: str, arm: str = arm, both: list[dict] = both) -> float:
+                return (mean(arm, key, both) or 0) - (mean("control", key, both) or 0)
+
+            worst = min(TAGS, key=diff)
             (lo, hi), (hlo, hhi) = dcis[arm], dheld[arm]
             lines.append(
-                f"| {arm} | {d:+.3f} [{lo:+.3f}, {hi:+.3f}] | {dh:+.3f} [{hlo:+.3f}, {hhi:+.3f}] | "
-                f"{worst} {dw:+.3f} | {dba:+.1f} |"
+                f"| {arm} | {len(both)} | {diff('overall'):+.3f} [{lo:+.3f}, {hi:+.3f}] | "
+                f"{diff('heldout_overall'):+.3f} [{hlo:+.3f}, {hhi:+.3f}] | {worst} {diff(worst):+.3f} | "
+                f"{100 * diff('ba_overall'):+.1f} |"
             )
         lines += [
             "",
@@ -511,6 +522,8 @@ def write_report(results_dir: Path, out: Path, cmd: str) -> None:
             "{} / {} / {}".format(
                 *(fmt(s["arms"][a]["metrics"].get(k)) for k in ("overall", "heldout_overall", "ba_overall"))
             )
+            if a in s["arms"]
+            else "-"
             for a in arms
         ]
         lines.append(f"| {s['seed']} | " + " | ".join(cells) + " |")
@@ -521,7 +534,7 @@ def write_report(results_dir: Path, out: Path, cmd: str) -> None:
             + ", ".join(
                 f"{a} {s['arms'][a].get('sft_examples', 0)} / {s['arms'][a].get('preference_pairs', 0)}"
                 for a in arms
-                if ARMS[a] is not None
+                if ARMS[a] is not None and a in s["arms"]
             )
         )
     for s in seeds:

@@ -75,6 +75,27 @@ def test_the_report_merges_every_seed_file_with_intervals(tmp_path):
     assert (tmp_path / "RESULTS.png").stat().st_size > 1000
 
 
+def test_an_arm_run_on_some_seeds_is_reported_over_those_seeds(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    s0, s1 = _seed(0, 0.1), _seed(1, 0.3)
+    del s1["arms"]["round"]  # seed 1 ran baseline and control only
+    for s in (s0, s1):
+        (results / f"seed{s['seed']}.json").write_text(json.dumps(s))
+    out = tmp_path / "RESULTS.md"
+    exp.write_report(results, out, "cmd")
+    rows = {line.split(" | ")[0]: line for line in out.read_text().splitlines() if line.startswith("| ")}
+    # every arm is reported, with the number of seeds its figures are the mean of
+    assert rows["| round"].startswith("| round | 1 | ") and rows["| control"].startswith("| control | 2 | ")
+    # round minus control pairs the seeds that ran both: seed 0 only
+    d = s0["arms"]["round"]["metrics"]["overall"] - s0["arms"]["control"]["metrics"]["overall"]
+    assert f"| round | 1 | {d:+.3f} [" in out.read_text()
+    # a seed that did not run an arm shows a dash in the per-seed table
+    assert any(
+        line.startswith("| 1 | ") and line.rstrip().endswith("| - |") for line in out.read_text().splitlines()
+    )
+
+
 def test_a_partial_run_adds_its_arms_and_rounds_to_the_seed_and_refuses_another_base():
     old = _seed(0, 0.1)
     new = {
