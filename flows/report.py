@@ -107,9 +107,18 @@ def _fmt(v: float | None) -> str:
     return "&ndash;" if v is None else f"{v:.3f}"
 
 
+def _num(v: float | None, extra: str = "") -> str:
+    """A number cell: the figure to three places (a dash when there is none), then `extra`."""
+    return f"<td class='num'>{_fmt(v)}{extra}</td>"
+
+
+def _row(cells: list[str]) -> str:
+    return "<tr>" + "".join(cells) + "</tr>"
+
+
 def _delta(before: float | None, after: float | None) -> str:
     if before is None or after is None:
-        return "<td class='num'>&ndash;</td>"
+        return _num(None)
     d = after - before
     cls = "up" if d > 1e-9 else "down" if d < -1e-9 else ""
     return f"<td class='num {cls}'>{d:+.3f}</td>"
@@ -230,18 +239,18 @@ def _arms_section(lake: Lake) -> list[str]:
             diff = m.get("overall_minus_control")
             cells = [
                 f"<td>{_e(arm)}</td>",
-                f"<td class='num'>{_fmt(v('overall'))}{_ci(m.get('overall'))}</td>",
+                _num(v("overall"), _ci(m.get("overall"))),
                 (
                     f"<td class='num {'up' if diff['value'] > 0 else 'down'}'>{diff['value']:+.3f}{_ci(diff, '+')}</td>"
                     if diff
-                    else "<td class='num'>&ndash;</td>"
+                    else _num(None)
                 ),
-                f"<td class='num'>{_fmt(v('heldout_overall'))}</td>",
-                *(f"<td class='num'>{_fmt(v(t))}</td>" for t in ARM_TAGS),
-                f"<td class='num'>{_fmt(v('vqa_overall'))}</td>",
-                f"<td class='num'>{_fmt(next(iter(m.values()))['minutes'])}</td>",
+                _num(v("heldout_overall")),
+                *(_num(v(t)) for t in ARM_TAGS),
+                _num(v("vqa_overall")),
+                _num(next(iter(m.values()))["minutes"]),
             ]
-            out.append("<tr>" + "".join(cells) + "</tr>")
+            out.append(_row(cells))
         out.append("</table>")
     return out
 
@@ -289,12 +298,12 @@ def _sampling_section(lake: Lake) -> list[str]:
         ov = by_tag["overall"]
         cells = [
             f"<td><code>{_e(setting)}</code></td>",
-            f"<td class='num'>{_fmt(ov['accuracy'])}</td>",
-            *(f"<td class='num'>{_fmt(by_tag[t]['accuracy'] if t in by_tag else None)}</td>" for t in tags),
+            _num(ov["accuracy"]),
+            *(_num(by_tag[t]["accuracy"] if t in by_tag else None) for t in tags),
             f"<td class='num'>{ov['n']}</td>",
             f"<td>{'chosen' if ov['chosen'] else ''}</td>",
         ]
-        out.append("<tr>" + "".join(cells) + "</tr>")
+        out.append(_row(cells))
     out.append("</table>")
     return out
 
@@ -346,12 +355,9 @@ def _round_section(lake: Lake, rnd: dict, scores: dict, agreement: dict) -> list
                 after = scores.get((checked, sp, t))
                 if has_prev:
                     before = scores.get((base, sp, t))
-                    cells.append(
-                        f"<td class='num'>{_fmt(before)}</td><td class='num'>{_fmt(after)}</td>"
-                        + _delta(before, after)
-                    )
+                    cells.append(_num(before) + _num(after) + _delta(before, after))
                 else:
-                    cells.append(f"<td class='num'>{_fmt(after)}</td>")
+                    cells.append(_num(after))
             bold = " style='font-weight:700'" if t == "overall" else ""
             out.append(f"<tr{bold}><td>{_e(t)}</td>{''.join(cells)}</tr>")
         out.append("</table>")
