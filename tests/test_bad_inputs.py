@@ -382,7 +382,7 @@ def drive_to_pil(case: dict, **_) -> Outcome:
 
 
 def drive_train_loop(case: dict, **_) -> Outcome:
-    from illume_core.train.loop import ParamGroup, TrainConfig, train_loop
+    from train_helpers import train_checkpointing_every_step
 
     bad_step, bad_value = case["input"]["at_step"], float(case["input"]["loss"])
     torch.manual_seed(0)
@@ -400,17 +400,7 @@ def drive_train_loop(case: dict, **_) -> Outcome:
         snapshots[step] = {k: v.clone() for k, v in model.state_dict().items()}
 
     batches = iter(torch.ones(4, 4) for _ in range(10))
-    outcome = library(
-        train_loop,
-        model,
-        [ParamGroup("all", list(model.parameters()), 1e-2)],
-        batches,
-        TrainConfig(steps=5),
-        loss_fn=loss_fn,
-        progress=progress,
-        checkpoint_every=1,
-        on_checkpoint=lambda s: saved.append(s.step),
-    )
+    outcome = library(train_checkpointing_every_step, model, batches, 5, loss_fn, progress, saved)
     # the weights are those after the last finite step, and no checkpoint holds the bad step
     assert saved == list(range(1, bad_step + 1))
     for k, v in model.state_dict().items():

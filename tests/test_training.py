@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from train_helpers import train_checkpointing_every_step
 
 from illume_core.train.loop import (
     MuonAdamW,
@@ -150,16 +151,7 @@ def test_nan_loss_stops_without_checkpoint():
         calls.append(step)
 
     with pytest.raises(NonFiniteLossError, match="step 3.*no checkpoint was written"):
-        train_loop(
-            model,
-            [ParamGroup("all", list(model.parameters()), 1e-2)],
-            data,
-            TrainConfig(steps=10),
-            loss_fn=bad_loss,
-            progress=progress,
-            checkpoint_every=1,
-            on_checkpoint=lambda s: saved.append(s.step),
-        )
+        train_checkpointing_every_step(model, data, 10, bad_loss, progress, saved)
     assert calls == [1, 2, 3]
     assert saved == [1, 2, 3]  # the good steps were saved; the NaN step (index 3) never was
 
