@@ -6,9 +6,11 @@ Starts moto's S3 server on loopback (`moto_server`, from the dev extras) with on
 head (1 CPU) and a worker node (2 CPUs), each from its own working folder with its own node cache
 (`ILLUME_NODE_CACHE`) and none of the S3 settings in its environment (the flow's actors get them
 through their runtime_env). The driver, in a third folder with a third cache, runs
-`illume train --budget smoke` and one round on `s3://<bucket>/lake` against the cluster. Then the
-same train and round run in one process on a local lake, and the two lakes are compared
-partition by partition (rows and digests, clocks left out: storage.lake.lake_state).
+`illume train --budget smoke`, one round, then `illume calibrate`, `illume eval`, `illume eval
+--prompts` (a two-line GenEval-format file) and `illume rerun --task judge` on
+`s3://<bucket>/lake` against the cluster. Then the same commands run in one process on a local
+lake, and the two lakes are compared partition by partition (rows and digests, clocks left out:
+storage.lake.lake_state).
 
 Prints: the wall time of each run, which actors ran on the worker node, which checkpoints each
 node's cache downloaded from the bucket, and the comparison. One machine hosts all the
@@ -155,14 +157,43 @@ def main() -> int:
 
         times: dict[str, float] = {}
 
+        geneval = work / "geneval_prompts.jsonl"  # a small GenEval-format prompt file for `eval --prompts`
+        geneval.write_text(
+            '{"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "red"}], '
+            '"prompt": "a photo of a red circle"}\n'
+            '{"tag": "counting", "include": [{"class": "square", "count": 2}], "prompt": "a photo of two squares"}\n'
+        )
+
         def train_and_round(where: str, root: str, run_env: dict, folder: Path, watch_node: bool) -> bool:
-            """`illume train --budget smoke` then one round on `root`; False (said why) if one fails."""
+            """`illume train --budget smoke`, one round, then every other command that writes the lake
+            (calibrate, eval, eval --prompts, rerun) on `root`; False (said why) if one fails."""
+            illume = str(BIN / "illume")
             for name, cmd in (
-                (
-                    "train",
-                    [str(BIN / "illume"), "train", "--budget", "smoke", "--lake", root, "--workers", "2"],
-                ),
+                ("train", [illume, "train", "--budget", "smoke", "--lake", root, "--workers", "2"]),
                 ("round", round_cmd(root)),
+                ("calibrate", [illume, "calibrate", "--lake", root, "--workers", "2"]),
+                ("eval", [illume, "eval", "--lake", root, "--workers", "2"]),
+                (
+                    "eval --prompts",
+                    [
+                        illume,
+                        "eval",
+                        "--lake",
+                        root,
+                        "--prompts",
+                        str(geneval),
+                        "--images-per-prompt",
+                        "2",
+                        "--outdir",
+                        str(folder / "geneval-out"),
+                        "--workers",
+                        "2",
+                    ],
+                ),  # fmt: skip
+                (
+                    "rerun",
+                    [illume, "rerun", "--round", "1", "--task", "judge", "--lake", root, "--workers", "2"],
+                ),
             ):
                 t0 = time.perf_counter()
                 p = Proc(cmd, run_env, log(f"{where}-{name}"), cwd=folder)

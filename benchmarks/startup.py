@@ -6,10 +6,14 @@ warm after the first repeat, as on any machine that ran illume before):
 - `import flows.cli`: what `illume --help` pays;
 - `import flows.pipeline`: prefect, pydantic and illume_core's modules a flow needs;
 - `import tasks.pool`: Ray (and what it pulls in);
-- the temporary Prefect API: `SubprocessASGIServer().start()` until it answers;
+- the temporary Prefect API until it answers, started as Prefect starts it
+  (`SubprocessASGIServer().start()`, which imports Prefect's server application in the calling
+  process first) and as the commands start it (`flows.temp_api`: the same subprocess, started
+  before anything of Prefect is imported);
 - `ray.init` of a local instance (`tasks.cluster.ensure_ray`);
-- the API and Ray one after the other, then overlapped as `illume round` now does
-  (`flows.commands_pipeline.warm_up`: the API starts in a thread while Ray starts);
+- the API and Ray one after the other, then overlapped as `illume round` does
+  (`flows.commands_pipeline.warm_up`: the API's subprocess starts first, then Ray and the flow's
+  imports, and the API is waited for last);
 - with `--lake DIR` (a lake with a base model, e.g. one `illume train --budget smoke` made):
   a fresh `illume round` process until its first task has committed (`prompts/round=N/part=self`
   appears), with the overlap and without it (`ILLUME_NO_WARM_UP=1`). The round is killed there;
@@ -42,14 +46,21 @@ PHASES = {
     "import flows.cli": "import flows.cli",
     "import flows.pipeline": "import flows.pipeline",
     "import tasks.pool (ray)": "import tasks.pool",
-    "temporary Prefect API": "from flows.commands_pipeline import _start_api; {t0}; _start_api()",
+    # Prefect's own start: the parent imports Prefect's server application, then starts it
+    "temporary Prefect API (Prefect's SubprocessASGIServer)": (
+        "{t0}; from prefect.server.api.server import SubprocessASGIServer; SubprocessASGIServer().start()"
+    ),
+    # the commands' start (flows/temp_api.py): the same subprocess, nothing of Prefect imported here
+    "temporary Prefect API (flows.temp_api)": (
+        "from flows.temp_api import start_temporary_api; {t0}; start_temporary_api().wait()"
+    ),
     "ray.init (local)": "from tasks.cluster import ensure_ray; {t0}; ensure_ray()",
     "API then Ray": (
-        "from flows.commands_pipeline import _start_api; from tasks.cluster import ensure_ray; "
-        "{t0}; _start_api(); ensure_ray()"
+        "from flows.temp_api import start_temporary_api; from tasks.cluster import ensure_ray; "
+        "{t0}; start_temporary_api().wait(); ensure_ray()"
     ),
-    "API and Ray overlapped (warm_up)": (
-        "from flows.commands_pipeline import warm_up; import tasks.pool; {t0}; warm_up()"
+    "API, Ray and imports overlapped (warm_up)": (
+        "from flows.commands_pipeline import warm_up; {t0}; warm_up()"
     ),
 }
 

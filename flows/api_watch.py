@@ -104,12 +104,19 @@ class ApiWatch:
 
     # ------------------------------------------------------------------ the message
     def describe(self, silent_s: float) -> str:
+        # this command's own temporary server (flows/temp_api.py): nothing to start, a new run starts its own
+        temporary = os.environ.get("ILLUME_TEMPORARY_API", "").rstrip("/") == (self.api_url or "")
+        what = "the temporary Prefect API this command started" if temporary else "the Prefect API"
+        restart = (
+            "Run"
+            if temporary
+            else "Start the Prefect server again (or unset PREFECT_API_URL for a temporary one), then run"
+        )
         return (
-            f"the Prefect API at {self.api_url} has not answered for {silent_s:.0f} s "
+            f"{what} at {self.api_url} has not answered for {silent_s:.0f} s "
             f"({LOST_ENV}={self.lost_s:g}); this flow run stops here. The lake keeps every committed "
-            "partition (commits are atomic) and its writer lock is released. Start the Prefect server "
-            f"again (or unset PREFECT_API_URL for a temporary one), then run `{self.resume}` again"
-            f"{self.also}: "
+            f"partition (commits are atomic) and its writer lock is released. {restart} "
+            f"`{self.resume}` again{self.also}: "
             "the tasks that finished come from the caches in the lake."
         )
 

@@ -52,47 +52,30 @@ def _margins(text: str) -> dict[str, float]:
         raise typer.BadParameter(str(e), param_hint="--likelihood-margins") from None
 
 
-def _start_api() -> None:
-    """Start the temporary Prefect API (a server subprocess) unless PREFECT_API_URL names one."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
-
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    SubprocessASGIServer().start()  # a singleton: the flow's client finds it running
-
-
 def warm_up() -> None:
-    """Start Ray while the temporary Prefect API starts, instead of one after the other.
+    """Start the temporary Prefect API, Ray and the flow's imports side by side, not one after the other.
 
-    The API server is a subprocess that takes seconds to answer; Ray's local instance takes
-    seconds too. The flow would start the API at its first call and Ray in its first task;
-    here the API starts in a thread while this thread imports Ray and starts it (Ray's init
-    stays in the main thread). Errors are left for the flow to meet and report.
-    See benchmarks/startup.py and docs/PIPELINE.md for the figures.
+    The API server is a subprocess that takes seconds to answer (`flows/temp_api.py` starts it
+    without importing Prefect's server here); Ray's local instance takes seconds too, and so do
+    the flow modules' imports. The API starts first and is waited for last, just before the
+    flow's first call; Ray's init stays in the main thread. Without a temporary API (a server
+    named in PREFECT_API_URL, or Prefect already imported) only Ray and the imports are done
+    here. See benchmarks/startup.py and docs/PIPELINE.md for the figures.
     """
     import os
-    import threading
 
     if os.environ.get("ILLUME_NO_WARM_UP"):  # benchmarks/startup.py measures without it
         return
-    errors: list[BaseException] = []
+    from flows.temp_api import start_temporary_api
 
-    def api() -> None:
-        try:
-            _start_api()
-        except BaseException as e:  # the flow starts it again and reports the error
-            errors.append(e)
+    api = start_temporary_api()
+    from tasks.cluster import ensure_ray
 
-    t = threading.Thread(target=api, name="illume-api-start", daemon=True)
-    t.start()
-    try:
-        from tasks.cluster import ensure_ray
+    ensure_ray()
+    import flows.pipeline  # noqa: F401  (the commands' next import, while the server starts)
 
-        ensure_ray()
-    finally:
-        t.join()
+    if api is not None:
+        api.wait()
 
 
 def _print_scores(rows: list[dict]) -> None:
@@ -261,6 +244,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Evaluate a checkpoint: ShapesEval, VQA, agreement; or any GenEval prompt file with --prompts."""
         if prompts is None:
+            warm_up()
             from flows.pipeline import evaluate_checkpoint
 
             out = evaluate_checkpoint(
@@ -285,6 +269,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Choose the lake's sampling setting again on tuning images (never ShapesEval's): every
         candidate drawn and judged, the best kept for every later drawing in the lake."""
+        warm_up()
         from flows.pipeline import choose_sampling
         from illume_core.model.sampling import SamplingParams
 

@@ -99,6 +99,27 @@ def test_a_round_on_a_bucket_equals_the_round_on_a_local_lake(
     assert f"uploaded to {lake}/reports/index.html" in out.output
     assert "lake/reports/index.html" in _keys(bucket, "lake/reports/")
 
+    # the model commands on the bucket lake's current model (read through the node cache), drawing
+    # what the same model draws from the local lake
+    for where, name in ((lake, "bucket"), (str(local), "local")):
+        out = CliRunner().invoke(
+            app, ["generate", "a photo of a red circle", "-o", str(tmp_path / f"{name}.png"), "--lake", where]
+        )
+        assert out.exit_code == 0, out.output
+    assert (tmp_path / "bucket.png").read_bytes() == (tmp_path / "local.png").read_bytes()
+    out = CliRunner().invoke(
+        app,
+        ["ask", str(tmp_path / "bucket.png"), "how many circles?", "--lake", lake, "--max-new-tokens", "2"],
+    )
+    assert out.exit_code == 0, out.output
+    out = CliRunner().invoke(
+        app,
+        ["edit", str(tmp_path / "bucket.png"), "remove it", "-o", str(tmp_path / "ed.png"), "--lake", lake],
+    )
+    assert out.exit_code == 0 and (tmp_path / "ed.png").stat().st_size > 0, out.output
+    for f in ("bucket.png", "local.png", "ed.png"):
+        (tmp_path / f).unlink()
+
     # (re-running the round with an empty node cache, as a second machine would, gave every task
     # as a cache hit from the bucket's records when this test still did it; it was taken out to
     # keep the suite under 15 minutes: docs/STORAGE.md)
