@@ -256,12 +256,29 @@ class Proc:
         return "".join(self.lines)
 
 
+# the round flow's own parameters; every other key of ROUND (and of round_cmd's `extra`) is a knob
+RUN_PARAMS = ("lake", "round", "workers", "rerun", "lock_timeout_s")
+
+
+def round_kwargs(params: dict) -> dict:
+    """self_enhancement_round's keyword arguments for flat `params`: the knobs as one `config`
+    mapping (Prefect validates it into a RoundConfig, as for a deployment), the rest beside it."""
+    knobs = {k: v for k, v in params.items() if k not in RUN_PARAMS}
+    return {**{k: v for k, v in params.items() if k in RUN_PARAMS}, "config": knobs}
+
+
 def round_cmd(lake: Path, extra: dict | None = None) -> list[str]:
+    """`python -c` code running one round on `lake` with ROUND's parameters, `extra`'s over them.
+    A code tree whose flow takes the knobs one by one (before `config`) gets them so: the
+    refactor check (benchmarks/refactor_equivalence.py) runs older revisions too."""
     params = {**ROUND, **(extra or {}), "lake": str(lake)}
     code = (
-        "import json, sys\n"
+        "import inspect, json\n"
         "from flows.pipeline import self_enhancement_round\n"
-        f"out = self_enhancement_round(**json.loads({json.dumps(json.dumps(params))}))\n"
+        f"kwargs = json.loads({json.dumps(json.dumps(round_kwargs(params)))})\n"
+        "if 'config' not in inspect.signature(self_enhancement_round.fn).parameters:\n"
+        f"    kwargs = json.loads({json.dumps(json.dumps(params))})  # the knobs one by one\n"
+        "out = self_enhancement_round(**kwargs)\n"
         "print('ROUND-RESULT', json.dumps({'round': out['round'], 'status': out['status']}), flush=True)\n"
     )
     return [PY, "-c", code]

@@ -41,6 +41,7 @@ def main() -> None:
 
     t_import = time.perf_counter()
     from flows.pipeline import self_enhancement_round, train_pipeline
+    from illume_core.settings import RoundConfig
     from storage.registry import get_lake
 
     lake = args.lake or os.path.join(tempfile.mkdtemp(prefix="illume-orch-"), "lake")
@@ -59,8 +60,7 @@ def main() -> None:
     t1 = time.perf_counter()
     out = self_enhancement_round(
         lake=lake,
-        n_prompts=n_prompts * 10,
-        images_per_prompt=per_prompt,
+        config=RoundConfig(n_prompts=n_prompts * 10, images_per_prompt=per_prompt),
         workers=args.workers,
         lock_timeout_s=30,
     )

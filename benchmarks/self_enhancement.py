@@ -269,21 +269,20 @@ def merge_seed(old: dict, new: dict) -> dict:
 def one_round(lake: Path, spec: dict, args, seed: int, **gate) -> dict:
     """One self-enhancement round of an arm's strategies and assessor on `lake`."""
     from flows.pipeline import self_enhancement_round
+    from illume_core.settings import RoundConfig
 
-    return self_enhancement_round(
-        lake=str(lake),
+    config = RoundConfig(
         n_prompts=args.n_prompts,
         prompts=spec.get("prompts", "corpus"),
         images_per_prompt=args.images_per_prompt,
         strategies=spec["strategies"],
         assessor=spec["assessor"],
-        likelihood_margins=spec.get("likelihood_margins"),
+        likelihood_margins=spec.get("likelihood_margins") or {},
         finetune_lr_scale=args.finetune_lr_scale,
         seed=seed,
-        workers=args.workers,
-        lock_timeout_s=60,
         **gate,
     )
+    return self_enhancement_round(lake=str(lake), config=config, workers=args.workers, lock_timeout_s=60)
 
 
 def base_of(lake: str, workers: int = 2) -> dict:

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from illume_core.settings import RoundConfig
 
 
 def lake_root(value: str) -> str:
@@ -50,6 +54,27 @@ def _margins(text: str) -> dict[str, float]:
         return LikelihoodMargins.parse(text).model_dump(exclude_defaults=True) if text else {}
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--likelihood-margins") from None
+
+
+def _round_config(**knobs) -> RoundConfig:
+    """`illume round`'s options as one RoundConfig; a bad value is a usage error naming its option,
+    before any work (Ray and the Prefect API are not started)."""
+    from pydantic import ValidationError
+
+    from illume_core.settings import RoundConfig
+
+    try:
+        return RoundConfig(**knobs)
+    except ValidationError as e:
+        bad = [(_round_option(str(err["loc"][0])), err["msg"]) for err in e.errors()]
+        if len(bad) == 1:
+            raise typer.BadParameter(bad[0][1], param_hint=bad[0][0]) from None
+        raise typer.BadParameter("; ".join(f"{option}: {msg}" for option, msg in bad)) from None
+
+
+def _round_option(field: str) -> str:
+    """The `illume round` option of a RoundConfig field."""
+    return "--strategy" if field == "strategies" else "--" + field.replace("_", "-")
 
 
 def warm_up() -> None:
@@ -102,6 +127,7 @@ def register(app: typer.Typer) -> None:
         warm_up()
         from flows.pipeline import self_enhancement_round, train_pipeline
         from flows.report import build_report
+        from illume_core.settings import RoundConfig
         from storage.catalog import catalog_path
         from storage.lake import Lake
 
@@ -109,7 +135,7 @@ def register(app: typer.Typer) -> None:
         overall = base["shapeseval_overall"]
         score = "not measured" if overall is None else f"{overall:.3f}"
         typer.echo(f"base model: {base['checkpoint']} (ShapesEval overall {score})")
-        r = self_enhancement_round(lake=str(lake), seed=seed, workers=workers)
+        r = self_enhancement_round(lake=str(lake), config=RoundConfig(seed=seed), workers=workers)
         typer.echo(f"round {r['round']}: {r['status']} ({r['reason']})")
         typer.echo(_report_line(lake, build_report(str(lake))))
         cli = (
@@ -185,24 +211,22 @@ def register(app: typer.Typer) -> None:
         rerun: list[str] = typer.Option([], help="task names to refresh (repeatable)"),
     ) -> None:
         """The next self-enhancement round from the current checkpoint (finishes an interrupted one first)."""
-        warm_up()
-        from flows.pipeline import self_enhancement_round
-
-        out = self_enhancement_round(
-            lake=str(lake),
+        config = _round_config(
             n_prompts=n_prompts,
             prompts=prompts,
             images_per_prompt=images_per_prompt,
-            strategies=strategy,
+            **({"strategies": strategy} if strategy else {}),
             assessor=assessor,
             likelihood_margins=_margins(likelihood_margins),
             margin=margin,
             min_parse_rate=min_parse_rate,
             **({"finetune_lr_scale": finetune_lr_scale} if finetune_lr_scale is not None else {}),
             seed=seed,
-            workers=workers,
-            rerun=rerun,
         )
+        warm_up()
+        from flows.pipeline import self_enhancement_round
+
+        out = self_enhancement_round(lake=str(lake), config=config, workers=workers, rerun=rerun)
         typer.echo(f"round {out['round']}: {out['status']} ({out['reason']})")
 
     @app.command()
@@ -213,7 +237,6 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(2),
     ) -> None:
         """Re-run one task of a round (and everything downstream of its output); the rest is cached."""
-        from flows.pipeline import self_enhancement_round
         from illume_core.settings import RoundConfig
         from storage.registry import get_lake
 
@@ -223,8 +246,10 @@ def register(app: typer.Typer) -> None:
                 f'no self-enhancement round {round} in {lake}; see `illume sql "SELECT * FROM rounds"`'
             )
         cfg = RoundConfig.from_params(rows[0]["params"])  # the knobs the round ran with
-        keep = {**cfg.model_dump(), "strategies": list(cfg.strategies)}
-        out = self_enhancement_round(lake=str(lake), round=round, workers=workers, rerun=task, **keep)
+        warm_up()
+        from flows.pipeline import self_enhancement_round
+
+        out = self_enhancement_round(lake=str(lake), round=round, config=cfg, workers=workers, rerun=task)
         typer.echo(f"round {out['round']}: {out['status']} ({out['reason']})")
 
     @app.command(name="eval")

@@ -18,7 +18,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.api_watch import ApiWatch
-from illume_core.settings import FINETUNE_LR_SCALE, PipelineSettings, RoundConfig
+from illume_core.settings import PipelineSettings, RoundConfig
 from storage import blobs, registry
 from storage.lock import LakeBusyError
 from storage.registry import get_lake
@@ -226,7 +226,8 @@ def _round_run_name() -> str:
 
     p = flow_run.parameters
     r = p.get("round")
-    return f"round-{'next' if r is None else r}-{p.get('assessor', 'self')}"
+    assessor = RoundConfig.model_validate(p.get("config") or {}).assessor  # validated: a RoundConfig
+    return f"round-{'next' if r is None else r}-{assessor}"
 
 
 def _checkpoint_run_name(action: str):
@@ -245,38 +246,19 @@ def _checkpoint_run_name(action: str):
 def self_enhancement_round(
     lake: str = "lake",
     round: int | None = None,
-    n_prompts: int = 48,
-    prompts: str = "corpus",
-    images_per_prompt: int = 4,
-    strategies: list[str] | None = None,
-    assessor: str = "self",
-    likelihood_margins: dict[str, float] | None = None,
-    margin: float = 0.02,
-    min_parse_rate: float = 0.5,
-    finetune_steps: int | None = None,
-    finetune_lr_scale: float = FINETUNE_LR_SCALE,
-    seed: int = 0,
+    config: RoundConfig | None = None,
     workers: int = 2,
     rerun: list[str] | None = None,
     lock_timeout_s: float = 10.0,
 ) -> dict:
-    """Sample -> assess -> judge -> reformat -> finetune -> evaluate -> promote, from the current model."""
+    """Sample -> assess -> judge -> reformat -> finetune -> evaluate -> promote, from the current model.
+
+    `config` holds the round's knobs (None: RoundConfig's defaults). Prefect validates it before
+    the run starts (a deployment passes it as a mapping), so a bad assessor or strategy is refused
+    before any work.
+    """
     rerun = _check_rerun(rerun or [])
-    # the knobs as one validated object (a bad assessor or strategy is refused before any work)
-    knobs = {"strategies": strategies} if strategies else {}
-    cfg = RoundConfig(
-        n_prompts=n_prompts,
-        prompts=prompts,
-        images_per_prompt=images_per_prompt,
-        assessor=assessor,
-        likelihood_margins=likelihood_margins or {},
-        margin=margin,
-        min_parse_rate=min_parse_rate,
-        finetune_steps=finetune_steps,
-        finetune_lr_scale=finetune_lr_scale,
-        seed=seed,
-        **knobs,
-    )
+    cfg = config or RoundConfig()
     resume = "the same command" if round is not None else f"illume round --lake {lake}"
     with ApiWatch(resume, also=" (or start the same deployment run again)"):
         return _round_body(lake, round, cfg, workers, rerun, lock_timeout_s)

@@ -11,6 +11,8 @@ import tempfile
 
 import pytest
 
+from illume_core.settings import RoundConfig
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="illume-prefect-home-"))
@@ -52,7 +54,8 @@ def smoke_lake(tmp_path_factory, prefect_harness, ray_session):
     return lake
 
 
-SMOKE_ROUND = {"n_prompts": 4, "images_per_prompt": 2, "workers": 2, "lock_timeout_s": 2.0}
+# the smoke round's keyword arguments to self_enhancement_round: its knobs and how it runs
+SMOKE_ROUND = {"config": RoundConfig(n_prompts=4, images_per_prompt=2), "workers": 2, "lock_timeout_s": 2.0}
 
 
 @pytest.fixture(scope="session")

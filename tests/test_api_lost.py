@@ -18,8 +18,10 @@ import time
 import pytest
 
 from flows.api_watch import EXIT_CODE, ApiWatch, PrefectApiLost
+from tests.conftest import SMOKE_ROUND
 
-FAST = {"n_prompts": 4, "images_per_prompt": 2, "workers": 2, "lock_timeout_s": 2.0}  # conftest.SMOKE_ROUND
+# conftest.SMOKE_ROUND as the flat parameters fm.round_cmd takes (knobs beside workers, lock_timeout_s)
+FAST = {"n_prompts": 4, "images_per_prompt": 2, "workers": 2, "lock_timeout_s": 2.0}
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
@@ -151,7 +153,7 @@ def test_server_killed_mid_round_fails_in_bounded_time_and_the_rerun_finishes(
 
     # the server is back (here: the session's API; the caches live in the lake): the same
     # round finishes from its caches and equals an undisturbed round
-    self_enhancement_round(lake=str(lake), **FAST)
+    self_enhancement_round(lake=str(lake), **SMOKE_ROUND)
     assert (
         Lake(lake, catalog=False).read("task_runs", 1, "select-prompts").to_pylist()[0]["ended_at"]
         == selected_at

@@ -78,6 +78,37 @@ def test_round_config_is_one_validated_object_that_its_stored_params_give_back()
             RoundConfig(**bad)
 
 
+def test_a_bad_round_knob_is_refused_before_any_work(tmp_path, monkeypatch):
+    """`illume round` builds its RoundConfig first: a bad option is a usage error naming it, before
+    Ray or the Prefect API start; the flow validates `config` the same way (a deployment's mapping)."""
+    from prefect.exceptions import ParameterTypeError
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from flows.pipeline import self_enhancement_round
+    from illume_core.settings import RoundConfig
+
+    monkeypatch.setattr("flows.commands_pipeline.warm_up", lambda: pytest.fail("work started"))
+    runner = CliRunner(env={"COLUMNS": "400", "TERMINAL_WIDTH": "400"})
+    lake = str(tmp_path / "lake")
+    for args, option in (
+        (["--assessor", "human"], "--assessor"),
+        (["--strategy", "guess"], "--strategy"),
+        (["--n-prompts", "0"], "--n-prompts"),
+        (["--min-parse-rate", "2"], "--min-parse-rate"),
+        (["--likelihood-margins", "shape=1"], "--likelihood-margins"),
+        (["--prompts", "heldout"], "--prompts"),
+    ):
+        out = runner.invoke(app, ["round", "--lake", lake, *args])
+        assert out.exit_code == 2 and f"Invalid value for {option}" in out.output, out.output
+    assert not (tmp_path / "lake").exists()
+    params = self_enhancement_round.validate_parameters({"config": {"n_prompts": 8, "assessor": "judge"}})
+    assert params["config"] == RoundConfig(n_prompts=8, assessor="judge")
+    assert self_enhancement_round.validate_parameters({})["config"] is None  # the flow: RoundConfig()
+    with pytest.raises(ParameterTypeError, match="config.assessor"):
+        self_enhancement_round.validate_parameters({"config": {"assessor": "human"}})
+
+
 def _without_field(tmp_path, field: str):
     """Today's default settings saved, then loaded from a pipeline.json written before `field`."""
     import json

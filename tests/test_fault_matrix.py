@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 
 from storage.lock import LakeBusyError
+from tests.conftest import SMOKE_ROUND
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = {"n_prompts": 4, "images_per_prompt": 2, "workers": 2, "lock_timeout_s": 2.0}  # conftest.SMOKE_ROUND
+# conftest.SMOKE_ROUND as the flat parameters fm.round_cmd takes (knobs beside workers, lock_timeout_s)
+FAST = {"n_prompts": 4, "images_per_prompt": 2, "workers": 2, "lock_timeout_s": 2.0}
 
 
 def _load_matrix():
@@ -69,7 +71,7 @@ def test_sigkill_at_end_of_sample_then_rerun_equals_undisturbed(smoke_lake, smok
     assert lk.read("assessments", 1).num_rows == 0
     sampled_at = _sample_run(lake)
 
-    self_enhancement_round(lake=str(lake), **FAST)  # the same round, no fault
+    self_enhancement_round(lake=str(lake), **SMOKE_ROUND)  # the same round, no fault
     assert _sample_run(lake) == sampled_at  # sample was a cache hit: its body did not run again
     n, rows, diffs = fm.compare(fm.lake_state(ref), lake)
     assert diffs == [] and n > 40 and rows > 100
@@ -96,7 +98,7 @@ def test_two_rounds_at_once_one_writes_the_other_refuses(smoke_lake, tmp_path):
         assert first.wait_for(first_holds, 120), first.text[-2000:]
         t0 = time.monotonic()
         with pytest.raises(LakeBusyError, match=f"pid {first.p.pid}.*another round is running"):
-            self_enhancement_round(lake=str(lake), **{**FAST, "lock_timeout_s": 1.0})
+            self_enhancement_round(lake=str(lake), **{**SMOKE_ROUND, "lock_timeout_s": 1.0})
         assert time.monotonic() - t0 < 30
         assert first.p.poll() is None  # the first round still runs: the refused one did not disturb it
     finally:

@@ -10,9 +10,10 @@ import shutil
 import pytest
 
 from storage.lock import LakeBusyError
-from tests.conftest import flow_task_runs
+from tests.conftest import SMOKE_ROUND, flow_task_runs
 
-ROUND = {"n_prompts": 4, "images_per_prompt": 2, "workers": 2, "lock_timeout_s": 2.0}
+ROUND = SMOKE_ROUND  # the flow's keyword arguments: the knobs (`config`), workers, lock_timeout_s
+KNOBS = ROUND["config"]  # a RoundConfig
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_round_through_prefect_and_ray(round_lake):
     lk = get_lake(str(lake))
     prompts = lk.read("prompts", 1, "self").num_rows
     samples = lk.read("samples", 1, "self")
-    assert samples.num_rows == prompts * ROUND["images_per_prompt"] > 0
+    assert samples.num_rows == prompts * KNOBS.images_per_prompt > 0
     assert lk.read("assessments", 1, "self-self").num_rows == samples.num_rows
     assert lk.read("judgments", 1, "self").num_rows == samples.num_rows
     r1 = lk.read("rounds", 1).to_pylist()[0]
@@ -296,12 +297,12 @@ def test_actor_killed_mid_sampling_gives_identical_rows(base_lake, round_lake, t
 
     marker = tmp_path / "crashed"
     lake = str(_copy(base_lake, tmp_path, "lake"))
-    prompts = steps.select_prompts.fn(lake, 1, ROUND["n_prompts"], 0)  # the round's own draw (seed 0)
+    prompts = steps.select_prompts.fn(lake, 1, KNOBS.n_prompts, 0)  # the round's own draw (seed 0)
     shutdown_pools()
     monkeypatch.setenv("ILLUME_FAULT_CRASH", f"sample:{marker}")
     try:
         steps.sample.fn(
-            lake, 1, current_checkpoint(lake), prompts, ROUND["images_per_prompt"], "self", ROUND["workers"]
+            lake, 1, current_checkpoint(lake), prompts, KNOBS.images_per_prompt, "self", ROUND["workers"]
         )
     finally:
         monkeypatch.delenv("ILLUME_FAULT_CRASH")
@@ -363,16 +364,17 @@ def test_a_likelihood_preference_round_runs_through_prefect_with_its_margins_and
 
     lake = _copy(base_lake, tmp_path, "likelihood")
     lenient = dict.fromkeys(("object", "count", "color", "spatial"), 1e6)
-    out = self_enhancement_round(
-        lake=str(lake),
-        **ROUND,
+    config = RoundConfig(
+        n_prompts=KNOBS.n_prompts,
+        images_per_prompt=KNOBS.images_per_prompt,
         assessor="likelihood",
         likelihood_margins=lenient,
         strategies=["accepted_t2i", "preference"],
     )
+    out = self_enhancement_round(lake=str(lake), **{**ROUND, "config": config})
     lk = get_lake(str(lake))
     rows = lk.read("assessments", 1, "self-likelihood").to_pylist()
-    assert len(rows) == ROUND["n_prompts"] * ROUND["images_per_prompt"]
+    assert len(rows) == KNOBS.n_prompts * KNOBS.images_per_prompt
     assert all(r[f"{d}_verdict"] == "yes" for r in rows for d in lenient) and {
         r["assessor"] for r in rows
     } == {"likelihood"}

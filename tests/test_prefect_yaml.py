@@ -67,6 +67,27 @@ def test_entrypoints_are_flows_that_accept_every_parameter_set(deployments):
         assert unknown_parameters(flow, {**params, "lake_root": "x"}) == ["lake_root"]
 
 
+def test_the_rounds_knobs_are_one_round_config_the_server_accepts(deployments):
+    """The nightly round's knobs are one `config` mapping: a RoundConfig, and valid under the
+    parameter schema the server enforces (`enforce_parameter_schema`) for the deployment and for a
+    run's `--param config=...`, which replaces the mapping."""
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools.validation import ValidationError, validate
+
+    from illume_core.settings import RoundConfig
+
+    params = deployments["nightly-round"]["parameters"]
+    RoundConfig.model_validate(params["config"])  # a misspelled or bad knob raises
+    flow = load_flow_from_entrypoint(str(ROOT / EXPECTED["nightly-round"]))
+    schema = parameter_schema(flow.fn).model_dump_for_openapi()
+    validate(params, schema, raise_on_error=True)
+    validate({**params, "config": {"n_prompts": 8, "assessor": "likelihood"}}, schema, raise_on_error=True)
+    for bad in ({"assessor": "oracle"}, {"n_prompt": 8}, {"n_prompts": 0}):  # refused before the run
+        with pytest.raises(ValidationError):
+            validate({**params, "config": bad}, schema, raise_on_error=True)
+
+
 def test_schedules_parse_and_the_round_runs_one_at_a_time(deployments):
     from prefect.client.schemas.schedules import CronSchedule
 
