@@ -48,7 +48,7 @@ LAKE = typer.Option(
 
 def _margins(text: str) -> dict[str, float]:
     """--likelihood-margins 'object=0,count=-3' -> {dimension: nats}; a bad one is a usage error."""
-    from illume_core.self_enhance.likelihood import LikelihoodMargins
+    from illume_core.self_enhance.options import LikelihoodMargins
 
     try:
         return LikelihoodMargins.parse(text).model_dump(exclude_defaults=True) if text else {}
@@ -82,23 +82,36 @@ def warm_up() -> None:
 
     The API server is a subprocess that takes seconds to answer (`flows/temp_api.py` starts it
     without importing Prefect's server here); Ray's local instance takes seconds too, and so do
-    the flow modules' imports. The API starts first and is waited for last, just before the
-    flow's first call; Ray's init stays in the main thread. Without a temporary API (a server
-    named in PREFECT_API_URL, or Prefect already imported) only Ray and the imports are done
-    here. See benchmarks/startup.py and docs/PIPELINE.md for the figures.
+    the imports of the flow modules and of the model's (torch, transformers: its first task
+    needs them). The API starts first;
+    the imports run in a thread while this thread starts Ray (Ray's init stays in the main
+    thread, and mostly waits for its own processes); the API is waited for last, just before the
+    flow's first call. Without a temporary API (a server named in PREFECT_API_URL, or Prefect
+    already imported) only Ray and the imports are done here. See benchmarks/startup.py and
+    docs/PIPELINE.md for the figures.
     """
     import os
+    import threading
 
     if os.environ.get("ILLUME_NO_WARM_UP"):  # benchmarks/startup.py measures without it
         return
     from flows.temp_api import start_temporary_api
 
     api = start_temporary_api()
+
+    def imports() -> None:
+        try:
+            import flows.pipeline  # noqa: F401
+            import illume_core.eval.evaluations  # noqa: F401  (torch, transformers: the tasks' imports)
+        except BaseException:  # the command's own import meets the error and reports it
+            pass
+
+    t = threading.Thread(target=imports, name="illume-imports", daemon=True)
+    t.start()
     from tasks.cluster import ensure_ray
 
     ensure_ray()
-    import flows.pipeline  # noqa: F401  (the commands' next import, while the server starts)
-
+    t.join()
     if api is not None:
         api.wait()
 

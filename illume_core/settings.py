@@ -307,14 +307,14 @@ class RoundConfig(BaseModel):
     @field_validator("strategies", mode="before")
     @classmethod
     def _known_strategies(cls, v):
-        from illume_core.self_enhance.reformat import check_strategies
+        from illume_core.self_enhance.options import check_strategies
 
         return tuple(check_strategies([v] if isinstance(v, str) else v))
 
     @field_validator("likelihood_margins", mode="before")
     @classmethod
     def _known_margins(cls, v):
-        from illume_core.self_enhance.likelihood import LikelihoodMargins
+        from illume_core.self_enhance.options import LikelihoodMargins
 
         if isinstance(v, str):  # the CLI's 'object=0,count=-3'
             v = LikelihoodMargins.parse(v).model_dump(exclude_defaults=True)

@@ -26,49 +26,13 @@ import functools
 from collections.abc import Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict
 
 from illume_core.self_enhance.assessment import Assessment, DimensionAssessment
+from illume_core.self_enhance.options import LikelihoodMargins
 from illume_core.world import prompts as P
 from illume_core.world.geneval import Metadata
 from illume_core.world.rules import DIMENSIONS
 from illume_core.world.scenes import COLORS, RELATIONS, SHAPES
-
-
-class LikelihoodMargins(BaseModel):
-    """Per dimension, how much better (nats) a counterfactual must explain the codes to say "no"
-    (negative: "no" unless the prompt explains them better than every counterfactual by that much)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # chosen on tuning prompts (benchmarks/likelihood_assessment.py): the margin of each dimension
-    # with the best balanced accuracy on run 8's seed-0 base model (reading order; docs/BASE_MODEL.md
-    # section 17). Run 5's model chose object -1, count -6, color -4, spatial -1 (section 10); with
-    # reading order the object a drawing starts with also tells its relation, and spatial wants -8
-    object: float = -2.0
-    count: float = -8.0
-    color: float = -6.0
-    spatial: float = -8.0
-
-    @classmethod
-    def parse(cls, text: str) -> LikelihoodMargins:
-        """'object=0,count=-3' -> margins (dimensions not named keep their defaults); a ValueError
-        names the dimensions and the format."""
-        values: dict[str, float] = {}
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            name, eq, value = part.partition("=")
-            name = name.strip()
-            if not eq or name not in DIMENSIONS:
-                raise ValueError(
-                    f"likelihood margin {part!r}: expected DIMENSION=NATS with DIMENSION one of "
-                    f"{', '.join(DIMENSIONS)}, e.g. 'object=0,count=-3'"
-                )
-            try:
-                values[name] = float(value)
-            except ValueError:
-                raise ValueError(f"likelihood margin {part!r}: {value.strip()!r} is not a number") from None
-        return cls(**values)
-
 
 OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 assert set(OPPOSITE) == set(RELATIONS)

@@ -26,25 +26,12 @@ import torch
 from illume_core.model.images import from_png
 from illume_core.self_enhance import assessment as sa
 from illume_core.self_enhance.assessment import Assessment
+from illume_core.self_enhance.options import SFT_STRATEGIES, check_strategies
 from illume_core.train.data import SelfExample
 from illume_core.train.preference import PreferencePair
 from illume_core.world.geneval import Metadata
 
-STRATEGIES = ("assessment", "accepted_t2i", "balanced_t2i", "preference")
-SFT_STRATEGIES = ("assessment", "accepted_t2i", "balanced_t2i")  # the ones fine-tuning trains on
 MAX_REPEATS = 4  # balanced_t2i: copies of one accepted image at most
-
-
-def check_strategies(strategies: Iterable[str]) -> list[str]:
-    s = list(dict.fromkeys(strategies))
-    bad = [x for x in s if x not in STRATEGIES]
-    if bad or not s:
-        raise ValueError(
-            f"unknown or empty reformat strategies {bad or s}; choose from {', '.join(STRATEGIES)}"
-        )
-    if {"accepted_t2i", "balanced_t2i"} <= set(s):
-        raise ValueError("accepted_t2i and balanced_t2i make the same pairs; choose one of them")
-    return s
 
 
 def assessment_of(row: dict) -> Assessment | None:
