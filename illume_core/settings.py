@@ -136,7 +136,7 @@ BUDGETS: dict[str, Budget] = {
     # The understanding encoder gets 40 contrastive steps (200 before): ShapesEval is drawn through
     # the pattern tokenizer, which does not depend on it, and the 3.8 minutes saved pay for 200
     # more stage-2 steps (800 -> 1,000). On an fp32-only CPU (2026-12-08) the base model went from
-    # 0.388 to 0.433; docs/BASE_MODEL.md, section 21, has the times and the history
+    # 0.388 to 0.433 and the whole demo took 23 min 7 s; docs/BASE_MODEL.md, section 21
     "demo": Budget(
         encoder_steps=40,
         tokenizer_steps=4,

@@ -163,3 +163,27 @@ def test_a_bucket_lake_root_in_any_spelling_is_one_lake(tmp_path):
     ck = str(tmp_path / "lake" / "checkpoints" / "abc")
     assert registry.lake_ref(f"file://{tmp_path}/lake", ck) == registry.lake_ref(str(tmp_path / "lake"), ck)
     assert registry.lake_ref("S3://b/lake", "s3://b/lake/checkpoints/abc") == "checkpoints/abc"
+
+
+def test_a_data_parallel_stage_on_a_bucket_lake_publishes_its_checkpoint(
+    bucket, smoke_lake, monkeypatch, ray_session
+):
+    """Ray Train's ranks (DDP over gloo, two CPU workers) with a bucket lake: the ranks get the S3
+    settings in their loop config, rank 0 uploads the checkpoint (manifest last) and its result
+    document into the lake, and the driver reads the result back and removes it."""
+    from illume_core.model.checkpoint import read_manifest
+    from storage import blobs, registry
+    from tasks.plumbing import load_settings
+    from tasks.trainer import train_on_actor
+
+    monkeypatch.setenv("ILLUME_TRAIN_WORKERS", "2")
+    lake = f"s3://{bucket}/lake"
+    parent = registry.current_checkpoint(str(smoke_lake))
+    res = train_on_actor(load_settings(str(smoke_lake)), "stage3", parent, lake, steps=2)
+    assert len(res.losses) == 2 and all(x == x for x in res.losses)
+    assert res.path == f"{lake}/checkpoints/{res.checkpoint_id}"
+    m = json.loads(blobs.read_bytes(f"{res.path}/manifest.json"))
+    assert m["id"] == res.checkpoint_id and m["parent"] == read_manifest(parent)["id"]
+    keys = _keys(bucket, "lake/checkpoints/")
+    assert {f"lake/checkpoints/{res.checkpoint_id}/{f}" for f in m["files"]} <= set(keys)
+    assert not [k for k in keys if "/_dp-" in k]  # the ranks' result document was read and removed
