@@ -38,6 +38,11 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
+        # no idle Python workers started ahead of the first actor: on a small machine they take
+        # CPU from the flow's own start (a fresh `illume round` reached the end of its first task
+        # 2.5 s sooner, 19.6-19.8 s against 22.1-22.4 s, alternating; docs/PIPELINE.md); the
+        # worker pool's actors start their own
+        os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
