@@ -83,10 +83,9 @@ def warm_up() -> None:
     The API server is a subprocess that takes seconds to answer (`flows/temp_api.py` starts it
     without importing Prefect's server here); Ray's local instance takes seconds too, and so do
     the imports of the flow modules and of the model's (torch, transformers: its first task
-    needs them). The API starts first;
-    the imports run in a thread while this thread starts Ray (Ray's init stays in the main
-    thread, and mostly waits for its own processes); the API is waited for last, just before the
-    flow's first call. Without a temporary API (a server named in PREFECT_API_URL, or Prefect
+    needs them). The API starts first; the imports run in a thread while this thread starts Ray
+    (Ray's init stays in the main thread, and mostly waits for its own processes); the API is
+    waited for last, just before the flow's first call. Without a temporary API (a server named in PREFECT_API_URL, or Prefect
     already imported) only Ray and the imports are done here. See benchmarks/startup.py and
     docs/PIPELINE.md for the figures.
     """

@@ -24,9 +24,9 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from flows.api_watch import healthy  # the standard library only, like this module
 
 TEMPORARY_ENV = "ILLUME_TEMPORARY_API"
 
@@ -75,18 +75,11 @@ class TemporaryApi:
         atexit.register(self.stop)
         return self
 
-    def answering(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
-                return r.status == 200
-        except (urllib.error.URLError, OSError, ValueError):
-            return False
-
     def wait(self, timeout_s: float = 120.0) -> None:
         """Until `<url>/health` answers; a server that exits or never answers is a clear error."""
         assert self.proc is not None, "start() first"
         deadline = time.monotonic() + timeout_s
-        while not self.answering():
+        while not healthy(self.url):
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"the temporary Prefect API ({self.url}) exited with code {self.proc.returncode} "
